@@ -1,0 +1,78 @@
+// swift-tools-version: 6.2
+import PackageDescription
+
+// Module map (each named after what it does):
+//   SwitchCore      pure Swift: ports, NICs, lifecycle, extension stack, frames, L2 learning.
+//   EmbeddedSwitch  in-memory switch harness for unit tests of the core and of extensions.
+//   CNetlink        system library: libnl-3 and libnl-route-3 (pkg-config).
+//   CTapShim        thin C: TUN ioctls, AF_PACKET constants, mmsghdr/recvmmsg/sendmmsg.
+//   LinuxNet        Swift owners of netlink sockets, TAPs and AF_PACKET sockets.
+//   DataPlane       the Dispatch packet loop binding SwitchCore to LinuxNet.
+//   FakeVM          attaches to a TAP exactly as QEMU does (tests, benchmarks).
+//   ControlProtocol JSON messages between tapswitchctl and tapswitchd.
+//   TapswitchDaemon config, control socket, state dir, systemd notify, VM lifecycle.
+let package = Package(
+    name: "tapswitch",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "tapswitchd", targets: ["tapswitchd"]),
+        .executable(name: "tapswitchctl", targets: ["tapswitchctl"]),
+        .executable(name: "tapswitch-fakevm", targets: ["tapswitch-fakevm"]),
+        .library(name: "SwitchCore", targets: ["SwitchCore"]),
+        .library(name: "EmbeddedSwitch", targets: ["EmbeddedSwitch"]),
+        .library(name: "DataPlane", targets: ["DataPlane"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+    ],
+    targets: [
+        .target(name: "SwitchCore"),
+        .target(name: "EmbeddedSwitch", dependencies: ["SwitchCore"]),
+        .systemLibrary(
+            name: "CNetlink",
+            pkgConfig: "libnl-route-3.0",
+            providers: [.apt(["libnl-3-dev", "libnl-route-3-dev"])]
+        ),
+        .target(
+            name: "CTapShim",
+            cSettings: [.define("_GNU_SOURCE")]
+        ),
+        .target(name: "LinuxNet", dependencies: ["CNetlink", "CTapShim"]),
+        .target(
+            name: "DataPlane",
+            dependencies: ["SwitchCore", "LinuxNet", "CTapShim", .product(name: "Logging", package: "swift-log")]
+        ),
+        .target(name: "FakeVM", dependencies: ["LinuxNet", "CTapShim"]),
+        .target(name: "ControlProtocol"),
+        .target(
+            name: "TapswitchDaemon",
+            dependencies: [
+                "DataPlane", "ControlProtocol", "LinuxNet",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "tapswitchd",
+            dependencies: ["TapswitchDaemon", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
+        .executableTarget(
+            name: "tapswitchctl",
+            dependencies: ["ControlProtocol", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
+        .executableTarget(
+            name: "tapswitch-fakevm",
+            dependencies: ["FakeVM", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
+        // Shared by the privileged test suites: privilege probe, unique names, netns, deadline polls.
+        .target(name: "TestSupport", dependencies: ["LinuxNet"], path: "Tests/TestSupport"),
+        .testTarget(name: "SwitchCoreTests", dependencies: ["SwitchCore", "EmbeddedSwitch"]),
+        .testTarget(name: "LinuxNetTests", dependencies: ["LinuxNet", "FakeVM", "TestSupport"]),
+        .testTarget(name: "DataPlaneTests", dependencies: ["DataPlane", "FakeVM", "LinuxNet", "TestSupport"]),
+        .testTarget(
+            name: "DaemonTests",
+            dependencies: ["TapswitchDaemon", "ControlProtocol", "FakeVM", "TestSupport"]
+        ),
+        .testTarget(name: "QEMUTests", dependencies: ["ControlProtocol", "TestSupport"]),
+    ]
+)
