@@ -1,0 +1,172 @@
+/// Port and NIC types (Hyper-V's NDIS_SWITCH_PORT_TYPE / NIC_TYPE). On Linux: a VM's TAP is
+/// `synthetic` (virtio offloads) or `emulated`, a host-side TAP is `internal`, an uplink `external`.
+public enum PortType: String, Sendable, CaseIterable, Codable {
+    case external, `internal`, synthetic, emulated
+}
+
+public enum PortState: String, Sendable, Codable {
+    case created
+    /// PORT_TEARDOWN was issued; PORT_DELETE follows once references drain.
+    case tearingDown = "teardown"
+    case deleted
+}
+
+public enum NICState: String, Sendable, Codable {
+    case created, connected, disconnected, deleted
+}
+
+/// What the switch tells extensions about a port (NDIS_SWITCH_PORT_PARAMETERS).
+public struct PortParameters: Sendable, Equatable {
+    public var id: PortID
+    /// Unique internal name (for a VM NIC: the TAP name).
+    public var name: String
+    public var friendlyName: String
+    public var type: PortType
+    public var state: PortState
+
+    public init(id: PortID = .switchItself, name: String, friendlyName: String = "", type: PortType, state: PortState = .created) {
+        self.id = id
+        self.name = name
+        self.friendlyName = friendlyName
+        self.type = type
+        self.state = state
+    }
+}
+
+/// What the switch tells extensions about a NIC (NDIS_SWITCH_NIC_PARAMETERS).
+public struct NICParameters: Sendable, Equatable {
+    public var port: PortID
+    public var index: NICIndex
+    public var type: PortType
+    public var vmName: String
+    public var mtu: UInt32
+    /// The MAC assigned by the host (the TAP's configured address).
+    public var permanentMAC: MACAddress
+    /// The MAC in use (equal to the permanent one unless the guest changed it).
+    public var currentMAC: MACAddress
+    public var state: NICState
+
+    public init(port: PortID = .switchItself, index: NICIndex = 0, type: PortType, vmName: String = "", mtu: UInt32 = 1500,
+                permanentMAC: MACAddress, currentMAC: MACAddress? = nil, state: NICState = .created) {
+        self.port = port
+        self.index = index
+        self.type = type
+        self.vmName = vmName
+        self.mtu = mtu
+        self.permanentMAC = permanentMAC
+        self.currentMAC = currentMAC ?? permanentMAC
+        self.state = state
+    }
+}
+
+/// Port-level VLAN policy (the standard VLAN port property). No property = VLAN-transparent:
+/// the port carries frames of every VLAN exactly as tagged.
+public enum VLANPolicy: Sendable, Equatable {
+    /// Untagged on the wire, VLAN `id` inside the switch.
+    case access(VLANID)
+    /// Tagged for the allowed VLANs; untagged frames belong to `native` (nil: dropped).
+    case trunk(allowed: Set<VLANID>, native: VLANID?)
+}
+
+/// The standard security port property.
+public struct SecurityPolicy: Sendable, Equatable {
+    public var allowMACSpoofing: Bool
+    public var allowIEEEPriorityTag: Bool
+    public var dynamicIPAddressLimit: UInt32
+    public init(allowMACSpoofing: Bool = false, allowIEEEPriorityTag: Bool = false, dynamicIPAddressLimit: UInt32 = 0) {
+        self.allowMACSpoofing = allowMACSpoofing
+        self.allowIEEEPriorityTag = allowIEEEPriorityTag
+        self.dynamicIPAddressLimit = dynamicIPAddressLimit
+    }
+}
+
+/// A port property: typed (VLAN, security) or custom (a key plus a versioned byte blob, Hyper-V's
+/// GUID-identified custom properties).
+public enum PortProperty: Sendable, Equatable {
+    case vlan(VLANPolicy)
+    case security(SecurityPolicy)
+    case custom(key: String, version: UInt16, data: [UInt8])
+
+    /// Identity used to match add/update/delete: one VLAN and one security property per port,
+    /// custom properties by key.
+    public var key: PropertyKey {
+        switch self {
+        case .vlan: .vlan
+        case .security: .security
+        case .custom(let key, _, _): .custom(key)
+        }
+    }
+}
+
+public enum PropertyKey: Hashable, Sendable, CustomStringConvertible {
+    case vlan, security, custom(String)
+    public var description: String {
+        switch self {
+        case .vlan: "vlan"
+        case .security: "security"
+        case .custom(let k): "custom:\(k)"
+        }
+    }
+}
+
+/// A lifecycle or policy request as it travels down the extension stack (the switch OIDs).
+public struct ControlRequest: Sendable, Equatable {
+    public enum Kind: String, Sendable, CaseIterable {
+        case portCreate = "PORT_CREATE", portUpdated = "PORT_UPDATED", portTeardown = "PORT_TEARDOWN", portDelete = "PORT_DELETE"
+        case nicCreate = "NIC_CREATE", nicConnect = "NIC_CONNECT", nicUpdated = "NIC_UPDATED"
+        case nicDisconnect = "NIC_DISCONNECT", nicDelete = "NIC_DELETE"
+        case propertyAdd = "PORT_PROPERTY_ADD", propertyUpdate = "PORT_PROPERTY_UPDATE", propertyDelete = "PORT_PROPERTY_DELETE"
+
+        /// Requests a filtering or forwarding extension may veto (never a capture extension).
+        public var isVetoable: Bool {
+            switch self {
+            case .portCreate, .nicCreate, .propertyAdd, .propertyUpdate, .propertyDelete: true
+            default: false
+            }
+        }
+    }
+
+    public let kind: Kind
+    public let port: PortParameters
+    public let nic: NICParameters?
+    /// For property requests: the property (for delete, the one being removed).
+    public let property: PortProperty?
+    /// True when the daemon replays the lifecycle while re-adopting ports after a restart.
+    public let isRestore: Bool
+}
+
+/// An extension's answer to a control request.
+public enum ControlVerdict: Sendable, Equatable {
+    case accept
+    case veto(reason: String)
+}
+
+/// The outcome of a request, as the extensions above a veto (or all of them) see it.
+public enum ControlOutcome: Sendable, Equatable {
+    case completed
+    case vetoed(by: String, reason: String)
+}
+
+/// A lifecycle event, as the daemon's event stream and tests see it.
+public struct LifecycleEvent: Sendable, Equatable, CustomStringConvertible {
+    public enum Kind: String, Sendable, CaseIterable {
+        case portCreate = "port-create", nicCreate = "nic-create", nicConnect = "nic-connect"
+        case nicDisconnect = "nic-disconnect", nicDelete = "nic-delete", portTeardown = "port-teardown"
+        case portDelete = "port-delete", nicUpdated = "nic-updated", portUpdated = "port-updated", veto
+    }
+    public let kind: Kind
+    public let port: PortParameters
+    public let nic: NICParameters?
+    /// For `veto`: the vetoed request, the extension and its reason.
+    public let vetoedRequest: ControlRequest.Kind?
+    public let vetoingExtension: String?
+    public let vetoReason: String?
+    public let isRestore: Bool
+
+    public var description: String {
+        var s = "\(kind.rawValue) port=\(port.id)(\(port.name))"
+        if let nic { s += " nic=\(nic.index)" }
+        if let v = vetoingExtension { s += " \(vetoedRequest?.rawValue ?? "") by \(v): \(vetoReason ?? "")" }
+        return s
+    }
+}

@@ -1,0 +1,48 @@
+/// Control-path record of a port (one per port; not touched per frame).
+final class PortRecord {
+    var params: PortParameters
+    var nic: NICParameters?
+    let slot: UInt16
+    var properties: [PortProperty] = []
+    /// ReferenceSwitchPort count: PORT_DELETE waits for zero.
+    var portReferences = 0
+    /// ReferenceSwitchNic count plus in-flight (pended) frames: NIC_DELETE waits for zero.
+    var nicReferences = 0
+    var nicDeleteDeferred = false
+    var portDeleteDeferred = false
+    /// Set by ``VirtualSwitch/removePort(_:isRestore:completion:)``: carry on through the stop
+    /// sequence whenever references drain.
+    var removing = false
+    var removalIsRestore = false
+    var removalCompletion: (() -> Void)?
+    /// Drop counters indexed by `reason.code * 2 + direction`.
+    var drops: [UInt64] = []
+
+    init(params: PortParameters, slot: UInt16) {
+        self.params = params
+        self.slot = slot
+    }
+}
+
+/// Per-frame facts about a port, kept in flat storage indexed by the port's dense slot so the
+/// data path reads them without touching a class instance.
+struct SlotInfo {
+    var port: PortID = .switchItself
+    var inUse = false
+    /// NIC created or connected: frames from it are admitted.
+    var acceptsIngress = false
+    /// NIC connected: frames may be delivered to it.
+    var connected = false
+    var isUplink = false
+    /// 0 = VLAN-transparent, 1 = access, 2 = trunk.
+    var vlanMode: UInt8 = 0
+    var accessVLAN: VLANID = 0
+    /// Trunk native VLAN; `noVLAN` when untagged frames are dropped.
+    var nativeVLAN: VLANID = SlotInfo.noVLAN
+    var framesIn: UInt64 = 0
+    var bytesIn: UInt64 = 0
+    var framesOut: UInt64 = 0
+    var bytesOut: UInt64 = 0
+
+    static let noVLAN: VLANID = 0xFFFF
+}

@@ -1,0 +1,379 @@
+/// Where the switch delivers frames: the data plane (sockets) or a test harness.
+public protocol FrameSink: AnyObject {
+    /// Delivers `frames` (indices into `batch`) to `port`, in order. Called once per destination
+    /// port per batch, with every frame already in the form the port takes (VLAN tag pushed or
+    /// popped). Returns how many were sent, counted from the front; the switch counts the rest as
+    /// dropped with the result's reason.
+    func transmit(_ batch: FrameBatch, to port: PortID, frames: UnsafeBufferPointer<UInt16>) -> TransmitResult
+}
+
+public struct TransmitResult: Sendable {
+    public var sent: Int
+    public var failure: DropReason
+    public init(sent: Int, failure: DropReason = .transmitQueueFull) {
+        self.sent = sent
+        self.failure = failure
+    }
+}
+
+extension VirtualSwitch {
+    /// Runs a batch of frames received from `port` through the switch: admission (parsing, VLAN
+    /// classification, counters), ingress down the extension stack, forwarding, egress up the stack,
+    /// and delivery to `sink`, grouped per destination port. Allocates nothing per frame.
+    ///
+    /// Frames `0..<batch.count` are taken as received from `port`. The batch can be reset and reused
+    /// as soon as this returns.
+    public func process(_ batch: FrameBatch, from port: PortID, to sink: any FrameSink) {
+        let received = batch.count
+        guard let r = records[port] else {
+            // The port went away between the read and now: nothing to count against.
+            batch.count = 0
+            drainResumeQueue(into: batch)
+            if batch.count > 0 { run(batch, sink) }
+            return
+        }
+        let slot = r.slot
+        let accepts = slots[Int(slot)].acceptsIngress
+        for i in 0..<received {
+            batch.sourcePort[i] = port
+            batch.sourceSlot[i] = slot
+            batch.sourceNIC[i] = 0
+            batch.entryLevel[i] = 0
+            batch.destinationCount[i] = 0
+            batch.state[i] = .live
+            slots[Int(slot)].framesIn &+= 1
+            slots[Int(slot)].bytesIn &+= UInt64(batch.length[i])
+            if !accepts {
+                dropFrame(batch, i, direction: .ingress, reason: .sourceNotAccepting, reporter: -1)
+            } else {
+                admit(batch, i)
+            }
+        }
+        drainResumeQueue(into: batch)
+        run(batch, sink)
+    }
+
+    /// Runs frames that extensions resumed (see ``resume(_:)``) when no traffic brings a batch.
+    /// Returns the number of frames processed.
+    @discardableResult
+    public func processPending(_ batch: FrameBatch, to sink: any FrameSink) -> Int {
+        guard !resumeQueue.isEmpty else { return 0 }
+        batch.reset()
+        drainResumeQueue(into: batch)
+        let n = batch.count
+        run(batch, sink)
+        return n
+    }
+
+    /// True when extensions have resumed frames waiting for ``processPending(_:to:)``.
+    public var hasPendingFrames: Bool { !resumeQueue.isEmpty }
+
+    /// Forgets MAC addresses older than the aging time.
+    public func expireAddresses() { macTable.expire(now: now) }
+
+    // MARK: - Pended frames
+
+    /// Puts a pended frame back on the data path, below the extension that pended it, in the next
+    /// batch. Its NIC reference is released once it has been delivered or dropped.
+    public func resume(_ frame: PendedFrame) {
+        guard !frame.finished else { return }
+        frame.finished = true
+        resumeQueue.append(frame)
+    }
+
+    /// Completes (discards) a pended frame and releases its NIC reference.
+    public func complete(_ frame: PendedFrame) {
+        guard !frame.finished else { return }
+        frame.finished = true
+        releaseFrameReference(frame.source)
+    }
+
+    func pend(_ batch: FrameBatch, _ i: Int, level: Int16) -> PendedFrame {
+        let p = PendedFrame(bytes: batch.copyBytes(i), vnetHeader: batch.virtioHeader(i), source: batch.sourcePort[i],
+                            sourceNIC: batch.sourceNIC[i], level: level)
+        batch.state[i] = .pended
+        if let r = records[p.source] { r.nicReferences += 1 }
+        return p
+    }
+
+    func releaseFrameReference(_ source: PortID) {
+        if let r = records[source], r.nicReferences > 0 { releaseNICReference(r) }
+    }
+
+    func drainResumeQueue(into batch: FrameBatch) {
+        while let p = resumeQueue.first, batch.count < batch.capacity {
+            resumeQueue.removeFirst()
+            _ = p.bytes.withUnsafeBytes {
+                inject(into: batch, bytes: $0, vnetHeader: p.vnetHeader, source: p.source, level: p.level + 1, reporter: -1,
+                       sourceNIC: p.sourceNIC)
+            }
+            // The frame is now in this batch (or was refused); either way it completes with it.
+            releaseFrameReference(p.source)
+        }
+    }
+
+    // MARK: - Admission
+
+    /// Parses frame `i` and classifies it into a VLAN according to its source port's policy.
+    @inline(__always)
+    func admit(_ batch: FrameBatch, _ i: Int) {
+        if let bad = FrameParser.parse(batch.frame(i), length: batch.length(i), into: &batch.headers[i]) {
+            dropFrame(batch, i, direction: .ingress, reason: bad.reason, reporter: -1)
+            return
+        }
+        let slot = batch.sourceSlot[i]
+        guard slot != UInt16.max else { return }  // from the switch itself: VLAN as tagged
+        let info = slots[Int(slot)]
+        let tagged = batch.headers[i].isTagged
+        let vid = batch.headers[i].taggedVLAN
+        switch info.vlanMode {
+        case 1:
+            if tagged && vid != 0 {
+                dropFrame(batch, i, direction: .ingress, reason: .vlanNotAllowed, reporter: -1)
+                return
+            }
+            batch.headers[i].vlan = info.accessVLAN
+        case 2:
+            if tagged && vid != 0 {
+                guard trunkAllows(slot, vid) else {
+                    dropFrame(batch, i, direction: .ingress, reason: .vlanNotAllowed, reporter: -1)
+                    return
+                }
+                batch.headers[i].vlan = vid
+            } else {
+                guard info.nativeVLAN != SlotInfo.noVLAN else {
+                    dropFrame(batch, i, direction: .ingress, reason: .vlanNotAllowed, reporter: -1)
+                    return
+                }
+                batch.headers[i].vlan = info.nativeVLAN
+            }
+        default:
+            batch.headers[i].vlan = vid
+        }
+    }
+
+    @inline(__always)
+    func trunkAllows(_ slot: UInt16, _ vid: VLANID) -> Bool {
+        trunkBitmaps[Int(slot) * 64 + Int(vid >> 6)] & (1 << UInt64(vid & 63)) != 0
+    }
+
+    /// Whether a port takes frames of `vid` (built-in VLAN enforcement on egress).
+    @inline(__always)
+    func egressAllows(_ slot: UInt16, _ vid: VLANID) -> Bool {
+        let info = slots[Int(slot)]
+        switch info.vlanMode {
+        case 1: return vid == info.accessVLAN
+        case 2: return vid == info.nativeVLAN || trunkAllows(slot, vid)
+        default: return true
+        }
+    }
+
+    func inject(into batch: FrameBatch, bytes: UnsafeRawBufferPointer, vnetHeader: VirtioNetHeader?, source: PortID,
+                level: Int16, reporter: Int, sourceNIC: NICIndex = 0) -> Int? {
+        var slot = UInt16.max
+        if source != .switchItself {
+            guard let r = records[source], slots[Int(r.slot)].acceptsIngress else {
+                diagnose(reporter, "injection with the identity of port \(source) refused: the port has no NIC accepting traffic")
+                return nil
+            }
+            slot = r.slot
+        }
+        guard let i = batch.append(bytes, vnetHeader: vnetHeader) else {
+            countDrop(port: source, slot: slot, direction: .ingress, reason: .batchFull, reporter: reporter)
+            return nil
+        }
+        batch.sourcePort[i] = source
+        batch.sourceSlot[i] = slot
+        batch.sourceNIC[i] = sourceNIC
+        batch.entryLevel[i] = level
+        batch.destinationCount[i] = 0
+        if source == .switchItself { injectedFrames &+= 1 }
+        admit(batch, i)
+        return batch.state[i] == .live ? i : nil
+    }
+
+    // MARK: - The stack
+
+    func run(_ batch: FrameBatch, _ sink: any FrameSink) {
+        let current = stack
+        for (k, ext) in current.enumerated() {
+            var ctx = IngressContext(batch: batch, sw: self, level: Int16(k), stackIndex: k,
+                                     extensionClass: ext.extensionClass, frames: 0..<batch.count)
+            ext.ingress(&ctx)
+        }
+        if forwardingIndex == nil { forward(batch) }
+        for i in 0..<batch.count where batch.state[i] == .live && batch.destinationCount[i] == 0 {
+            dropFrame(batch, i, direction: .ingress, reason: .noDestination, reporter: -1)
+        }
+        for k in current.indices.reversed() {
+            var ctx = EgressContext(batch: batch, sw: self, stackIndex: k, extensionClass: current[k].extensionClass,
+                                    frames: 0..<batch.count)
+            current[k].egress(&ctx)
+        }
+        deliver(batch, sink)
+    }
+
+    // MARK: - Built-in forwarding: a learning L2 switch
+
+    func forward(_ batch: FrameBatch) {
+        let now = self.now
+        for i in 0..<batch.count where batch.state[i] == .live {
+            let h = batch.headers[i]
+            let srcSlot = batch.sourceSlot[i]
+            if srcSlot != UInt16.max {
+                macTable.learn(h.source, vlan: h.vlan, port: batch.sourcePort[i], slot: srcSlot, now: now)
+            }
+            if h.destination.isMulticast {
+                flood(batch, i, vlan: h.vlan, except: srcSlot, uplinksOnly: false)
+                continue
+            }
+            if let hit = macTable.lookup(h.destination, vlan: h.vlan, now: now) {
+                if hit.slot == srcSlot {
+                    dropFrame(batch, i, direction: .ingress, reason: .destinationIsSource, reporter: -1)
+                    continue
+                }
+                if slots[Int(hit.slot)].connected && egressAllows(hit.slot, h.vlan) {
+                    appendDestination(batch, i, slot: hit.slot)
+                    continue
+                }
+            }
+            if unknownUnicast == .uplink {
+                if srcSlot != UInt16.max && slots[Int(srcSlot)].isUplink {
+                    dropFrame(batch, i, direction: .ingress, reason: .unknownUnicastNoUplink, reporter: -1)
+                    continue
+                }
+                flood(batch, i, vlan: h.vlan, except: srcSlot, uplinksOnly: true)
+                if batch.destinationCount[i] == 0 {
+                    dropFrame(batch, i, direction: .ingress, reason: .unknownUnicastNoUplink, reporter: -1)
+                }
+            } else {
+                flood(batch, i, vlan: h.vlan, except: srcSlot, uplinksOnly: false)
+            }
+        }
+    }
+
+    @inline(__always)
+    func flood(_ batch: FrameBatch, _ i: Int, vlan: VLANID, except source: UInt16, uplinksOnly: Bool) {
+        for k in 0..<connectedCount {
+            let s = connectedSlots[k]
+            if s == source || (uplinksOnly && !slots[Int(s)].isUplink) || !egressAllows(s, vlan) { continue }
+            appendDestination(batch, i, slot: s)
+        }
+    }
+
+    @inline(__always)
+    func appendDestination(_ batch: FrameBatch, _ i: Int, slot: UInt16) {
+        let n = Int(batch.destinationCount[i])
+        guard n < batch.maxDestinations else { return }
+        batch.destinations[i * batch.maxDestinations + n] = Destination(port: slots[Int(slot)].port, nic: 0, slot: slot, isExcluded: false)
+        batch.destinationCount[i] = UInt16(n + 1)
+    }
+
+    /// A forwarding extension's destination: only connected NICs, no duplicates.
+    func addDestination(_ batch: FrameBatch, _ i: Int, port: PortID, nic: NICIndex) -> Bool {
+        guard nic == 0, let r = records[port], slots[Int(r.slot)].connected else { return false }
+        for d in batch.destinations(i) where d.port == port { return true }
+        appendDestination(batch, i, slot: r.slot)
+        return true
+    }
+
+    // MARK: - Delivery
+
+    func deliver(_ batch: FrameBatch, _ sink: any FrameSink) {
+        let cap = configuration.batchCapacity
+        var touchedCount = 0
+        for i in 0..<batch.count where batch.state[i] == .live {
+            let n = Int(batch.destinationCount[i])
+            var delivered = false
+            for d in 0..<n {
+                let dest = batch.destinations[i * batch.maxDestinations + d]
+                if dest.isExcluded { continue }
+                let s = Int(dest.slot)
+                guard slots[s].connected else {
+                    countDrop(port: dest.port, slot: dest.slot, direction: .egress, reason: .destinationNotConnected, reporter: -1)
+                    continue
+                }
+                if txCounts[s] == 0 {
+                    touched[touchedCount] = dest.slot
+                    touchedCount += 1
+                }
+                txLists[s * cap + txCounts[s]] = UInt16(i)
+                txCounts[s] += 1
+                delivered = true
+            }
+            if !delivered && n > 0 {
+                dropFrame(batch, i, direction: .ingress, reason: .allDestinationsExcluded, reporter: -1)
+            }
+        }
+        for t in 0..<touchedCount {
+            let slot = touched[t]
+            let s = Int(slot)
+            let list = txLists + s * cap
+            let count = txCounts[s]
+            txCounts[s] = 0
+            for j in 0..<count { conform(batch, Int(list[j]), to: slot) }
+            let result = sink.transmit(batch, to: slots[s].port, frames: UnsafeBufferPointer(start: list, count: count))
+            let sent = min(max(result.sent, 0), count)
+            var bytes: UInt64 = 0
+            for j in 0..<sent { bytes &+= UInt64(batch.length[Int(list[j])]) }
+            slots[s].framesOut &+= UInt64(sent)
+            slots[s].bytesOut &+= bytes
+            for _ in sent..<count {
+                countDrop(port: slots[s].port, slot: slot, direction: .egress, reason: result.failure, reporter: -1)
+            }
+        }
+    }
+
+    /// Puts frame `i` in the VLAN form destination `slot` takes: untagged on access ports and for a
+    /// trunk's native VLAN, tagged otherwise. Edits in place (headroom); the payload is not copied.
+    @inline(__always)
+    func conform(_ batch: FrameBatch, _ i: Int, to slot: UInt16) {
+        let info = slots[Int(slot)]
+        let h = batch.headers[i]
+        let vid = h.vlan
+        let wantTag: Bool
+        switch info.vlanMode {
+        case 1: wantTag = false
+        case 2: wantTag = vid != info.nativeVLAN
+        default: wantTag = vid != 0
+        }
+        if wantTag {
+            if !h.isTagged {
+                batch.insertVLANTag(i, tci: vid)
+                batch.headers[i].isTagged = true
+                batch.headers[i].vlanTCI = vid
+            } else if h.vlanTCI & 0x0FFF != vid {
+                let tci = (h.vlanTCI & 0xF000) | vid
+                batch.frame(i).storeBytes(of: tci.bigEndian, toByteOffset: 14, as: UInt16.self)
+                batch.headers[i].vlanTCI = tci
+            }
+        } else if h.isTagged {
+            batch.removeVLANTag(i)
+            batch.headers[i].isTagged = false
+        }
+    }
+
+    // MARK: - Drop accounting
+
+    func dropFrame(_ batch: FrameBatch, _ i: Int, direction: Direction, reason: DropReason, reporter: Int) {
+        batch.state[i] = .dropped
+        countDrop(port: batch.sourcePort[i], slot: batch.sourceSlot[i], direction: direction, reason: reason, reporter: reporter)
+    }
+
+    func countExclusion(_ batch: FrameBatch, _ i: Int, destination: Destination, reason: DropReason, reporter: Int) {
+        countDrop(port: destination.port, slot: destination.slot, direction: .egress, reason: reason, reporter: reporter)
+    }
+
+    func countDrop(port: PortID, slot: UInt16, direction: Direction, reason: DropReason, reporter: Int) {
+        let index = Int(reason.code) * 2 + Int(direction.rawValue)
+        if port == .switchItself || slot == UInt16.max {
+            if index < switchDrops.count { switchDrops[index] &+= 1 }
+        } else if let r = slotRecords[Int(slot)], index < r.drops.count {
+            r.drops[index] &+= 1
+        }
+        if let onDrop {
+            let name = reporter >= 0 && reporter < stack.count ? stack[reporter].name : nil
+            onDrop(DropReport(port: port, direction: direction, reason: reasonNames[Int(reason.code)], reporter: name))
+        }
+    }
+}

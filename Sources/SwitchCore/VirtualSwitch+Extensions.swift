@@ -1,0 +1,210 @@
+extension VirtualSwitch {
+    /// The enabled extensions, top of the stack first.
+    public var extensions: [ExtensionInfo] {
+        stack.enumerated().map { ExtensionInfo(name: $0.element.name, extensionClass: $0.element.extensionClass, position: $0.offset) }
+    }
+
+    /// Enables an extension. It goes into its class's band of the stack (capture, then filtering,
+    /// then forwarding) at `position` within that band (nil: at the bottom of the band). It first
+    /// sees the existing ports through ``SwitchExtension/attached(to:)``, then live requests.
+    public func enable(_ ext: any SwitchExtension, position: Int? = nil) throws(SwitchError) {
+        try checkNotBusy("enabling extension \(ext.name)")
+        guard !stack.contains(where: { $0.name == ext.name }) else {
+            throw SwitchError(.exists, "extension \(ext.name) is already enabled")
+        }
+        if ext.extensionClass == .forwarding, let f = forwardingIndex {
+            throw SwitchError(.exists, "cannot enable forwarding extension \(ext.name): \(stack[f].name) is already the forwarding extension (at most one)")
+        }
+        let band = stack.indices.filter { stack[$0].extensionClass == ext.extensionClass }
+        let bandStart = stack.firstIndex { $0.extensionClass > ext.extensionClass } ?? stack.count
+        let first = band.first ?? bandStart
+        let insertAt: Int
+        if let position {
+            guard position >= 0 && position <= band.count else {
+                throw SwitchError(.invalidArgument, "position \(position) for \(ext.name) is outside 0...\(band.count) (\(ext.extensionClass.rawValue) extensions enabled: \(band.count))")
+            }
+            insertAt = first + position
+        } else {
+            insertAt = band.last.map { $0 + 1 } ?? bandStart
+        }
+        stack.insert(ext, at: insertAt)
+        reindex()
+        controlBusy = true
+        ext.attached(to: self)
+        controlBusy = false
+        settleDeferred()
+    }
+
+    /// Disables an extension by name.
+    public func disable(_ name: String) throws(SwitchError) {
+        try checkNotBusy("disabling extension \(name)")
+        guard let i = stack.firstIndex(where: { $0.name == name }) else {
+            throw SwitchError(.notFound, "no enabled extension named \(name)")
+        }
+        let ext = stack.remove(at: i)
+        reindex()
+        controlBusy = true
+        ext.detached(from: self)
+        controlBusy = false
+        settleDeferred()
+    }
+
+    /// Moves an enabled extension to `position` within its class's band (0 = top of the band).
+    public func reorder(_ name: String, to position: Int) throws(SwitchError) {
+        guard let i = stack.firstIndex(where: { $0.name == name }) else {
+            throw SwitchError(.notFound, "no enabled extension named \(name)")
+        }
+        let ext = stack[i]
+        let bandCount = stack.filter { $0.extensionClass == ext.extensionClass }.count
+        guard position >= 0 && position < bandCount else {
+            throw SwitchError(.invalidArgument, "position \(position) for \(name) is outside 0..<\(bandCount)")
+        }
+        stack.remove(at: i)
+        let first = stack.firstIndex { $0.extensionClass >= ext.extensionClass } ?? stack.count
+        stack.insert(ext, at: first + position)
+        reindex()
+    }
+
+    func reindex() {
+        forwardingIndex = stack.firstIndex { $0.extensionClass == .forwarding }
+    }
+
+    /// Sends a request down the stack; a veto by a filtering or forwarding extension on a vetoable
+    /// request stops it there, and the extensions above see the outcome.
+    @discardableResult
+    func passDown(_ request: ControlRequest) -> ControlOutcome {
+        controlBusy = true
+        defer {
+            controlBusy = false
+            settleDeferred()
+        }
+        let current = stack
+        for (k, ext) in current.enumerated() {
+            guard case .veto(let reason) = ext.control(request, switch: self) else { continue }
+            guard request.kind.isVetoable, ext.extensionClass != .capture else {
+                onDiagnostic?("\(ext.name): \(ext.extensionClass.rawValue) extension vetoed \(request.kind.rawValue), which it may not veto; ignored")
+                continue
+            }
+            let outcome = ControlOutcome.vetoed(by: ext.name, reason: reason)
+            for above in current[..<k] { above.controlCompleted(request, outcome: outcome, switch: self) }
+            return outcome
+        }
+        for ext in current { ext.controlCompleted(request, outcome: .completed, switch: self) }
+        return .completed
+    }
+
+    func passDownOrThrow(_ request: ControlRequest) throws(SwitchError) {
+        if case .vetoed(let name, let reason) = passDown(request) {
+            onEvent?(LifecycleEvent(kind: .veto, port: request.port, nic: request.nic, vetoedRequest: request.kind,
+                                    vetoingExtension: name, vetoReason: reason, isRestore: request.isRestore))
+            let what = request.kind.rawValue + (request.property.map { " (\($0.key))" } ?? "")
+            throw SwitchError(.vetoed, "\(what) for port \(request.port.name) vetoed by extension \(name): \(reason)",
+                              vetoingExtension: name, vetoReason: reason)
+        }
+    }
+
+    /// Completes deferred deletes whose references drained while a control callback was running.
+    func settleDeferred() {
+        for r in records.values {
+            if r.nicDeleteDeferred && r.nicReferences == 0 {
+                r.nicDeleteDeferred = false
+                finishNICDelete(r, isRestore: r.removalIsRestore)
+            } else if r.portDeleteDeferred && r.portReferences == 0 {
+                r.portDeleteDeferred = false
+                finishPortDelete(r, isRestore: r.removalIsRestore)
+            }
+        }
+    }
+}
+
+// MARK: - Port properties
+
+extension VirtualSwitch {
+    /// PORT_PROPERTY_ADD. Vetoable; refused if a property with the same key exists.
+    public func addProperty(_ property: PortProperty, to port: PortID, isRestore: Bool = false) throws(SwitchError) {
+        try checkNotBusy("PORT_PROPERTY_ADD")
+        let r = try propertyTarget(port, "PORT_PROPERTY_ADD")
+        try validate(property, r)
+        if r.properties.contains(where: { $0.key == property.key }) {
+            throw SwitchError(.exists, "PORT_PROPERTY_ADD refused for port \(describe(r)): it already has a \(property.key) property (use update)")
+        }
+        try passDownOrThrow(ControlRequest(kind: .propertyAdd, port: r.params, nic: r.nic, property: property, isRestore: isRestore))
+        r.properties.append(property)
+        apply(property, to: r.slot)
+    }
+
+    /// PORT_PROPERTY_UPDATE of the property with the same key. Vetoable.
+    public func updateProperty(_ property: PortProperty, on port: PortID) throws(SwitchError) {
+        try checkNotBusy("PORT_PROPERTY_UPDATE")
+        let r = try propertyTarget(port, "PORT_PROPERTY_UPDATE")
+        try validate(property, r)
+        guard let i = r.properties.firstIndex(where: { $0.key == property.key }) else {
+            throw SwitchError(.notFound, "PORT_PROPERTY_UPDATE refused for port \(describe(r)): it has no \(property.key) property")
+        }
+        try passDownOrThrow(ControlRequest(kind: .propertyUpdate, port: r.params, nic: r.nic, property: property, isRestore: false))
+        r.properties[i] = property
+        apply(property, to: r.slot)
+    }
+
+    /// PORT_PROPERTY_DELETE. Vetoable.
+    public func deleteProperty(_ key: PropertyKey, from port: PortID) throws(SwitchError) {
+        try checkNotBusy("PORT_PROPERTY_DELETE")
+        let r = try propertyTarget(port, "PORT_PROPERTY_DELETE")
+        guard let i = r.properties.firstIndex(where: { $0.key == key }) else {
+            throw SwitchError(.notFound, "PORT_PROPERTY_DELETE refused for port \(describe(r)): it has no \(key) property")
+        }
+        try passDownOrThrow(ControlRequest(kind: .propertyDelete, port: r.params, nic: r.nic, property: r.properties[i], isRestore: false))
+        r.properties.remove(at: i)
+        if key == .vlan { setVLANMode(slot: r.slot, nil) }
+    }
+
+    func propertyTarget(_ port: PortID, _ op: String) throws(SwitchError) -> PortRecord {
+        let r = try record(port, for: op)
+        guard r.params.state == .created, !r.removing else {
+            throw SwitchError(.invalidState, "\(op) refused for port \(describe(r)): port is \(r.removing ? "being removed" : r.params.state.rawValue)")
+        }
+        return r
+    }
+
+    func validate(_ property: PortProperty, _ r: PortRecord) throws(SwitchError) {
+        switch property {
+        case .vlan(.access(let id)):
+            guard (1...4094).contains(id) else {
+                throw SwitchError(.invalidArgument, "VLAN property for port \(describe(r)): access VLAN \(id) out of range 1...4094")
+            }
+        case .vlan(.trunk(let allowed, let native)):
+            if let bad = allowed.first(where: { !(1...4094).contains($0) }) {
+                throw SwitchError(.invalidArgument, "VLAN property for port \(describe(r)): trunk VLAN \(bad) out of range 1...4094")
+            }
+            if let native, !(1...4094).contains(native) {
+                throw SwitchError(.invalidArgument, "VLAN property for port \(describe(r)): native VLAN \(native) out of range 1...4094")
+            }
+        case .custom(let key, _, let data):
+            guard !key.isEmpty else { throw SwitchError(.invalidArgument, "custom property for port \(describe(r)): empty key") }
+            guard data.count <= 65536 else { throw SwitchError(.invalidArgument, "custom property \(key): \(data.count) bytes exceeds 64 KiB") }
+        case .security:
+            break
+        }
+    }
+
+    func apply(_ property: PortProperty, to slot: UInt16) {
+        if case .vlan(let policy) = property { setVLANMode(slot: slot, policy) }
+    }
+
+    func setVLANMode(slot: UInt16, _ policy: VLANPolicy?) {
+        let s = Int(slot)
+        for w in 0..<64 { trunkBitmaps[s * 64 + w] = 0 }
+        switch policy {
+        case nil:
+            slots[s].vlanMode = 0
+        case .access(let id):
+            slots[s].vlanMode = 1
+            slots[s].accessVLAN = id
+        case .trunk(let allowed, let native):
+            slots[s].vlanMode = 2
+            slots[s].nativeVLAN = native ?? SlotInfo.noVLAN
+            for v in allowed { trunkBitmaps[s * 64 + Int(v >> 6)] |= 1 << UInt64(v & 63) }
+        }
+        macTable.flush(portSlot: slot)
+    }
+}

@@ -1,0 +1,476 @@
+/// The switch: ports, NICs, the Hyper-V lifecycle, port properties, the extension stack, and the
+/// data path that moves batches of frames through them.
+///
+/// ## Concurrency model
+/// A `VirtualSwitch` is confined to one serial context (the packet loop's queue, or a test): it
+/// holds no locks and is not `Sendable`. Control requests (lifecycle, properties, extensions)
+/// and batches are serialised by that owner, so a control step never runs while a batch is in
+/// the stack. Frames that outlive a batch (pended by an extension) hold NIC references, which is
+/// what makes `NIC_DELETE` wait.
+///
+/// ## Lifecycle
+/// Start: `PORT_CREATE` → (properties) → `NIC_CREATE` → `NIC_CONNECT`.
+/// Stop: `NIC_DISCONNECT` → (references drain) → `NIC_DELETE` → `PORT_TEARDOWN` → (port
+/// references drain) → `PORT_DELETE`. Each step goes down the extension stack, top to bottom.
+/// A step out of order is refused with ``SwitchError/Code/invalidState`` and changes nothing.
+/// One deliberate addition to Hyper-V: a disconnected NIC may connect again (QEMU restarted on
+/// the same TAP), so the port and its policies survive a guest restart.
+public final class VirtualSwitch {
+    public let configuration: SwitchConfiguration
+    /// Current time in seconds on a monotonic clock; the owner advances it (MAC aging).
+    public var now: UInt64 = 0
+    /// Unknown-unicast policy of the built-in forwarding; may change at run time.
+    public var unknownUnicast: UnknownUnicastPolicy
+
+    /// Lifecycle events, in order, as they complete.
+    public var onEvent: ((LifecycleEvent) -> Void)?
+    /// Every drop and exclusion, when set (costs a call per drop; leave nil on the fast path if
+    /// counters are enough).
+    public var onDrop: ((DropReport) -> Void)?
+    /// Rule violations by extensions (a capture extension trying to drop, a veto of a
+    /// non-vetoable request, ...): refused and reported here.
+    public var onDiagnostic: ((String) -> Void)?
+
+    public let macTable: MACTable
+
+    var records: [PortID: PortRecord] = [:]
+    var slotRecords: [PortRecord?]
+    var nextPortID: UInt32 = 1
+    var freeSlots: [UInt16]
+    let slots: UnsafeMutablePointer<SlotInfo>
+    let trunkBitmaps: UnsafeMutablePointer<UInt64>  // 64 words (4096 bits) per slot
+    let connectedSlots: UnsafeMutablePointer<UInt16>
+    var connectedCount = 0
+    let txLists: UnsafeMutablePointer<UInt16>
+    let txCounts: UnsafeMutablePointer<Int>
+    let touched: UnsafeMutablePointer<UInt16>
+
+    var stack: [any SwitchExtension] = []
+    var forwardingIndex: Int? = nil
+    var controlBusy = false
+    var resumeQueue: [PendedFrame] = []
+    var reasonNames: [String] = DropReason.builtinNames
+    var switchDrops: [UInt64] = []
+    public internal(set) var injectedFrames: UInt64 = 0
+
+    public init(configuration: SwitchConfiguration = SwitchConfiguration()) {
+        precondition(configuration.maxPorts > 0 && configuration.maxPorts < Int(UInt16.max))
+        self.configuration = configuration
+        unknownUnicast = configuration.unknownUnicast
+        let n = configuration.maxPorts
+        macTable = MACTable(limit: configuration.macTableSize, perPortLimit: configuration.macLimitPerPort,
+                            agingTime: configuration.macAgingSeconds, portSlots: n)
+        slotRecords = Array(repeating: nil, count: n)
+        freeSlots = (0..<UInt16(n)).reversed().map { $0 }
+        slots = .allocate(capacity: n)
+        slots.initialize(repeating: SlotInfo(), count: n)
+        trunkBitmaps = .allocate(capacity: n * 64)
+        trunkBitmaps.initialize(repeating: 0, count: n * 64)
+        connectedSlots = .allocate(capacity: n)
+        connectedSlots.initialize(repeating: 0, count: n)
+        txLists = .allocate(capacity: n * configuration.batchCapacity)
+        txLists.initialize(repeating: 0, count: n * configuration.batchCapacity)
+        txCounts = .allocate(capacity: n)
+        txCounts.initialize(repeating: 0, count: n)
+        touched = .allocate(capacity: n)
+        touched.initialize(repeating: 0, count: n)
+        switchDrops = Array(repeating: 0, count: reasonNames.count * 2)
+    }
+
+    deinit {
+        slots.deallocate(); trunkBitmaps.deallocate(); connectedSlots.deallocate()
+        txLists.deallocate(); txCounts.deallocate(); touched.deallocate()
+    }
+
+    /// A batch sized for this switch (its capacity and destination limit).
+    public func makeBatch(slotSize: Int = 65_536 + 2 * FrameBatch.headroom) -> FrameBatch {
+        FrameBatch(capacity: configuration.batchCapacity, slotSize: slotSize, maxDestinations: configuration.maxPorts)
+    }
+
+    // MARK: - Queries
+
+    /// All ports that are not deleted, by id.
+    public var ports: [PortParameters] { records.values.map(\.params).sorted { $0.id < $1.id } }
+    public func port(_ id: PortID) -> PortParameters? { records[id]?.params }
+    public func port(named name: String) -> PortParameters? { records.values.first { $0.params.name == name }?.params }
+    public func nic(of port: PortID) -> NICParameters? { records[port]?.nic }
+    /// Enumeration of a port's properties (Hyper-V's PORT_PROPERTY_ENUM).
+    public func properties(of port: PortID) -> [PortProperty] { records[port]?.properties ?? [] }
+    /// Outstanding NIC references (extension references plus pended frames).
+    public func nicReferenceCount(of port: PortID) -> Int { records[port]?.nicReferences ?? 0 }
+    public func portReferenceCount(of port: PortID) -> Int { records[port]?.portReferences ?? 0 }
+
+    public func counters(of port: PortID) -> PortCounters? {
+        guard let r = records[port] else { return nil }
+        let s = slots[Int(r.slot)]
+        var c = PortCounters()
+        c.framesIn = s.framesIn; c.bytesIn = s.bytesIn; c.framesOut = s.framesOut; c.bytesOut = s.bytesOut
+        c.drops = dropTable(r.drops)
+        return c
+    }
+
+    /// Drops of frames whose source was the switch itself (injected frames).
+    public var switchDropCounters: [PortCounters.DropKey: UInt64] { dropTable(switchDrops) }
+
+    func dropTable(_ counts: [UInt64]) -> [PortCounters.DropKey: UInt64] {
+        var out: [PortCounters.DropKey: UInt64] = [:]
+        for (k, v) in counts.enumerated() where v > 0 {
+            out[PortCounters.DropKey(direction: Direction(rawValue: UInt8(k & 1))!, reason: reasonNames[k >> 1])] = v
+        }
+        return out
+    }
+
+    public func macEntries() -> [MACTable.Entry] { macTable.entries(now: now) }
+
+    /// Registers a drop reason text and returns its code (idempotent). Extensions call this once,
+    /// typically in ``SwitchExtension/attached(to:)``.
+    public func registerDropReason(_ text: String) -> DropReason {
+        if let i = reasonNames.firstIndex(of: text) { return DropReason(code: UInt16(i)) }
+        reasonNames.append(text)
+        switchDrops.append(contentsOf: [0, 0])
+        for r in records.values { r.drops.append(contentsOf: [0, 0]) }
+        return DropReason(code: UInt16(reasonNames.count - 1))
+    }
+
+    public func text(of reason: DropReason) -> String { reasonNames[Int(reason.code)] }
+
+    // MARK: - Lifecycle: start
+
+    /// PORT_CREATE. Returns the new port's id.
+    @discardableResult
+    public func createPort(name: String, friendlyName: String = "", type: PortType, isRestore: Bool = false) throws(SwitchError) -> PortID {
+        try checkNotBusy("PORT_CREATE")
+        guard !name.isEmpty else { throw SwitchError(.invalidArgument, "PORT_CREATE refused: port name is empty") }
+        if let other = records.values.first(where: { $0.params.name == name }) {
+            throw SwitchError(.exists, "PORT_CREATE refused: a port named \(name) already exists (port \(other.params.id))")
+        }
+        guard let slot = freeSlots.last else {
+            throw SwitchError(.limitReached, "PORT_CREATE refused for \(name): the switch has its maximum of \(configuration.maxPorts) ports")
+        }
+        while records[PortID(nextPortID)] != nil || nextPortID == 0 { nextPortID &+= 1 }
+        let params = PortParameters(id: PortID(nextPortID), name: name, friendlyName: friendlyName.isEmpty ? name : friendlyName,
+                                    type: type, state: .created)
+        let request = ControlRequest(kind: .portCreate, port: params, nic: nil, property: nil, isRestore: isRestore)
+        try passDownOrThrow(request)
+        nextPortID &+= 1
+        freeSlots.removeLast()
+        let record = PortRecord(params: params, slot: slot)
+        record.drops = Array(repeating: 0, count: reasonNames.count * 2)
+        records[params.id] = record
+        slotRecords[Int(slot)] = record
+        slots[Int(slot)] = SlotInfo(port: params.id, inUse: true, isUplink: type == .external)
+        emit(.portCreate, record, isRestore: isRestore)
+        return params.id
+    }
+
+    /// NIC_CREATE on an existing port (NIC index 0). Vetoable.
+    public func createNIC(on port: PortID, _ nic: NICParameters, isRestore: Bool = false) throws(SwitchError) {
+        try checkNotBusy("NIC_CREATE")
+        let r = try record(port, for: "NIC_CREATE")
+        guard r.params.state == .created, !r.removing else {
+            throw SwitchError(.invalidState, "NIC_CREATE refused for port \(describe(r)): port is \(r.removing ? "being removed" : r.params.state.rawValue)")
+        }
+        if let existing = r.nic {
+            throw SwitchError(.invalidState, "NIC_CREATE refused for port \(describe(r)): it already has NIC \(existing.index) (\(existing.state.rawValue))")
+        }
+        guard nic.index == 0 else {
+            throw SwitchError(.invalidArgument, "NIC_CREATE refused for port \(describe(r)): NIC index \(nic.index) (only index 0 is supported)")
+        }
+        guard nic.mtu >= 68 && nic.mtu <= 65535 else {
+            throw SwitchError(.invalidArgument, "NIC_CREATE refused for port \(describe(r)): MTU \(nic.mtu) out of range 68...65535")
+        }
+        var params = nic
+        params.port = port
+        params.state = .created
+        let request = ControlRequest(kind: .nicCreate, port: r.params, nic: params, property: nil, isRestore: isRestore)
+        try passDownOrThrow(request)
+        r.nic = params
+        slots[Int(r.slot)].acceptsIngress = true
+        emit(.nicCreate, r, isRestore: isRestore)
+    }
+
+    /// NIC_CONNECT: the VM side is attached; frames may now be delivered to the NIC.
+    public func connectNIC(on port: PortID, isRestore: Bool = false) throws(SwitchError) {
+        try checkNotBusy("NIC_CONNECT")
+        let r = try record(port, for: "NIC_CONNECT")
+        guard var nic = r.nic else { throw SwitchError(.invalidState, "NIC_CONNECT refused for port \(describe(r)): no NIC was created") }
+        guard nic.state == .created || nic.state == .disconnected, !r.removing, !r.nicDeleteDeferred else {
+            throw SwitchError(.invalidState, "NIC_CONNECT refused for port \(describe(r)): NIC is \(r.removing || r.nicDeleteDeferred ? "being deleted" : nic.state.rawValue)")
+        }
+        nic.state = .connected
+        r.nic = nic
+        passDown(ControlRequest(kind: .nicConnect, port: r.params, nic: nic, property: nil, isRestore: isRestore))
+        slots[Int(r.slot)].acceptsIngress = true
+        slots[Int(r.slot)].connected = true
+        connectedSlots[connectedCount] = r.slot
+        connectedCount += 1
+        emit(.nicConnect, r, isRestore: isRestore)
+    }
+
+    /// NIC_UPDATED (MTU or MAC change) on a connected NIC.
+    public func updateNIC(on port: PortID, mtu: UInt32? = nil, currentMAC: MACAddress? = nil, permanentMAC: MACAddress? = nil) throws(SwitchError) {
+        try checkNotBusy("NIC_UPDATED")
+        let r = try record(port, for: "NIC_UPDATED")
+        guard var nic = r.nic, nic.state == .connected else {
+            throw SwitchError(.invalidState, "NIC_UPDATED refused for port \(describe(r)): NIC is \(r.nic?.state.rawValue ?? "absent"), not connected")
+        }
+        if let mtu {
+            guard mtu >= 68 && mtu <= 65535 else { throw SwitchError(.invalidArgument, "NIC_UPDATED refused for port \(describe(r)): MTU \(mtu) out of range 68...65535") }
+            nic.mtu = mtu
+        }
+        if let currentMAC { nic.currentMAC = currentMAC }
+        if let permanentMAC { nic.permanentMAC = permanentMAC }
+        guard nic != r.nic else { return }  // nothing changed: duplicate notifications are harmless
+        r.nic = nic
+        passDown(ControlRequest(kind: .nicUpdated, port: r.params, nic: nic, property: nil, isRestore: false))
+        emit(.nicUpdated, r, isRestore: false)
+    }
+
+    /// PORT_UPDATED (friendly name).
+    public func updatePort(_ port: PortID, friendlyName: String) throws(SwitchError) {
+        try checkNotBusy("PORT_UPDATED")
+        let r = try record(port, for: "PORT_UPDATED")
+        guard r.params.state == .created else {
+            throw SwitchError(.invalidState, "PORT_UPDATED refused for port \(describe(r)): port is \(r.params.state.rawValue)")
+        }
+        guard r.params.friendlyName != friendlyName else { return }
+        r.params.friendlyName = friendlyName
+        passDown(ControlRequest(kind: .portUpdated, port: r.params, nic: r.nic, property: nil, isRestore: false))
+        emit(.portUpdated, r, isRestore: false)
+    }
+
+    // MARK: - Lifecycle: stop
+
+    /// NIC_DISCONNECT: from now on nothing is delivered to, injected toward or addressed to the NIC.
+    public func disconnectNIC(on port: PortID, isRestore: Bool = false) throws(SwitchError) {
+        try checkNotBusy("NIC_DISCONNECT")
+        let r = try record(port, for: "NIC_DISCONNECT")
+        guard var nic = r.nic, nic.state == .connected || nic.state == .created else {
+            throw SwitchError(.invalidState, "NIC_DISCONNECT refused for port \(describe(r)): NIC is \(r.nic?.state.rawValue ?? "absent")")
+        }
+        let wasConnected = nic.state == .connected
+        nic.state = .disconnected
+        r.nic = nic
+        // Stop traffic before telling extensions, so none is addressed to the NIC afterwards.
+        slots[Int(r.slot)].acceptsIngress = false
+        if wasConnected {
+            slots[Int(r.slot)].connected = false
+            removeConnected(r.slot)
+        }
+        macTable.flush(portSlot: r.slot)
+        passDown(ControlRequest(kind: .nicDisconnect, port: r.params, nic: nic, property: nil, isRestore: isRestore))
+        emit(.nicDisconnect, r, isRestore: isRestore)
+    }
+
+    /// NIC_DELETE. Returns false when in-flight frames or references hold the NIC: the delete then
+    /// happens by itself when the last one completes.
+    @discardableResult
+    public func deleteNIC(on port: PortID, isRestore: Bool = false) throws(SwitchError) -> Bool {
+        try checkNotBusy("NIC_DELETE")
+        let r = try record(port, for: "NIC_DELETE")
+        guard let nic = r.nic, nic.state == .disconnected else {
+            throw SwitchError(.invalidState, "NIC_DELETE refused for port \(describe(r)): NIC is \(r.nic?.state.rawValue ?? "absent"), not disconnected")
+        }
+        if r.nicReferences > 0 {
+            r.nicDeleteDeferred = true
+            return false
+        }
+        finishNICDelete(r, isRestore: isRestore)
+        return true
+    }
+
+    /// PORT_TEARDOWN: the port's NIC must already be deleted.
+    public func teardownPort(_ port: PortID, isRestore: Bool = false) throws(SwitchError) {
+        try checkNotBusy("PORT_TEARDOWN")
+        let r = try record(port, for: "PORT_TEARDOWN")
+        guard r.params.state == .created else {
+            throw SwitchError(.invalidState, "PORT_TEARDOWN refused for port \(describe(r)): port is \(r.params.state.rawValue)")
+        }
+        if let nic = r.nic {
+            throw SwitchError(.invalidState, "PORT_TEARDOWN refused for port \(describe(r)): its NIC is \(nic.state.rawValue); delete the NIC first")
+        }
+        r.params.state = .tearingDown
+        passDown(ControlRequest(kind: .portTeardown, port: r.params, nic: nil, property: nil, isRestore: isRestore))
+        emit(.portTeardown, r, isRestore: isRestore)
+    }
+
+    /// PORT_DELETE. Returns false when port references hold it: the delete then happens by itself.
+    @discardableResult
+    public func deletePort(_ port: PortID, isRestore: Bool = false) throws(SwitchError) -> Bool {
+        try checkNotBusy("PORT_DELETE")
+        let r = try record(port, for: "PORT_DELETE")
+        guard r.params.state == .tearingDown else {
+            throw SwitchError(.invalidState, "PORT_DELETE refused for port \(describe(r)): port is \(r.params.state.rawValue), not torn down")
+        }
+        if r.portReferences > 0 {
+            r.portDeleteDeferred = true
+            return false
+        }
+        finishPortDelete(r, isRestore: isRestore)
+        return true
+    }
+
+    /// Runs the whole stop sequence from wherever the port is: NIC_DISCONNECT (unless already
+    /// disconnected), NIC_DELETE, PORT_TEARDOWN, PORT_DELETE, each as soon as references allow.
+    /// `completion` runs after PORT_DELETE (at once, or later when the last reference drains).
+    /// Returns true if the port is already deleted.
+    @discardableResult
+    public func removePort(_ port: PortID, isRestore: Bool = false, completion: (() -> Void)? = nil) throws(SwitchError) -> Bool {
+        try checkNotBusy("port removal")
+        let r = try record(port, for: "port removal")
+        if r.removing {
+            if let completion {
+                let previous = r.removalCompletion
+                r.removalCompletion = { previous?(); completion() }
+            }
+            return false
+        }
+        r.removing = true
+        r.removalIsRestore = isRestore
+        r.removalCompletion = completion
+        return advanceRemoval(r)
+    }
+
+    /// Creates a port with its NIC and properties as one step (VM start). If anything is vetoed or
+    /// refused, what was already created is torn down again and the error is rethrown, so no
+    /// half-created port remains.
+    @discardableResult
+    public func createPort(name: String, friendlyName: String = "", type: PortType, nic: NICParameters,
+                           properties: [PortProperty] = [], isRestore: Bool = false) throws(SwitchError) -> PortID {
+        let id = try createPort(name: name, friendlyName: friendlyName, type: type, isRestore: isRestore)
+        do {
+            for p in properties { try addProperty(p, to: id, isRestore: isRestore) }
+            try createNIC(on: id, nic, isRestore: isRestore)
+        } catch {
+            if let r = records[id] {
+                r.removing = true
+                r.removalIsRestore = isRestore
+                _ = advanceRemoval(r)
+            }
+            throw error
+        }
+        return id
+    }
+
+    // MARK: - References
+
+    /// ReferenceSwitchNic: allowed only while the NIC is connected. NIC_DELETE waits for the matching
+    /// ``dereferenceNIC(on:)``.
+    public func referenceNIC(on port: PortID) throws(SwitchError) {
+        let r = try record(port, for: "NIC reference")
+        guard r.nic?.state == .connected else {
+            throw SwitchError(.invalidState, "NIC reference refused for port \(describe(r)): NIC is \(r.nic?.state.rawValue ?? "absent"), not connected")
+        }
+        r.nicReferences += 1
+    }
+
+    public func dereferenceNIC(on port: PortID) throws(SwitchError) {
+        let r = try record(port, for: "NIC dereference")
+        guard r.nicReferences > 0 else { throw SwitchError(.invalidState, "NIC dereference for port \(describe(r)): no reference is held") }
+        releaseNICReference(r)
+    }
+
+    /// ReferenceSwitchPort: allowed while the port is not tearing down. PORT_DELETE waits for the
+    /// matching ``dereferencePort(_:)``.
+    public func referencePort(_ port: PortID) throws(SwitchError) {
+        let r = try record(port, for: "port reference")
+        guard r.params.state == .created else {
+            throw SwitchError(.invalidState, "port reference refused for port \(describe(r)): port is \(r.params.state.rawValue)")
+        }
+        r.portReferences += 1
+    }
+
+    public func dereferencePort(_ port: PortID) throws(SwitchError) {
+        let r = try record(port, for: "port dereference")
+        guard r.portReferences > 0 else { throw SwitchError(.invalidState, "port dereference for port \(describe(r)): no reference is held") }
+        r.portReferences -= 1
+        if r.portReferences == 0 && r.portDeleteDeferred && !controlBusy {
+            r.portDeleteDeferred = false
+            finishPortDelete(r, isRestore: r.removalIsRestore)
+        }
+    }
+
+    // MARK: - Internals
+
+    func record(_ port: PortID, for operation: String) throws(SwitchError) -> PortRecord {
+        guard let r = records[port] else { throw SwitchError(.notFound, "\(operation) refused: no port \(port)") }
+        return r
+    }
+
+    func describe(_ r: PortRecord) -> String { "\(r.params.id) (\(r.params.name))" }
+
+    func checkNotBusy(_ operation: String) throws(SwitchError) {
+        if controlBusy {
+            throw SwitchError(.invalidState, "\(operation) refused: issued from inside an extension's control callback (re-entrant request)")
+        }
+    }
+
+    func emit(_ kind: LifecycleEvent.Kind, _ r: PortRecord, nic: NICParameters? = nil, isRestore: Bool) {
+        onEvent?(LifecycleEvent(kind: kind, port: r.params, nic: nic ?? r.nic, vetoedRequest: nil, vetoingExtension: nil,
+                                vetoReason: nil, isRestore: isRestore))
+    }
+
+    func releaseNICReference(_ r: PortRecord) {
+        r.nicReferences -= 1
+        if r.nicReferences == 0 && r.nicDeleteDeferred && !controlBusy {
+            r.nicDeleteDeferred = false
+            finishNICDelete(r, isRestore: r.removalIsRestore)
+        }
+    }
+
+    func finishNICDelete(_ r: PortRecord, isRestore: Bool) {
+        guard var nic = r.nic else { return }
+        nic.state = .deleted
+        passDown(ControlRequest(kind: .nicDelete, port: r.params, nic: nic, property: nil, isRestore: isRestore))
+        r.nic = nil
+        emit(.nicDelete, r, nic: nic, isRestore: isRestore)
+        if r.removing { _ = advanceRemoval(r) }
+    }
+
+    func finishPortDelete(_ r: PortRecord, isRestore: Bool) {
+        r.params.state = .deleted
+        passDown(ControlRequest(kind: .portDelete, port: r.params, nic: nil, property: nil, isRestore: isRestore))
+        macTable.flush(portSlot: r.slot)
+        records[r.params.id] = nil
+        slotRecords[Int(r.slot)] = nil
+        slots[Int(r.slot)] = SlotInfo()
+        for w in 0..<64 { trunkBitmaps[Int(r.slot) * 64 + w] = 0 }
+        freeSlots.append(r.slot)
+        emit(.portDelete, r, isRestore: isRestore)
+        let completion = r.removalCompletion
+        r.removalCompletion = nil
+        completion?()
+    }
+
+    /// Moves a port being removed one step at a time; stops where a reference holds it.
+    func advanceRemoval(_ r: PortRecord) -> Bool {
+        let isRestore = r.removalIsRestore
+        if let nic = r.nic {
+            if nic.state == .connected || nic.state == .created {
+                try? disconnectNIC(on: r.params.id, isRestore: isRestore)
+            }
+            if r.nicDeleteDeferred { return false }
+            // deleteNIC re-enters advanceRemoval through finishNICDelete when it completes.
+            if (try? deleteNIC(on: r.params.id, isRestore: isRestore)) != true { return false }
+            return records[r.params.id] == nil
+        }
+        if r.params.state == .created { try? teardownPort(r.params.id, isRestore: isRestore) }
+        if r.params.state == .tearingDown && !r.portDeleteDeferred {
+            return (try? deletePort(r.params.id, isRestore: isRestore)) == true
+        }
+        return r.params.state == .deleted
+    }
+
+    func removeConnected(_ slot: UInt16) {
+        for k in 0..<connectedCount where connectedSlots[k] == slot {
+            connectedSlots[k] = connectedSlots[connectedCount - 1]
+            connectedCount -= 1
+            return
+        }
+    }
+
+    func diagnose(_ stackIndex: Int, _ message: String) {
+        let name = stackIndex >= 0 && stackIndex < stack.count ? stack[stackIndex].name : "switch"
+        onDiagnostic?("\(name): \(message)")
+    }
+}
