@@ -1,0 +1,174 @@
+import CTapShim
+import Dispatch
+import LinuxNet
+import Logging
+import SwitchCore
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The running switch on Linux: a ``VirtualSwitch`` wired to TAPs, AF_PACKET sockets and netlink
+/// link monitoring, driven by a batched Dispatch packet loop.
+///
+/// ## Concurrency model
+/// One serial queue, `queue`, owns everything mutable: the `VirtualSwitch`, the frame batch and
+/// the receive/send vectors, the port table (`ports`, `byIndex`, `byName`), every port's fd and
+/// read source, and the link monitor. Read sources for all ports, the netlink monitor source and
+/// the 1 s timer all target that queue, so no state is ever touched from two threads and the
+/// packet path takes no locks. (That is what the `@unchecked Sendable` promises.)
+///
+/// Control requests (`startVM`, `removePort`, `snapshot`, ...) are `async` and hop onto the queue
+/// with `queue.async` plus a continuation; blocking device work (creating a TAP, netlink link
+/// setup) happens before the hop, in the caller's task, so the packet loop never waits on it.
+/// A control step therefore always runs between two batches, never inside one.
+///
+/// fds: a port's fd is closed by its read source's cancel handler (``PortIO/close()``), on the
+/// queue, when the port is deleted, its device fails, or the runtime shuts down. TAPs of VMs are
+/// never deleted on shutdown: a restarting daemon re-adopts them and QEMU is not disturbed.
+///
+/// ## Packet loop
+/// Each wake-up of a port's read source drains up to `wakeBudget` frames in batches of
+/// `batchCapacity`: one `recvmmsg` (or a run of `read`s on a TUN fd) fills the batch's
+/// preallocated slots, the switch runs the batch through the extension stack, and delivery does
+/// one `sendmmsg` per destination port. `ENOBUFS` from a full TAP queue drops the rest of that
+/// destination's batch. Nothing is allocated per frame.
+public final class SwitchRuntime: @unchecked Sendable {
+    public let queue: DispatchQueue
+    let logger: Logger
+    let sw: VirtualSwitch
+    let net: RouteNetlink
+    let batch: FrameBatch
+    let rx: ReceiveVector
+    let tx: SendVector
+    /// virtio-net headers staged for one sendmmsg (10 bytes each).
+    let txHeaders: UnsafeMutableRawPointer
+    let wakeBudget: Int
+    var ports: [PortID: PortIO] = [:]
+    var byIndex: [Int32: PortIO] = [:]
+    var monitor: LinkMonitor?
+    var monitorSource: (any DispatchSourceRead)?
+    var timer: (any DispatchSourceTimer)?
+    var heartbeat: (@Sendable () -> Void)?
+    var eventHandlers: [@Sendable (LifecycleEvent) -> Void] = []
+    /// Called when a port's device disappeared or failed and the port was removed by the switch itself.
+    var portLostHandler: (@Sendable (String) -> Void)?
+    let clockOrigin = DispatchTime.now().uptimeNanoseconds
+    var ticks: UInt64 = 0
+    var shutDown = false
+
+    static let vnetSize = VirtioNetHeader.size
+
+    /// - Parameters:
+    ///   - configuration: switch settings (ports, batch size, MAC table).
+    ///   - wakeBudget: most frames handled per wake-up of one port, so a busy port cannot starve the others.
+    public init(configuration: SwitchConfiguration, wakeBudget: Int = 256, logger: Logger = Logger(label: "tapswitch.dataplane")) throws {
+        queue = DispatchQueue(label: "tapswitch.packet-loop", qos: .userInteractive)
+        self.logger = logger
+        sw = VirtualSwitch(configuration: configuration)
+        net = try RouteNetlink()
+        batch = sw.makeBatch()
+        rx = ReceiveVector(capacity: batch.capacity)
+        tx = SendVector(capacity: batch.capacity)
+        txHeaders = .allocate(byteCount: batch.capacity * Self.vnetSize, alignment: 16)
+        txHeaders.initializeMemory(as: UInt8.self, repeating: 0, count: batch.capacity * Self.vnetSize)
+        self.wakeBudget = wakeBudget
+        // Every slot receives [virtio_net_hdr][frame] with the frame at the batch's frame offset.
+        for i in 0..<batch.capacity {
+            let base = batch.slotBase(i) + FrameBatch.frameOffset - Self.vnetSize
+            rx.setBuffer(i, base: base, length: batch.slotSize - FrameBatch.frameOffset + Self.vnetSize - FrameBatch.headroom)
+        }
+        sw.onEvent = { [unowned self] event in
+            for h in eventHandlers { h(event) }
+        }
+        sw.onDiagnostic = { [logger] message in logger.warning("extension rule violation: \(message)") }
+    }
+
+    deinit { txHeaders.deallocate() }
+
+    /// Starts link monitoring and the 1 s housekeeping timer. Call once.
+    public func start() throws {
+        let monitor = try LinkMonitor()
+        try onQueue {
+            self.monitor = monitor
+            let source = DispatchSource.makeReadSource(fileDescriptor: monitor.fileDescriptor, queue: queue)
+            source.setEventHandler { [unowned self] in self.drainLinkEvents() }
+            source.resume()
+            monitorSource = source
+            let timer = DispatchSource.makeTimerSource(queue: queue)
+            timer.schedule(deadline: .now() + 1, repeating: 1.0, leeway: .milliseconds(100))
+            timer.setEventHandler { [unowned self] in self.tick() }
+            timer.resume()
+            self.timer = timer
+        }
+    }
+
+    /// Stops the packet loop: closes every socket and the monitor, leaves TAPs and VMs alone.
+    public func shutdown() async {
+        await onQueueAsync {
+            self.shutDown = true
+            for p in self.ports.values { p.close() }
+            self.ports.removeAll()
+            self.byIndex.removeAll()
+            self.monitorSource?.cancel()
+            self.monitorSource = nil
+            self.timer?.cancel()
+            self.timer = nil
+        }
+    }
+
+    // MARK: - Observers
+
+    /// Adds an observer of lifecycle events. It runs on the packet-loop queue: keep it short.
+    public func addEventHandler(_ handler: @escaping @Sendable (LifecycleEvent) -> Void) {
+        queue.async { self.eventHandlers.append(handler) }
+    }
+
+    /// Called (on the packet-loop queue) with a port's name after the switch removed it by itself
+    /// because its device vanished or failed.
+    public func setPortLostHandler(_ handler: @escaping @Sendable (String) -> Void) {
+        queue.async { self.portLostHandler = handler }
+    }
+
+    /// Runs `body` once a second from the packet loop's own queue: if the loop is stuck, the
+    /// heartbeat stops (systemd's watchdog feeds on it).
+    public func setHeartbeat(_ body: @escaping @Sendable () -> Void) {
+        queue.async { self.heartbeat = body }
+    }
+
+    // MARK: - Queue hops
+
+    func onQueue<T>(_ body: () throws -> T) throws -> T {
+        dispatchPrecondition(condition: .notOnQueue(queue))
+        return try queue.sync(execute: body)
+    }
+
+    func onQueueAsync<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
+        await withCheckedContinuation { c in queue.async { c.resume(returning: body()) } }
+    }
+
+    func onQueueThrowing<T: Sendable>(_ body: @escaping @Sendable () throws(DataPlaneError) -> T) async throws(DataPlaneError) -> T {
+        let result: Result<T, DataPlaneError> = await withCheckedContinuation { c in
+            queue.async {
+                do throws(DataPlaneError) { c.resume(returning: .success(try body())) } catch { c.resume(returning: .failure(error)) }
+            }
+        }
+        return try result.get()
+    }
+
+    // MARK: - Housekeeping
+
+    func tick() {
+        ticks &+= 1
+        sw.now = (DispatchTime.now().uptimeNanoseconds - clockOrigin) / 1_000_000_000
+        if ticks % 5 == 0 { sw.expireAddresses() }
+        if sw.hasPendingFrames { sw.processPending(batch, to: self) }
+        heartbeat?()
+    }
+}
+
+extension DataPlaneError {
+    init(_ error: SwitchError) {
+        self.init(error.message, vetoingExtension: error.vetoingExtension, vetoReason: error.vetoReason)
+    }
+}

@@ -1,0 +1,99 @@
+import DataPlane
+import FakeVM
+import LinuxNet
+import SwitchCore
+import TestSupport
+import Testing
+
+@Suite("Carrier drives the NIC lifecycle", .serialized, .enabled(if: Privilege.shouldRun, Privilege.comment))
+struct LifecycleTests {
+    let names = UniqueNames.run
+
+    @Test("attach → NIC_CONNECT, close → NIC_DISCONNECT, nothing written while disconnected, reattach reconnects")
+    func carrier() async throws {
+        try await withRuntime { rt, log, cleanup in
+            let a = names.name("la"), b = names.name("lb")
+            try await rt.startTestVM(a, mac: mac(0x40), cleanup: cleanup)
+            try await rt.startTestVM(b, mac: mac(0x41), cleanup: cleanup)
+            #expect(log.kinds(a) == ["port-create", "nic-create"])  // no QEMU yet: not connected
+
+            let vmB = try FakeVM(tap: b)
+            defer { vmB.close() }
+            var vmA = try FakeVM(tap: a)
+            try log.waitFor(.nicConnect, port: a)
+            try log.waitFor(.nicConnect, port: b)
+            vmA.close()
+            try log.waitFor(.nicDisconnect, port: a)
+            #expect(log.kinds(a) == ["port-create", "nic-create", "nic-connect", "nic-disconnect"])
+
+            // A broadcast from B while A is disconnected: the switch writes nothing to A's TAP.
+            let txBefore = linkStat(a, "tx_packets") + linkStat(a, "tx_dropped")
+            let outBefore = try #require(await rt.counters(a)).framesOut
+            try vmB.send(TestFrames.broadcast(src: mac(0x41).bytes, payload: Array(repeating: 5, count: 46)))
+            try await rt.waitForFramesIn(b, atLeast: 1)
+            #expect(linkStat(a, "tx_packets") + linkStat(a, "tx_dropped") == txBefore)
+            #expect(try #require(await rt.counters(a)).framesOut == outBefore)
+
+            // QEMU restarts on the same TAP: the port reconnects and traffic resumes.
+            vmA = try FakeVM(tap: a)
+            defer { vmA.close() }
+            try log.waitFor(.nicConnect, port: a, count: 2)
+            let frame = TestFrames.broadcast(src: mac(0x41).bytes, payload: Array(repeating: 6, count: 46))
+            try vmB.send(frame)
+            #expect(try vmA.receive(timeout: .seconds(2)) == frame)
+        }
+    }
+
+    @Test("deleting the TAP by hand drives the whole stop sequence; the other port keeps forwarding")
+    func tapDeletedByHand() async throws {
+        try await withRuntime { rt, log, cleanup in
+            let a = names.name("da"), b = names.name("db"), c = names.name("dc")
+            for (i, t) in [a, b, c].enumerated() { try await rt.startTestVM(t, mac: mac(UInt8(0x50 + i)), cleanup: cleanup) }
+            let vms = try [a, b, c].map { try FakeVM(tap: $0) }
+            defer { vms.forEach { $0.close() } }
+            for t in [a, b, c] { try log.waitFor(.nicConnect, port: t) }
+            _ = try Shell.check(["ip", "link", "del", a])
+            try log.waitFor(.portDelete, port: a)
+            #expect(log.kinds(a) == ["port-create", "nic-create", "nic-connect", "nic-disconnect", "nic-delete",
+                                     "port-teardown", "port-delete"])
+            #expect(await rt.snapshot().ports.map(\.port.name).sorted() == [b, c].sorted())
+            let frame = TestFrames.broadcast(src: mac(0x51).bytes, payload: Array(repeating: 9, count: 46))
+            try vms[1].send(frame)
+            #expect(try vms[2].receive(timeout: .seconds(2)) == frame)
+        }
+    }
+
+    @Test("vm stop: removePort runs the stop sequence and deletes the TAP")
+    func removePortDeletesTAP() async throws {
+        try await withRuntime { rt, log, cleanup in
+            let a = names.name("ra")
+            try await rt.startTestVM(a, mac: mac(0x60), cleanup: cleanup)
+            let vm = try FakeVM(tap: a)
+            try log.waitFor(.nicConnect, port: a)
+            vm.close()  // QEMU gone first, as on a real VM stop
+            try log.waitFor(.nicDisconnect, port: a)
+            try await rt.removePort(named: a)
+            #expect(log.kinds(a) == ["port-create", "nic-create", "nic-connect", "nic-disconnect", "nic-delete",
+                                     "port-teardown", "port-delete"])
+            #expect(try RouteNetlink().link(named: a) == nil)
+        }
+    }
+
+    @Test("bad requests get clear errors and leave nothing behind")
+    func badRequests() async throws {
+        try await withRuntime { rt, _, cleanup in
+            let a = names.name("ba")
+            await #expect(throws: DataPlaneError.self) {
+                try await rt.startVMNIC(VMNICSpec(vmName: "x", tap: "bad/name", mac: mac(1)))
+            }
+            try await rt.startTestVM(a, mac: mac(0x70), cleanup: cleanup)
+            do {
+                try await rt.startVMNIC(VMNICSpec(vmName: "x", tap: a, mac: mac(0x71)))
+                Issue.record("a second VM on an existing TAP must be refused")
+            } catch {
+                #expect("\(error)".contains("already exists"))
+            }
+            #expect(await rt.snapshot().ports.count == 1)
+        }
+    }
+}
