@@ -48,7 +48,7 @@ let package = Package(
         .target(
             name: "TapswitchDaemon",
             dependencies: [
-                "DataPlane", "ControlProtocol", "LinuxNet",
+                "ControlProtocol", "DataPlane", "SwitchCore",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -71,7 +71,7 @@ let package = Package(
         .testTarget(name: "DataPlaneTests", dependencies: ["DataPlane", "FakeVM", "LinuxNet", "TestSupport"]),
         .testTarget(
             name: "DaemonTests",
-            dependencies: ["TapswitchDaemon", "ControlProtocol", "FakeVM", "TestSupport"]
+            dependencies: ["TapswitchDaemon", "ControlProtocol"]
         ),
         .testTarget(name: "QEMUTests", dependencies: ["ControlProtocol", "TestSupport"]),
     ]

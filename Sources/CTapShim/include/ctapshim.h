@@ -1,0 +1,78 @@
+// CTapShim: a translation table between Swift and the Linux TUN / AF_PACKET headers.
+//
+// Why this exists: Swift cannot import function-like macros (_IOW ioctl numbers, CMSG_*), and the Glibc
+// module is built without _GNU_SOURCE, so `struct mmsghdr`, recvmmsg and sendmmsg are invisible to Swift
+// (the swift-nio SR-6772 workaround). Everything here is a constant, a layout-identical struct, or a
+// one-line forwarding function. No logic: link management is libnl's job (module CNetlink).
+// Every symbol is prefixed ts_/TS_.
+#ifndef TAPSWITCH_CTAPSHIM_H
+#define TAPSWITCH_CTAPSHIM_H
+
+#ifdef __linux__
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <linux/if_packet.h>
+#include <linux/if_ether.h>
+#include <linux/if_tun.h>
+#include <linux/virtio_net.h>
+#include <linux/sockios.h>
+
+// MARK: TUN ioctl numbers (defined with _IOW/_IOR, which Swift cannot evaluate).
+extern const unsigned long TS_TUNSETIFF;
+extern const unsigned long TS_TUNSETPERSIST;
+extern const unsigned long TS_TUNSETOWNER;
+extern const unsigned long TS_TUNSETGROUP;
+extern const unsigned long TS_TUNSETOFFLOAD;
+extern const unsigned long TS_TUNSETVNETHDRSZ;
+extern const unsigned long TS_TUNGETIFF;
+
+// MARK: TUN flags (plain integer macros, re-exported with one spelling for Swift).
+extern const unsigned short TS_IFF_TAP;
+extern const unsigned short TS_IFF_NO_PI;
+extern const unsigned short TS_IFF_VNET_HDR;
+extern const unsigned short TS_IFF_MULTI_QUEUE;
+extern const unsigned int TS_TUN_F_CSUM;
+extern const unsigned int TS_TUN_F_TSO4;
+extern const unsigned int TS_TUN_F_TSO6;
+extern const unsigned int TS_TUN_F_TSO_ECN;
+extern const unsigned int TS_TUN_F_UFO;
+
+// MARK: Link flag not in glibc's <net/if.h> (IFF_LOWER_UP lives only in <linux/if.h>, which clashes with it).
+extern const unsigned int TS_IFF_LOWER_UP;
+
+// MARK: ifreq for the TUN ioctls (layout of struct ifreq's name + flags members).
+/// Layout-compatible prefix of `struct ifreq` as TUNSETIFF/TUNGETIFF use it (name, then a short of flags),
+/// padded to sizeof(struct ifreq) so the kernel's copy_from_user of the whole struct stays in bounds.
+typedef struct {
+    char name[16];
+    unsigned short flags;
+    char ts_padding[22];
+} ts_ifreq;
+
+// MARK: mmsghdr (layout-identical to struct mmsghdr) and the batched socket calls.
+typedef struct {
+    struct msghdr msg_hdr;
+    unsigned int msg_len;
+} ts_mmsghdr;
+
+int ts_recvmmsg(int fd, ts_mmsghdr *_Nonnull msgvec, unsigned int vlen, int flags,
+                struct timespec *_Nullable timeout);
+int ts_sendmmsg(int fd, ts_mmsghdr *_Nonnull msgvec, unsigned int vlen, int flags);
+
+// MARK: Control messages (CMSG_* are macros).
+struct cmsghdr *_Nullable ts_cmsg_firsthdr(const struct msghdr *_Nonnull msg);
+struct cmsghdr *_Nullable ts_cmsg_nxthdr(struct msghdr *_Nonnull msg, struct cmsghdr *_Nonnull cmsg);
+void *_Nonnull ts_cmsg_data(struct cmsghdr *_Nonnull cmsg);
+size_t ts_cmsg_space(size_t payload);
+size_t ts_cmsg_len(size_t payload);
+
+// MARK: ioctl with a pointer argument (ioctl is variadic; Swift can only call it through a fixed signature).
+int ts_ioctl_ptr(int fd, unsigned long request, void *_Nullable arg);
+int ts_ioctl_ulong(int fd, unsigned long request, unsigned long arg);
+
+#endif // __linux__
+#endif // TAPSWITCH_CTAPSHIM_H

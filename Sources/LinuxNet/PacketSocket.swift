@@ -1,0 +1,124 @@
+import CTapShim
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// An `AF_PACKET`/`SOCK_RAW` socket for all protocols (`ETH_P_ALL`) bound to one interface, non-blocking.
+///
+/// This is how the switch moves frames on a TAP's kernel side: what the VM writes to its queue fd arrives
+/// here, and what is sent here is queued for the VM to read. The socket owns its fd and closes it in `deinit`
+/// unless ``release()`` hands it on. Needs `CAP_NET_RAW`.
+public struct PacketSocket: ~Copyable {
+    /// Socket options applied before binding.
+    public struct Options: Sendable, Equatable {
+        /// `PACKET_VNET_HDR`: every frame read or written starts with a 10-byte `struct virtio_net_hdr`, which
+        /// carries GSO/TSO superframes and partial checksums through unchanged. Needed for guest TCP with
+        /// default QEMU offloads.
+        public var vnetHeader: Bool
+        /// `PACKET_AUXDATA`: deliver `tpacket_auxdata`, which holds the 802.1Q tag the kernel stripped from the
+        /// frame (see ``ReceiveVector/vlanTCI(_:)``).
+        public var auxData: Bool
+        /// `PACKET_IGNORE_OUTGOING`: do not see this socket's (or anyone's) transmissions on the interface;
+        /// without it the switch loops its own sends back.
+        public var ignoreOutgoing: Bool
+        /// `PACKET_QDISC_BYPASS`: send straight to the driver. A full TAP queue (or no reader attached) then
+        /// fails with `ENOBUFS` instead of a silent drop, which is the only per-frame backpressure signal.
+        public var qdiscBypass: Bool
+        /// `SO_RCVBUF` in bytes (`SO_RCVBUFFORCE` is tried first, so root may exceed `rmem_max`); nil keeps the default.
+        public var receiveBuffer: Int?
+        /// `SO_SNDBUF` in bytes (`SO_SNDBUFFORCE` tried first); nil keeps the default.
+        public var sendBuffer: Int?
+
+        public init(vnetHeader: Bool = true, auxData: Bool = true, ignoreOutgoing: Bool = true, qdiscBypass: Bool = true,
+                    receiveBuffer: Int? = nil, sendBuffer: Int? = nil) {
+            self.vnetHeader = vnetHeader
+            self.auxData = auxData
+            self.ignoreOutgoing = ignoreOutgoing
+            self.qdiscBypass = qdiscBypass
+            self.receiveBuffer = receiveBuffer
+            self.sendBuffer = sendBuffer
+        }
+    }
+
+    /// The socket's fd, owned by this value.
+    public let fileDescriptor: Int32
+
+    /// Opens the socket, applies `options` and binds it to `interfaceIndex`.
+    ///
+    /// The socket is created with protocol 0 (receives nothing) and only starts receiving at `bind`, so no
+    /// frames from other interfaces slip in between `socket` and `bind`.
+    /// - Parameter interfaceName: used in error messages only.
+    /// - Throws: ``SystemError`` naming the failed step and the interface.
+    public init(interfaceIndex: Int32, interfaceName: String, options: Options) throws {
+        let fd = try systemCall("socket(AF_PACKET)", device: interfaceName) {
+            socket(AF_PACKET, Int32(SOCK_RAW.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        }
+        do {
+            func enable(_ option: Int32, _ name: String) throws(SystemError) {
+                try setIntOption(fd, level: SOL_PACKET, option: option, value: 1, name: name, device: interfaceName)
+            }
+            if options.vnetHeader { try enable(PACKET_VNET_HDR, "PACKET_VNET_HDR") }
+            if options.auxData { try enable(PACKET_AUXDATA, "PACKET_AUXDATA") }
+            if options.ignoreOutgoing { try enable(PACKET_IGNORE_OUTGOING, "PACKET_IGNORE_OUTGOING") }
+            if options.qdiscBypass { try enable(PACKET_QDISC_BYPASS, "PACKET_QDISC_BYPASS") }
+            if let size = options.receiveBuffer {
+                try setBufferSize(fd, force: SO_RCVBUFFORCE, plain: SO_RCVBUF, size: size, name: "SO_RCVBUF", device: interfaceName)
+            }
+            if let size = options.sendBuffer {
+                try setBufferSize(fd, force: SO_SNDBUFFORCE, plain: SO_SNDBUF, size: size, name: "SO_SNDBUF", device: interfaceName)
+            }
+            var address = sockaddr_ll()
+            address.sll_family = UInt16(AF_PACKET)
+            address.sll_protocol = UInt16(ETH_P_ALL).bigEndian
+            address.sll_ifindex = interfaceIndex
+            try systemCall("bind(AF_PACKET)", device: interfaceName) {
+                withUnsafePointer(to: &address) {
+                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                        bind(fd, $0, socklen_t(MemoryLayout<sockaddr_ll>.size))
+                    }
+                }
+            }
+        } catch {
+            close(fd)
+            throw error
+        }
+        fileDescriptor = fd
+    }
+
+    deinit { close(fileDescriptor) }
+
+    /// The pending socket error (`SO_ERROR`), cleared by reading it; 0 if none. `ENETDOWN` after the
+    /// interface was deleted under the socket.
+    public func pendingError() -> Int32 {
+        var value: Int32 = 0
+        var length = socklen_t(MemoryLayout<Int32>.size)
+        if getsockopt(fileDescriptor, SOL_SOCKET, SO_ERROR, &value, &length) != 0 { return errno }
+        return value
+    }
+
+    /// Gives up ownership: returns the fd without closing it (e.g. for a Dispatch source's cancel handler).
+    public consuming func release() -> Int32 {
+        let fd = fileDescriptor
+        discard self
+        return fd
+    }
+}
+
+private func setIntOption(_ fd: Int32, level: Int32, option: Int32, value: Int32, name: String, device: String)
+    throws(SystemError)
+{
+    var value = value
+    try systemCall("setsockopt(\(name))", device: device) {
+        setsockopt(fd, level, option, &value, socklen_t(MemoryLayout<Int32>.size))
+    }
+}
+
+private func setBufferSize(_ fd: Int32, force: Int32, plain: Int32, size: Int, name: String, device: String)
+    throws(SystemError)
+{
+    var value = Int32(clamping: size)
+    // The *FORCE variants need CAP_NET_ADMIN but may exceed net.core.[rw]mem_max.
+    if setsockopt(fd, SOL_SOCKET, force, &value, socklen_t(MemoryLayout<Int32>.size)) == 0 { return }
+    try setIntOption(fd, level: SOL_SOCKET, option: plain, value: value, name: name, device: device)
+}

@@ -1,0 +1,125 @@
+import CTapShim
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Persistent TAP devices for VM NICs, and attaching to them the way QEMU does.
+///
+/// A VM's TAP is created once, persistent and owned by the QEMU user, and the creating fd is closed at once:
+/// a single-queue TAP accepts only one attached fd, so holding it would make QEMU's `TUNSETIFF` fail with
+/// `EBUSY`. Delete a TAP with ``RouteNetlink/deleteLink(_:)``, which works even while QEMU holds it.
+/// All of this needs `CAP_NET_ADMIN`.
+public enum TapDevice {
+    /// Creates a persistent TAP named `name` with a virtio-net header (`IFF_TAP | IFF_NO_PI | IFF_VNET_HDR`).
+    ///
+    /// - Parameters:
+    ///   - owner: uid allowed to attach without `CAP_NET_ADMIN` (`TUNSETOWNER`); nil leaves it unrestricted.
+    ///   - group: gid allowed to attach (`TUNSETGROUP`); nil leaves it unrestricted.
+    ///   - multiQueue: create with `IFF_MULTI_QUEUE`. Must match how QEMU attaches (`queues>1`), or its
+    ///     `TUNSETIFF` fails with `EINVAL`.
+    /// - Throws: ``SystemError`` with `EEXIST` if any link of that name exists (checked first, because
+    ///   `TUNSETIFF` on an existing persistent TAP would silently attach to it instead of failing), or the
+    ///   failing ioctl. On failure nothing is left behind: the device is only made persistent last.
+    public static func createPersistent(name: InterfaceName, owner: UInt32?, group: UInt32?, multiQueue: Bool = false) throws {
+        if if_nametoindex(name.value) != 0 {
+            throw SystemError(operation: "create TAP", device: name.value, errno: EEXIST,
+                              detail: "a link with this name already exists")
+        }
+        var flags = TS_IFF_TAP | TS_IFF_NO_PI | TS_IFF_VNET_HDR
+        if multiQueue { flags |= TS_IFF_MULTI_QUEUE }
+        let fd = try open(name: name.value, flags: flags, nonBlocking: false)
+        // Closing a non-persistent TAP's last fd deletes it, so an error below leaves nothing behind.
+        defer { close(fd) }
+        if let owner {
+            try systemCall("TUNSETOWNER", device: name.value) { ts_ioctl_ulong(fd, TS_TUNSETOWNER, UInt(owner)) }
+        }
+        if let group {
+            try systemCall("TUNSETGROUP", device: name.value) { ts_ioctl_ulong(fd, TS_TUNSETGROUP, UInt(group)) }
+        }
+        try systemCall("TUNSETPERSIST", device: name.value) { ts_ioctl_ulong(fd, TS_TUNSETPERSIST, 1) }
+    }
+
+    /// Opens `/dev/net/tun` and attaches to the TAP `name` exactly as QEMU's `-netdev tap,ifname=` does
+    /// (`IFF_TAP | IFF_NO_PI`, plus `IFF_VNET_HDR` when `vnetHeader`). Raises the TAP's carrier.
+    ///
+    /// - Parameter createIfMissing: `TUNSETIFF` on a name that does not exist creates a new, non-persistent TAP
+    ///   (which is what QEMU gets). By default that is refused with `ENODEV` so a typo cannot silently attach to
+    ///   a fresh, unconnected device.
+    /// - Returns: the queue fd, owned by the caller (close it to detach).
+    /// - Throws: ``SystemError``; `EBUSY` if another fd is attached to a single-queue TAP, `EINVAL` if the TAP's
+    ///   multi-queue flag differs, `ENODEV` if it does not exist (unless `createIfMissing`).
+    public static func attach(name: InterfaceName, vnetHeader: Bool, nonBlocking: Bool, createIfMissing: Bool = false) throws -> Int32 {
+        if !createIfMissing && if_nametoindex(name.value) == 0 {
+            throw SystemError(operation: "attach TAP", device: name.value, errno: ENODEV,
+                              detail: "no such TAP (create it first with TapDevice.createPersistent)")
+        }
+        var flags = TS_IFF_TAP | TS_IFF_NO_PI
+        if vnetHeader { flags |= TS_IFF_VNET_HDR }
+        return try open(name: name.value, flags: flags, nonBlocking: nonBlocking)
+    }
+
+    /// Tells the kernel which offloads the reader of `fd` accepts (`TUNSETOFFLOAD`), as QEMU does once the
+    /// guest's virtio-net driver negotiates them. With `tso4`/`tso6` the kernel passes GSO superframes with a
+    /// virtio-net header instead of segmenting them. TSO requires `csum` (the kernel says `EINVAL` otherwise).
+    public static func setOffload(fd: Int32, csum: Bool, tso4: Bool, tso6: Bool) throws {
+        var flags: UInt32 = 0
+        if csum { flags |= TS_TUN_F_CSUM }
+        if tso4 { flags |= TS_TUN_F_TSO4 }
+        if tso6 { flags |= TS_TUN_F_TSO6 }
+        try systemCall("TUNSETOFFLOAD") { ts_ioctl_ulong(fd, TS_TUNSETOFFLOAD, UInt(flags)) }
+    }
+
+    /// True if `name` is a TUN/TAP device (it has `/sys/class/net/NAME/tun_flags`).
+    public static func isTap(_ name: String) -> Bool {
+        guard !name.isEmpty, !name.contains("/"), name != ".", name != ".." else { return false }
+        return access("/sys/class/net/\(name)/tun_flags", F_OK) == 0
+    }
+
+    /// The TAP's sysfs attributes (`tun_flags`, `owner`, `group`), or nil if `name` is not a TUN/TAP device.
+    /// `owner`/`group` are nil when unrestricted (sysfs shows -1).
+    public static func attributes(_ name: String) -> (flags: UInt32, owner: UInt32?, group: UInt32?)? {
+        guard isTap(name) else { return nil }
+        let base = "/sys/class/net/\(name)/"
+        guard let flagsText = readSmallFile(base + "tun_flags"),
+              let flags = UInt32(flagsText.hasPrefix("0x") ? String(flagsText.dropFirst(2)) : flagsText, radix: 16)
+        else { return nil }
+        func id(_ file: String) -> UInt32? {
+            guard let text = readSmallFile(base + file), let value = Int64(text), value >= 0 else { return nil }
+            return UInt32(truncatingIfNeeded: value)
+        }
+        return (flags, id("owner"), id("group"))
+    }
+
+    private static func open(name: String, flags: UInt16, nonBlocking: Bool) throws(SystemError) -> Int32 {
+        var openFlags = O_RDWR | O_CLOEXEC
+        if nonBlocking { openFlags |= O_NONBLOCK }
+        let fd = try systemCall("open /dev/net/tun", device: name) { Glibc.open("/dev/net/tun", openFlags) }
+        var request = ts_ifreq()
+        withUnsafeMutableBytes(of: &request.name) { raw in
+            let bytes = Array(name.utf8.prefix(Int(IFNAMSIZ) - 1))
+            raw.copyBytes(from: bytes)
+        }
+        request.flags = flags
+        do {
+            try systemCall("TUNSETIFF", device: name) { ts_ioctl_ptr(fd, TS_TUNSETIFF, &request) }
+        } catch {
+            close(fd)
+            throw error
+        }
+        return fd
+    }
+}
+
+/// Reads a short text file (sysfs/procfs attribute), trimmed of the trailing newline.
+func readSmallFile(_ path: String) -> String? {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    if fd < 0 { return nil }
+    defer { close(fd) }
+    var buffer = [UInt8](repeating: 0, count: 256)
+    let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+    if count < 0 { return nil }
+    var text = String(decoding: buffer.prefix(count), as: UTF8.self)
+    while text.last == "\n" || text.last == " " { text.removeLast() }
+    return text
+}
