@@ -1,0 +1,152 @@
+import Foundation
+
+/// One request from `tapswitchctl` to `tapswitchd`.
+///
+/// Wire form: one JSON object on one line, `{"op": "<op>", ...fields}`:
+///
+/// | op | fields |
+/// |---|---|
+/// | `vm-start` | `vm`: `{name, nics: [{tap, mac?, owner?, group?, mtu?, type?, vlan?}]}` |
+/// | `vm-stop` | `name` |
+/// | `port-add-internal` | `name`, `mac?`, `netns?` |
+/// | `port-add-external` | `device` |
+/// | `port-remove` | `name` |
+/// | `show`, `fdb`, `extensions`, `ping`, `version` | none |
+/// | `events` | `follow?` (default false) |
+///
+/// Unknown ops, unknown fields, wrong types and bad values are rejected naming the field.
+public enum ControlRequest: Sendable, Equatable {
+    case vmStart(VMSpec)
+    case vmStop(name: String)
+    case portAddInternal(InternalPortSpec)
+    case portAddExternal(ExternalPortSpec)
+    case portRemove(name: String)
+    case show
+    case fdb
+    case extensions
+    case events(follow: Bool)
+    case ping
+    case version
+
+    /// The `op` string on the wire.
+    public var op: String {
+        switch self {
+        case .vmStart: "vm-start"
+        case .vmStop: "vm-stop"
+        case .portAddInternal: "port-add-internal"
+        case .portAddExternal: "port-add-external"
+        case .portRemove: "port-remove"
+        case .show: "show"
+        case .fdb: "fdb"
+        case .extensions: "extensions"
+        case .events: "events"
+        case .ping: "ping"
+        case .version: "version"
+        }
+    }
+
+    public static let allOps = ["vm-start", "vm-stop", "port-add-internal", "port-add-external", "port-remove",
+                                "show", "fdb", "extensions", "events", "ping", "version"]
+
+    /// True for requests that change the switch (the server serialises and records them).
+    public var isMutating: Bool {
+        switch self {
+        case .vmStart, .vmStop, .portAddInternal, .portAddExternal, .portRemove: true
+        default: false
+        }
+    }
+}
+
+extension ControlRequest: Codable {
+    public init(from decoder: any Decoder) throws {
+        // Read `op` first; the fields allowed depend on it.
+        let probe = try StrictObject(decoder, allowed: nil)
+        let op = try probe.require(String.self, "op")
+        func fields(_ allowed: Set<String>) throws -> StrictObject {
+            try StrictObject(decoder, allowed: allowed.union(["op"]))
+        }
+        switch op {
+        case "vm-start":
+            self = .vmStart(try fields(["vm"]).require(VMSpec.self, "vm"))
+        case "vm-stop":
+            let o = try fields(["name"])
+            self = .vmStop(name: try Validate.vmName(try o.require(String.self, "name"), field: "name"))
+        case "port-add-internal":
+            let o = try fields(["name", "mac", "netns"])
+            let spec = InternalPortSpec(name: try o.require(String.self, "name"), mac: try o.optional(MACAddress.self, "mac"),
+                                        netns: try o.optional(String.self, "netns"))
+            try spec.validate(prefix: "")
+            self = .portAddInternal(spec)
+        case "port-add-external":
+            let spec = ExternalPortSpec(device: try fields(["device"]).require(String.self, "device"))
+            try spec.validate(prefix: "")
+            self = .portAddExternal(spec)
+        case "port-remove":
+            let o = try fields(["name"])
+            self = .portRemove(name: try Validate.interfaceName(try o.require(String.self, "name"), field: "name"))
+        case "events":
+            self = .events(follow: try fields(["follow"]).optional(Bool.self, "follow") ?? false)
+        case "show", "fdb", "extensions", "ping", "version":
+            _ = try fields([])
+            switch op {
+            case "show": self = .show
+            case "fdb": self = .fdb
+            case "extensions": self = .extensions
+            case "ping": self = .ping
+            default: self = .version
+            }
+        default:
+            throw FieldError(field: "op", message: "unknown operation '\(op)' (expected one of: \(Self.allOps.joined(separator: ", ")))")
+        }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: AnyKey.self)
+        try c.encode(op, forKey: AnyKey("op"))
+        switch self {
+        case .vmStart(let vm): try c.encode(vm, forKey: AnyKey("vm"))
+        case .vmStop(let name), .portRemove(let name): try c.encode(name, forKey: AnyKey("name"))
+        case .portAddInternal(let spec):
+            try c.encode(spec.name, forKey: AnyKey("name"))
+            try c.encodeIfPresent(spec.mac, forKey: AnyKey("mac"))
+            try c.encodeIfPresent(spec.netns, forKey: AnyKey("netns"))
+        case .portAddExternal(let spec): try c.encode(spec.device, forKey: AnyKey("device"))
+        case .events(let follow): try c.encode(follow, forKey: AnyKey("follow"))
+        case .show, .fdb, .extensions, .ping, .version: break
+        }
+    }
+}
+
+/// One response line. `ok` is always present; on failure only `error` is set.
+///
+/// Successful responses carry the payload for their request: `snapshot` (show), `fdb`, `extensions`,
+/// `events` (events without follow, and the backlog sent first when following), `event` (each
+/// streamed line of `events --follow`), `ports` (ports created by vm-start and port-add-*),
+/// `version` (ping and version).
+public struct ControlResponse: Codable, Sendable, Equatable {
+    public var ok: Bool
+    public var error: String?
+    public var snapshot: SwitchSnapshot?
+    public var fdb: [FDBEntry]?
+    public var extensions: [ExtensionInfo]?
+    public var events: [SwitchEvent]?
+    public var event: SwitchEvent?
+    public var ports: [PortInfo]?
+    public var version: VersionInfo?
+
+    public init(ok: Bool = true, error: String? = nil, snapshot: SwitchSnapshot? = nil, fdb: [FDBEntry]? = nil,
+                extensions: [ExtensionInfo]? = nil, events: [SwitchEvent]? = nil, event: SwitchEvent? = nil,
+                ports: [PortInfo]? = nil, version: VersionInfo? = nil) {
+        self.ok = ok
+        self.error = error
+        self.snapshot = snapshot
+        self.fdb = fdb
+        self.extensions = extensions
+        self.events = events
+        self.event = event
+        self.ports = ports
+        self.version = version
+    }
+
+    public static func failure(_ message: String) -> ControlResponse { ControlResponse(ok: false, error: message) }
+}

@@ -1,0 +1,155 @@
+/// What the operator asks for: VMs with their NICs, and internal and external ports.
+///
+/// These types are decoded strictly (unknown fields and bad values are errors naming the field),
+/// because they arrive from the control socket, the state file and the CLI.
+
+/// How the guest sees a NIC. Both are TAP-backed here; the type is reported and may steer policy.
+public enum NICType: String, Codable, Sendable, CaseIterable {
+    /// A paravirtual NIC (virtio-net), the Hyper-V "synthetic" adapter.
+    case synthetic
+    /// An emulated NIC (e1000, rtl8139), the Hyper-V "legacy" adapter.
+    case emulated
+}
+
+/// One VM NIC: a persistent TAP the daemon creates and QEMU attaches to.
+public struct NICSpec: Sendable, Equatable, Codable {
+    /// TAP interface name (QEMU: `-netdev tap,ifname=TAP,script=no,downscript=no`).
+    public var tap: String
+    /// The guest's MAC; nil lets the switch assign one.
+    public var mac: MACAddress?
+    /// User allowed to open the TAP (TUNSETOWNER), by name or uid; nil means root only.
+    public var owner: String?
+    /// Group allowed to open the TAP (TUNSETGROUP), by name or gid.
+    public var group: String?
+    /// TAP MTU; nil means 1500.
+    public var mtu: Int?
+    public var type: NICType
+    /// Access VLAN; nil means untagged.
+    public var vlan: Int?
+
+    public init(tap: String, mac: MACAddress? = nil, owner: String? = nil, group: String? = nil,
+                mtu: Int? = nil, type: NICType = .synthetic, vlan: Int? = nil) {
+        self.tap = tap
+        self.mac = mac
+        self.owner = owner
+        self.group = group
+        self.mtu = mtu
+        self.type = type
+        self.vlan = vlan
+    }
+
+    public static let defaultMTU = 1500
+
+    /// Checks every field, naming the offending one under `prefix` (e.g. `vm.nics[0]`).
+    public func validate(prefix: String) throws(FieldError) {
+        func f(_ k: String) -> String { prefix.isEmpty ? k : "\(prefix).\(k)" }
+        _ = try Validate.interfaceName(tap, field: f("tap"))
+        if let mac { _ = try Validate.mac(mac.description, field: f("mac")) }
+        if let owner { _ = try Validate.principal(owner, field: f("owner"), what: "user") }
+        if let group { _ = try Validate.principal(group, field: f("group"), what: "group") }
+        if let mtu { _ = try Validate.mtu(mtu, field: f("mtu")) }
+        if let vlan { _ = try Validate.vlan(vlan, field: f("vlan")) }
+    }
+
+    enum Keys { static let all: Set<String> = ["tap", "mac", "owner", "group", "mtu", "type", "vlan"] }
+
+    public init(from decoder: any Decoder) throws {
+        let o = try StrictObject(decoder, allowed: Keys.all)
+        tap = try o.require(String.self, "tap")
+        mac = try o.optional(MACAddress.self, "mac")
+        owner = try o.optional(String.self, "owner")
+        group = try o.optional(String.self, "group")
+        mtu = try o.optional(Int.self, "mtu")
+        if let t = try o.optional(String.self, "type") {
+            type = try Validate.nicType(t, field: o.field("type"))
+        } else {
+            type = .synthetic
+        }
+        vlan = try o.optional(Int.self, "vlan")
+        try validate(prefix: codingPathString(decoder.codingPath))
+    }
+}
+
+/// A VM: a name and its NICs, started and stopped as a unit.
+public struct VMSpec: Sendable, Equatable, Codable {
+    public var name: String
+    public var nics: [NICSpec]
+
+    public init(name: String, nics: [NICSpec]) {
+        self.name = name
+        self.nics = nics
+    }
+
+    /// A VM may have up to this many NICs (QEMU's PCI slots make more unrealistic).
+    public static let maxNICs = 16
+
+    public func validate(prefix: String) throws(FieldError) {
+        func f(_ k: String) -> String { prefix.isEmpty ? k : "\(prefix).\(k)" }
+        _ = try Validate.vmName(name, field: f("name"))
+        if nics.isEmpty { throw FieldError(field: f("nics"), message: "a VM needs at least one NIC") }
+        if nics.count > Self.maxNICs { throw FieldError(field: f("nics"), message: "\(nics.count) NICs; the limit is \(Self.maxNICs)") }
+        var taps = Set<String>()
+        var macs = Set<MACAddress>()
+        for (i, nic) in nics.enumerated() {
+            try nic.validate(prefix: f("nics[\(i)]"))
+            if !taps.insert(nic.tap).inserted {
+                throw FieldError(field: f("nics[\(i)].tap"), message: "TAP '\(nic.tap)' is used by two NICs of this VM")
+            }
+            if let mac = nic.mac, !macs.insert(mac).inserted {
+                throw FieldError(field: f("nics[\(i)].mac"), message: "MAC \(mac) is used by two NICs of this VM")
+            }
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let o = try StrictObject(decoder, allowed: ["name", "nics"])
+        name = try o.require(String.self, "name")
+        nics = try o.require([NICSpec].self, "nics")
+        try validate(prefix: codingPathString(decoder.codingPath))
+    }
+}
+
+/// An internal port: a host-side interface (a TAP owned by the daemon), optionally moved into a netns.
+public struct InternalPortSpec: Sendable, Equatable, Codable {
+    public var name: String
+    public var mac: MACAddress?
+    public var netns: String?
+
+    public init(name: String, mac: MACAddress? = nil, netns: String? = nil) {
+        self.name = name
+        self.mac = mac
+        self.netns = netns
+    }
+
+    public func validate(prefix: String) throws(FieldError) {
+        func f(_ k: String) -> String { prefix.isEmpty ? k : "\(prefix).\(k)" }
+        _ = try Validate.interfaceName(name, field: f("name"))
+        if let mac { _ = try Validate.mac(mac.description, field: f("mac")) }
+        if let netns { _ = try Validate.netnsName(netns, field: f("netns")) }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let o = try StrictObject(decoder, allowed: ["name", "mac", "netns"])
+        name = try o.require(String.self, "name")
+        mac = try o.optional(MACAddress.self, "mac")
+        netns = try o.optional(String.self, "netns")
+        try validate(prefix: codingPathString(decoder.codingPath))
+    }
+}
+
+/// An external port: an existing host device (the uplink) the switch sends to and receives from.
+public struct ExternalPortSpec: Sendable, Equatable, Codable {
+    public var device: String
+
+    public init(device: String) { self.device = device }
+
+    public func validate(prefix: String) throws(FieldError) {
+        _ = try Validate.interfaceName(device, field: prefix.isEmpty ? "device" : "\(prefix).device")
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let o = try StrictObject(decoder, allowed: ["device"])
+        device = try o.require(String.self, "device")
+        try validate(prefix: codingPathString(decoder.codingPath))
+    }
+}

@@ -1,0 +1,369 @@
+import ControlProtocol
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The daemon's configuration file, after every check.
+///
+/// Format: the TOML subset of ``TOMLParser`` with this shape (see `config/tapswitchd.toml`):
+/// `[switch]` (name, unknown_unicast, mac_aging_seconds, mac_table_size, mac_limit_per_port),
+/// `[control]` (group), `[extensions]` (enable), `[[internal]]` (name, mac, netns),
+/// `[[external]]` (device), `[[vm]]` (name) with `[[vm.nic]]` (tap, mac, owner, group, mtu, type, vlan).
+/// Every key is optional except the names (`vm.name`, `vm.nic.tap`, `internal.name`, `external.device`).
+public struct DaemonConfig: Sendable, Equatable {
+    public var settings: SwitchSettings
+    /// Group allowed to use the control socket (mode 0660); nil means root only.
+    public var controlGroup: String?
+    /// Enabled extensions, in stack order within each class.
+    public var extensions: [String]
+    public var internalPorts: [InternalPortSpec]
+    public var externalPorts: [ExternalPortSpec]
+    public var vms: [VMSpec]
+
+    public init(settings: SwitchSettings = SwitchSettings(), controlGroup: String? = nil, extensions: [String] = [],
+                internalPorts: [InternalPortSpec] = [], externalPorts: [ExternalPortSpec] = [], vms: [VMSpec] = []) {
+        self.settings = settings
+        self.controlGroup = controlGroup
+        self.extensions = extensions
+        self.internalPorts = internalPorts
+        self.externalPorts = externalPorts
+        self.vms = vms
+    }
+
+    /// Every VM and port the file declares, in the shape the state store records.
+    public var declared: StateRecords {
+        StateRecords(vms: vms, internalPorts: internalPorts, externalPorts: externalPorts)
+    }
+
+    /// Allowed ranges.
+    public static let macAgingRange = 10...1_000_000
+    public static let macTableSizeRange = 16...1_000_000
+}
+
+/// All problems found in a config file, one `file:line: message` per line.
+public struct ConfigError: Error, Sendable, Equatable, CustomStringConvertible {
+    public var issues: [ConfigIssue]
+    public init(issues: [ConfigIssue]) { self.issues = issues }
+    public var description: String { issues.map(\.description).joined(separator: "\n") }
+}
+
+/// Reads a config file into a ``DaemonConfig``, reporting every problem with its line.
+public struct ConfigLoader: Sendable {
+    /// Extension names the backend offers; nil skips the check.
+    public var availableExtensions: Set<String>?
+    /// Answers whether a group exists (default: the system group database).
+    public var groupExists: @Sendable (String) -> Bool
+
+    public init(availableExtensions: Set<String>? = nil, groupExists: @escaping @Sendable (String) -> Bool = ConfigLoader.systemGroupExists) {
+        self.availableExtensions = availableExtensions
+        self.groupExists = groupExists
+    }
+
+    public static let systemGroupExists: @Sendable (String) -> Bool = { name in
+        if let gid = UInt32(name) { return getgrgid(gid) != nil }
+        return getgrnam(name) != nil
+    }
+
+    public func load(path: String) throws(ConfigError) -> DaemonConfig {
+        let text: String
+        do {
+            text = try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            let reason = FileManager.default.fileExists(atPath: path) ? "cannot read file (not UTF-8 or no permission)" : "No such file or directory"
+            throw ConfigError(issues: [ConfigIssue(file: path, line: 0, message: reason)])
+        }
+        return try parse(text, file: path)
+    }
+
+    public func parse(_ text: String, file: String) throws(ConfigError) -> DaemonConfig {
+        let root: TOMLTable
+        do {
+            root = try TOMLParser.parse(text, file: file)
+        } catch {
+            throw ConfigError(issues: [error])
+        }
+        var b = Builder(file: file, loader: self)
+        let config = b.build(root)
+        if !b.issues.isEmpty { throw ConfigError(issues: b.issues.sorted { $0.line < $1.line }) }
+        return config
+    }
+}
+
+/// Walks the parsed document, collecting issues instead of stopping at the first.
+private struct Builder {
+    let file: String
+    let loader: ConfigLoader
+    var issues: [ConfigIssue] = []
+
+    init(file: String, loader: ConfigLoader) {
+        self.file = file
+        self.loader = loader
+    }
+
+    mutating func issue(_ line: Int, _ message: String) {
+        issues.append(ConfigIssue(file: file, line: line, message: message))
+    }
+
+    /// Reports keys of `table` that are not in `allowed`.
+    mutating func checkKeys(_ table: TOMLTable, allowed: [String], subtables: [String] = []) {
+        for key in table.keys where !allowed.contains(key) && !subtables.contains(key) {
+            let what: String
+            switch table[key] {
+            case .table?, .tableArray?: what = "unknown table '\(table.qualified(key))'"
+            default: what = "unknown key '\(table.qualified(key))'"
+            }
+            let known = (allowed + subtables).map { table.qualified($0) }
+            issue(table.lineOf(key), "\(what) (known: \(known.joined(separator: ", ")))")
+        }
+    }
+
+    mutating func value(_ table: TOMLTable, _ key: String) -> TOMLValue? {
+        switch table[key] {
+        case .value(let v)?: return v
+        case nil: return nil
+        case .table?, .tableArray?:
+            issue(table.lineOf(key), "'\(table.qualified(key))' must be a value, not a table")
+            return nil
+        }
+    }
+
+    mutating func string(_ table: TOMLTable, _ key: String) -> (String, Int)? {
+        guard let v = value(table, key) else { return nil }
+        guard case .string(let s) = v.kind else {
+            issue(v.line, "'\(table.qualified(key))' must be a string, not \(v.typeName)")
+            return nil
+        }
+        return (s, v.line)
+    }
+
+    mutating func integer(_ table: TOMLTable, _ key: String) -> (Int, Int)? {
+        guard let v = value(table, key) else { return nil }
+        guard case .integer(let n) = v.kind else {
+            issue(v.line, "'\(table.qualified(key))' must be an integer, not \(v.typeName)")
+            return nil
+        }
+        return (n, v.line)
+    }
+
+    mutating func stringArray(_ table: TOMLTable, _ key: String) -> ([String], Int)? {
+        guard let v = value(table, key) else { return nil }
+        guard case .stringArray(let a) = v.kind else {
+            issue(v.line, "'\(table.qualified(key))' must be an array of strings, not \(v.typeName)")
+            return nil
+        }
+        return (a, v.line)
+    }
+
+    /// Runs a shared validator, turning its error into an issue on `line`.
+    mutating func check<T>(_ line: Int, _ body: () throws(FieldError) -> T) -> T? {
+        do {
+            return try body()
+        } catch {
+            issue(line, error.description)
+            return nil
+        }
+    }
+
+    mutating func table(_ root: TOMLTable, _ key: String) -> TOMLTable? {
+        switch root[key] {
+        case .table(let t)?: return t
+        case nil: return nil
+        case .tableArray(let ts)?:
+            issue(ts[0].line, "'\(key)' is a single table: write [\(key)], not [[\(key)]]")
+            return nil
+        case .value(let v)?:
+            issue(v.line, "'\(key)' must be a [\(key)] table, not a value")
+            return nil
+        }
+    }
+
+    mutating func tables(_ parent: TOMLTable, _ key: String) -> [TOMLTable] {
+        let q = parent.qualified(key)
+        switch parent[key] {
+        case .tableArray(let ts)?: return ts
+        case nil: return []
+        case .table(let t)?:
+            issue(t.line, "'\(q)' is an array of tables: write [[\(q)]], not [\(q)]")
+            return []
+        case .value(let v)?:
+            issue(v.line, "'\(q)' must be written as [[\(q)]] tables, not a value")
+            return []
+        }
+    }
+
+    mutating func build(_ root: TOMLTable) -> DaemonConfig {
+        var config = DaemonConfig()
+        for key in root.keys {
+            if case .value(let v)? = root[key] {
+                issue(v.line, "key '\(key)' must be inside a table such as [switch]")
+            }
+        }
+        checkKeys(root, allowed: [], subtables: ["switch", "control", "extensions", "internal", "external", "vm"])
+
+        if let t = table(root, "switch") { config.settings = buildSwitch(t) }
+        if let t = table(root, "control") {
+            checkKeys(t, allowed: ["group"])
+            if let (g, line) = string(t, "group"), !g.isEmpty {
+                if let g = check(line, { () throws(FieldError) in try Validate.principal(g, field: "control.group", what: "group") }) {
+                    if loader.groupExists(g) {
+                        config.controlGroup = g
+                    } else {
+                        issue(line, "control.group: group '\(g)' does not exist")
+                    }
+                }
+            }
+        }
+        if let t = table(root, "extensions") {
+            checkKeys(t, allowed: ["enable"])
+            if let (names, line) = stringArray(t, "enable") {
+                var seen = Set<String>()
+                for n in names {
+                    if !seen.insert(n).inserted { issue(line, "extensions.enable: '\(n)' is listed twice") }
+                    if let avail = loader.availableExtensions, !avail.contains(n) {
+                        issue(line, "extensions.enable: unknown extension '\(n)' (available: \(avail.sorted().joined(separator: ", ")))")
+                    }
+                }
+                config.extensions = names
+            }
+        }
+        // Interface names and MACs must be unique across the whole file.
+        var names: [String: Int] = [config.settings.name: root.lineOf("switch")]
+        var macs: [MACAddress: Int] = [:]
+        func claimName(_ b: inout Builder, _ n: String, _ line: Int) {
+            if let first = names[n] { b.issue(line, "interface name '\(n)' is already used (line \(first))") } else { names[n] = line }
+        }
+        func claimMAC(_ b: inout Builder, _ m: MACAddress, _ line: Int) {
+            if let first = macs[m] { b.issue(line, "MAC \(m) is already used (line \(first))") } else { macs[m] = line }
+        }
+
+        for t in tables(root, "internal") {
+            checkKeys(t, allowed: ["name", "mac", "netns"])
+            guard let (name, nline) = string(t, "name") else {
+                if t["name"] == nil { issue(t.line, "[[internal]] needs a name") }
+                continue
+            }
+            guard let name = check(nline, { () throws(FieldError) in try Validate.interfaceName(name, field: "internal.name") }) else { continue }
+            var spec = InternalPortSpec(name: name)
+            if let (m, line) = string(t, "mac"), let mac = check(line, { () throws(FieldError) in try Validate.mac(m, field: "internal.mac") }) {
+                spec.mac = mac
+                claimMAC(&self, mac, line)
+            }
+            if let (ns, line) = string(t, "netns") {
+                spec.netns = check(line, { () throws(FieldError) in try Validate.netnsName(ns, field: "internal.netns") })
+            }
+            claimName(&self, name, nline)
+            config.internalPorts.append(spec)
+        }
+
+        let externals = tables(root, "external")
+        for (n, t) in externals.enumerated() {
+            checkKeys(t, allowed: ["device"])
+            if n > 0 { issue(t.line, "only one [[external]] port is supported (the first is at line \(externals[0].line))") }
+            guard let (dev, line) = string(t, "device") else {
+                if t["device"] == nil { issue(t.line, "[[external]] needs a device") }
+                continue
+            }
+            guard let dev = check(line, { () throws(FieldError) in try Validate.interfaceName(dev, field: "external.device") }) else { continue }
+            claimName(&self, dev, line)
+            if n == 0 { config.externalPorts.append(ExternalPortSpec(device: dev)) }
+        }
+
+        var vmNames: [String: Int] = [:]
+        for t in tables(root, "vm") {
+            checkKeys(t, allowed: ["name"], subtables: ["nic"])
+            let vmName: String?
+            if let (n, line) = string(t, "name") {
+                vmName = check(line, { () throws(FieldError) in try Validate.vmName(n, field: "vm.name") })
+                if let vmName {
+                    if let first = vmNames[vmName] { issue(line, "VM '\(vmName)' is declared twice (first at line \(first))") }
+                    vmNames[vmName] = line
+                }
+            } else {
+                if t["name"] == nil { issue(t.line, "[[vm]] needs a name") }
+                vmName = nil
+            }
+            let nicTables = tables(t, "nic")
+            if nicTables.isEmpty { issue(t.line, "VM '\(vmName ?? "?")' has no [[vm.nic]]") }
+            if nicTables.count > VMSpec.maxNICs { issue(t.line, "VM '\(vmName ?? "?")' has \(nicTables.count) NICs; the limit is \(VMSpec.maxNICs)") }
+            var nics: [NICSpec] = []
+            for nt in nicTables {
+                if let nic = buildNIC(nt, claimName: { b, n, l in claimName(&b, n, l) }, claimMAC: { b, m, l in claimMAC(&b, m, l) }) {
+                    nics.append(nic)
+                }
+            }
+            if let vmName, nics.count == nicTables.count, !nics.isEmpty { config.vms.append(VMSpec(name: vmName, nics: nics)) }
+        }
+        return config
+    }
+
+    mutating func buildSwitch(_ t: TOMLTable) -> SwitchSettings {
+        checkKeys(t, allowed: ["name", "unknown_unicast", "mac_aging_seconds", "mac_table_size", "mac_limit_per_port"])
+        var s = SwitchSettings()
+        if let (n, line) = string(t, "name"), let n = check(line, { () throws(FieldError) in try Validate.interfaceName(n, field: "switch.name") }) {
+            s.name = n
+        }
+        if let (u, line) = string(t, "unknown_unicast") {
+            if let p = UnknownUnicastPolicy(rawValue: u) { s.unknownUnicast = p } else {
+                issue(line, "switch.unknown_unicast: '\(u)' is not one of: \(UnknownUnicastPolicy.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+        }
+        if let (n, line) = integer(t, "mac_aging_seconds") {
+            if DaemonConfig.macAgingRange.contains(n) { s.macAgingSeconds = n } else {
+                issue(line, "switch.mac_aging_seconds: \(n) is out of range \(DaemonConfig.macAgingRange.lowerBound)..\(DaemonConfig.macAgingRange.upperBound)")
+            }
+        }
+        if let (n, line) = integer(t, "mac_table_size") {
+            if DaemonConfig.macTableSizeRange.contains(n) { s.macTableSize = n } else {
+                issue(line, "switch.mac_table_size: \(n) is out of range \(DaemonConfig.macTableSizeRange.lowerBound)..\(DaemonConfig.macTableSizeRange.upperBound)")
+            }
+        }
+        if let (n, line) = integer(t, "mac_limit_per_port") {
+            if (1...s.macTableSize).contains(n) { s.macLimitPerPort = n } else {
+                issue(line, "switch.mac_limit_per_port: \(n) is out of range 1..\(s.macTableSize) (mac_table_size)")
+            }
+        } else if s.macLimitPerPort > s.macTableSize {
+            s.macLimitPerPort = s.macTableSize
+        }
+        return s
+    }
+
+    mutating func buildNIC(_ t: TOMLTable, claimName: (inout Builder, String, Int) -> Void,
+                           claimMAC: (inout Builder, MACAddress, Int) -> Void) -> NICSpec? {
+        checkKeys(t, allowed: ["tap", "mac", "owner", "group", "mtu", "type", "vlan"])
+        guard let (tap, tline) = string(t, "tap") else {
+            if t["tap"] == nil { issue(t.line, "[[vm.nic]] needs a tap") }
+            return nil
+        }
+        guard let tap = check(tline, { () throws(FieldError) in try Validate.interfaceName(tap, field: "vm.nic.tap") }) else { return nil }
+        claimName(&self, tap, tline)
+        var nic = NICSpec(tap: tap)
+        var ok = true
+        if let (m, line) = string(t, "mac") {
+            if let mac = check(line, { () throws(FieldError) in try Validate.mac(m, field: "vm.nic.mac") }) {
+                nic.mac = mac
+                claimMAC(&self, mac, line)
+            } else { ok = false }
+        }
+        if let (o, line) = string(t, "owner") {
+            nic.owner = check(line, { () throws(FieldError) in try Validate.principal(o, field: "vm.nic.owner", what: "user") })
+            ok = ok && nic.owner != nil
+        }
+        if let (g, line) = string(t, "group") {
+            nic.group = check(line, { () throws(FieldError) in try Validate.principal(g, field: "vm.nic.group", what: "group") })
+            ok = ok && nic.group != nil
+        }
+        if let (m, line) = integer(t, "mtu") {
+            nic.mtu = check(line, { () throws(FieldError) in try Validate.mtu(m, field: "vm.nic.mtu") })
+            ok = ok && nic.mtu != nil
+        }
+        if let (v, line) = integer(t, "vlan") {
+            nic.vlan = check(line, { () throws(FieldError) in try Validate.vlan(v, field: "vm.nic.vlan") })
+            ok = ok && nic.vlan != nil
+        }
+        if let (ty, line) = string(t, "type") {
+            if let ty = check(line, { () throws(FieldError) in try Validate.nicType(ty, field: "vm.nic.type") }) { nic.type = ty } else { ok = false }
+        }
+        return ok ? nic : nil
+    }
+}

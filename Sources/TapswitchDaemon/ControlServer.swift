@@ -1,0 +1,291 @@
+import ControlProtocol
+import Foundation
+import Logging
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The control socket: accepts `tapswitchctl` connections, checks who is calling, reads one request
+/// line, answers through ``ControlService``.
+///
+/// Hostile or broken clients (garbage, oversized lines, half a request then silence, unknown fields,
+/// wrong types, early close) get a one-line error where possible and never affect other clients or
+/// the daemon: each connection has its own thread, a read deadline, a size limit and a send timeout.
+///
+/// ## Concurrency model
+/// - One accept thread blocks in `poll` on the listening socket and a wake-up pipe (``stop()``
+///   writes to the pipe; nothing else closes the listening fd while the thread may use it).
+/// - One thread per connection does blocking I/O on that connection's fd only, and reaches the
+///   async world through ``blockingAwait(_:)`` (a semaphore; safe because these are our own threads,
+///   never the cooperative pool).
+/// - `state` (open connection fds, the allowed group, the stopping flag) sits behind a `Mutex`.
+///   ``stop()`` shuts down every open connection fd so their threads wake up and close them;
+///   a connection thread is the only one that closes its fd.
+public final class ControlServer: Sendable {
+    public struct Options: Sendable {
+        public var path: String
+        /// Group allowed besides root (and the daemon's own uid); nil means root only.
+        public var group: String?
+        /// Time a client has to send its complete request line.
+        public var requestTimeout: Double = 5
+        /// Time a send may block on a client that does not read.
+        public var sendTimeout: Double = 5
+        public var maxConnections = 64
+
+        public init(path: String, group: String? = nil) {
+            self.path = path
+            self.group = group
+        }
+    }
+
+    private struct State {
+        var connections: Set<Int32> = []
+        var allowedGroup: gid_t?
+        var groupName: String?
+        var stopping = false
+    }
+
+    public let options: Options
+    private let service: ControlService
+    private let logger: Logger
+    private let listenFD: Int32
+    private let wakeRead: Int32
+    private let wakeWrite: Int32
+    private let state: Mutex<State>
+    private let acceptDone = DispatchSemaphore(value: 0)
+
+    /// Binds the socket (see ``UnixSocket/listen(path:group:)``) and starts accepting.
+    public init(options: Options, service: ControlService, logger: Logger) throws(SwitchError) {
+        self.options = options
+        self.service = service
+        self.logger = logger
+        let gid = try Self.resolveGroup(options.group)
+        listenFD = try UnixSocket.listen(path: options.path, group: gid)
+        guard let fds = UnixSocket.makePipe() else {
+            let e = errno
+            close(listenFD)
+            throw SwitchError(.system, "pipe: \(errnoText(e))")
+        }
+        (wakeRead, wakeWrite) = fds
+        state = Mutex(State(allowedGroup: gid, groupName: options.group))
+        let t = Thread { [self] in acceptLoop() }
+        t.name = "tapswitch-accept"
+        t.start()
+    }
+
+    static func resolveGroup(_ name: String?) throws(SwitchError) -> gid_t? {
+        guard let name, !name.isEmpty else { return nil }
+        if let gid = gid_t(name) { return gid }
+        guard let gr = getgrnam(name) else { throw SwitchError(.notFound, "control group '\(name)' does not exist") }
+        return gr.pointee.gr_gid
+    }
+
+    /// Changes the group allowed to use the socket (config reload).
+    public func setGroup(_ name: String?) throws(SwitchError) {
+        let gid = try Self.resolveGroup(name)
+        try UnixSocket.applyPermissions(path: options.path, group: gid ?? (geteuid() == 0 ? 0 : nil))
+        state.withLock {
+            $0.allowedGroup = gid
+            $0.groupName = name
+        }
+    }
+
+    /// Stops accepting, closes every connection (ending `events --follow` streams), removes the socket.
+    /// Returns once the accept thread has finished.
+    public func stop() {
+        let conns = state.withLock { s -> [Int32] in
+            guard !s.stopping else { return [] }
+            s.stopping = true
+            return Array(s.connections)
+        }
+        var byte: UInt8 = 1
+        _ = write(wakeWrite, &byte, 1)
+        for fd in conns { shutdown(fd, Int32(SHUT_RDWR)) }
+        acceptDone.wait()
+        acceptDone.signal()
+    }
+
+    /// Number of open client connections (diagnostics, tests).
+    public var connectionCount: Int { state.withLock { $0.connections.count } }
+
+    // MARK: - Accept
+
+    private func acceptLoop() {
+        defer {
+            close(listenFD)
+            unlink(options.path)
+            close(wakeRead)
+            close(wakeWrite)
+            acceptDone.signal()
+        }
+        while true {
+            var pfds = [pollfd(fd: listenFD, events: Int16(POLLIN), revents: 0), pollfd(fd: wakeRead, events: Int16(POLLIN), revents: 0)]
+            let n = poll(&pfds, 2, -1)
+            if n < 0 {
+                if errno == EINTR { continue }
+                logger.critical("control socket poll failed", metadata: ["error": "\(errnoText())"])
+                return
+            }
+            if pfds[1].revents != 0 || state.withLock({ $0.stopping }) { return }
+            guard pfds[0].revents & Int16(POLLIN) != 0 else { continue }
+            let fd = accept(listenFD, nil, nil)
+            if fd < 0 {
+                // ECONNABORTED, EMFILE and friends: keep serving the others.
+                if errno != EINTR && errno != EAGAIN && errno != ECONNABORTED {
+                    logger.warning("accept on control socket failed", metadata: ["error": "\(errnoText())"])
+                }
+                continue
+            }
+            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+            let admitted = state.withLock { s -> Bool in
+                guard !s.stopping, s.connections.count < options.maxConnections else { return false }
+                s.connections.insert(fd)
+                return true
+            }
+            guard admitted else {
+                UnixSocket.setSendTimeout(fd, seconds: 1)
+                UnixSocket.sendAll(fd, Wire.encodeLine(ControlResponse.failure("too many control connections (limit \(options.maxConnections)); try again")))
+                close(fd)
+                continue
+            }
+            let t = Thread { [self] in
+                serve(fd)
+                state.withLock { _ = $0.connections.remove(fd) }
+                close(fd)
+            }
+            t.name = "tapswitch-control"
+            t.start()
+        }
+    }
+
+    // MARK: - One connection
+
+    private func reply(_ fd: Int32, _ response: ControlResponse) {
+        UnixSocket.sendAll(fd, Wire.encodeLine(response))
+    }
+
+    private func serve(_ fd: Int32) {
+        UnixSocket.setSendTimeout(fd, seconds: options.sendTimeout)
+        guard let cred = UnixSocket.peerCredentials(fd) else {
+            reply(fd, .failure("permission denied: cannot read peer credentials"))
+            return
+        }
+        if let refusal = authorize(cred) {
+            logger.warning("control client refused", metadata: ["uid": "\(cred.uid)", "pid": "\(cred.pid)"])
+            reply(fd, .failure(refusal))
+            return
+        }
+        let line: Data
+        switch UnixSocket.readLine(fd, limit: Wire.maxRequestBytes, timeout: options.requestTimeout) {
+        case .closedEmpty:
+            return
+        case .failure(let message):
+            logger.info("bad control request", metadata: ["uid": "\(cred.uid)", "error": "\(message)"])
+            reply(fd, .failure(message))
+            return
+        case .line(let l):
+            line = l
+        }
+        let request: ControlRequest
+        do {
+            request = try Wire.decodeRequest(line)
+        } catch {
+            logger.info("bad control request", metadata: ["uid": "\(cred.uid)", "error": "\(error.description)"])
+            reply(fd, .failure("bad request: \(error.description)"))
+            return
+        }
+        logger.debug("control request", metadata: ["op": "\(request.op)", "uid": "\(cred.uid)", "pid": "\(cred.pid)"])
+        if case .events(follow: true) = request {
+            follow(fd)
+            return
+        }
+        let service = self.service
+        let response = blockingAwait { await service.handle(request) }
+        reply(fd, response)
+    }
+
+    /// nil when allowed, else the message for the client.
+    private func authorize(_ cred: UnixSocket.PeerCredentials) -> String? {
+        if cred.uid == 0 || cred.uid == geteuid() { return nil }
+        let (gid, name) = state.withLock { ($0.allowedGroup, $0.groupName) }
+        guard let gid else {
+            return "permission denied: uid \(cred.uid) may not use tapswitchd (only root; set [control] group to allow a group)"
+        }
+        if cred.gid == gid || UnixSocket.supplementaryGroups(pid: cred.pid).contains(gid) { return nil }
+        return "permission denied: uid \(cred.uid) is not root and not in group '\(name ?? String(gid))'"
+    }
+
+    /// `events --follow`: the history in one line, then one line per event until the client
+    /// closes, the event stream ends or the server stops.
+    private func follow(_ fd: Int32) {
+        let service = self.service
+        let sub = blockingAwait { await service.subscribeEvents() }
+        defer { sub.cancel() }
+        guard UnixSocket.sendAll(fd, Wire.encodeLine(ControlResponse(events: sub.history))) else { return }
+
+        guard let (wakeR, wakeW) = UnixSocket.makePipe() else {
+            reply(fd, .failure("cannot follow events: pipe: \(errnoText())"))
+            return
+        }
+        let outbox = Mutex<(lines: [Data], ended: Bool)>(([], false))
+        let pump = Task {
+            for await event in sub.live {
+                outbox.withLock { $0.lines.append(Wire.encodeLine(ControlResponse(event: event))) }
+                var b: UInt8 = 1
+                _ = write(wakeW, &b, 1)
+            }
+            outbox.withLock { $0.ended = true }
+            var b: UInt8 = 1
+            _ = write(wakeW, &b, 1)
+        }
+        defer {
+            pump.cancel()
+            sub.cancel()
+            // Let the pump finish before closing the pipe it writes to.
+            blockingAwait { await pump.value }
+            close(wakeR)
+            close(wakeW)
+        }
+        var scratch = [UInt8](repeating: 0, count: 512)
+        while true {
+            var pfds = [pollfd(fd: fd, events: Int16(POLLIN) | UnixSocket.pollRDHUP, revents: 0),
+                        pollfd(fd: wakeR, events: Int16(POLLIN), revents: 0)]
+            let n = poll(&pfds, 2, -1)
+            if n < 0 {
+                if errno == EINTR { continue }
+                return
+            }
+            if pfds[0].revents != 0 {
+                // The client sends nothing while following: data, EOF or an error all end the stream.
+                let r = scratch.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+                if r <= 0 || pfds[0].revents & (Int16(POLLHUP) | UnixSocket.pollRDHUP | Int16(POLLERR)) != 0 { return }
+            }
+            if pfds[1].revents != 0 {
+                while scratch.withUnsafeMutableBytes({ read(wakeR, $0.baseAddress, $0.count) }) > 0 {}
+                let (lines, ended) = outbox.withLock { box -> ([Data], Bool) in
+                    defer { box.lines.removeAll() }
+                    return (box.lines, box.ended)
+                }
+                for l in lines where !UnixSocket.sendAll(fd, l) { return }
+                if ended { return }
+            }
+            if state.withLock({ $0.stopping }) { return }
+        }
+    }
+}
+
+/// Runs async work from a plain thread and waits for it.
+///
+/// Only for the server's own threads: blocking a cooperative-pool thread this way could deadlock.
+func blockingAwait<T: Sendable>(_ body: @escaping @Sendable () async -> T) -> T {
+    let done = DispatchSemaphore(value: 0)
+    let box = Mutex<T?>(nil)
+    Task {
+        let v = await body()
+        box.withLock { $0 = v }
+        done.signal()
+    }
+    done.wait()
+    return box.withLock { $0! }
+}

@@ -1,0 +1,210 @@
+import ControlProtocol
+import Foundation
+import Logging
+
+/// Version of tapswitchd.
+public enum TapswitchVersion {
+    public static let current = "0.1.0"
+}
+
+/// Owns the control-plane state: runs requests against the backend one mutation at a time and
+/// records the resulting VMs and ports in the state store after every change.
+///
+/// ## Concurrency model
+/// An actor. Mutations (VM and port operations, config application) run through ``serially(_:)``,
+/// a FIFO gate that holds across the backend's suspension points, so two requests never interleave
+/// their lifecycle steps or their state writes. Queries go straight to the backend.
+public actor ControlService {
+    public let backend: any SwitchBackend
+    private let store: StateStore
+    private var records: StateRecords
+    private let logger: Logger
+    private var busy = false
+    private var waiters: [CheckedContinuation<Void, Never>] = []
+
+    public init(backend: any SwitchBackend, store: StateStore, records: StateRecords, logger: Logger) {
+        self.backend = backend
+        self.store = store
+        self.records = records
+        self.logger = logger
+    }
+
+    /// The VMs and ports currently recorded.
+    public var recorded: StateRecords { records }
+
+    private func serially<T: Sendable>(_ body: () async -> T) async -> T {
+        if busy {
+            await withCheckedContinuation { waiters.append($0) }
+        }
+        busy = true
+        defer {
+            if waiters.isEmpty { busy = false } else { waiters.removeFirst().resume() }
+        }
+        return await body()
+    }
+
+    public func subscribeEvents() async -> EventSubscription { await backend.subscribeEvents() }
+
+    /// Answers one request. Never throws: failures become `{"ok": false, "error": ...}`.
+    public func handle(_ request: ControlRequest) async -> ControlResponse {
+        switch request {
+        case .ping, .version:
+            return ControlResponse(version: VersionInfo(daemon: TapswitchVersion.current, protocolVersion: Wire.protocolVersion,
+                                                        backend: backend.kind, pid: getpid()))
+        case .show:
+            return ControlResponse(snapshot: await backend.snapshot())
+        case .fdb:
+            return ControlResponse(fdb: await backend.fdb())
+        case .extensions:
+            return ControlResponse(extensions: await backend.extensions())
+        case .events:
+            let sub = await backend.subscribeEvents()
+            sub.cancel()
+            return ControlResponse(events: sub.history)
+        case .vmStart(let spec):
+            return await serially { await result { () async throws(SwitchError) in ControlResponse(ports: try await startVM(spec)) } }
+        case .vmStop(let name):
+            return await serially { await result { () async throws(SwitchError) in try await stopVM(name); return ControlResponse() } }
+        case .portAddInternal(let spec):
+            return await serially { await result { () async throws(SwitchError) in ControlResponse(ports: [try await addInternal(spec)]) } }
+        case .portAddExternal(let spec):
+            return await serially { await result { () async throws(SwitchError) in ControlResponse(ports: [try await addExternal(spec)]) } }
+        case .portRemove(let name):
+            return await serially { await result { () async throws(SwitchError) in try await removePort(name); return ControlResponse() } }
+        }
+    }
+
+    private func result(_ body: () async throws(SwitchError) -> ControlResponse) async -> ControlResponse {
+        do {
+            return try await body()
+        } catch {
+            return .failure(error.message)
+        }
+    }
+
+    // MARK: - Mutations (called inside `serially`)
+
+    private func startVM(_ spec: VMSpec) async throws(SwitchError) -> [PortInfo] {
+        if records.vm(named: spec.name) != nil { throw SwitchError(.exists, "VM '\(spec.name)' is already running") }
+        let ports = try await backend.startVM(spec)
+        var recorded = spec
+        // Record the MACs actually assigned, so a restart re-adopts the same addresses.
+        for (i, port) in ports.enumerated() where i < recorded.nics.count {
+            recorded.nics[i].mac = port.nic?.assignedMAC ?? recorded.nics[i].mac
+        }
+        records.vms.append(recorded)
+        do throws(SwitchError) {
+            try store.save(records)
+        } catch {
+            records.vms.removeAll { $0.name == spec.name }
+            try? await backend.stopVM(named: spec.name)
+            throw SwitchError(error.code, "VM '\(spec.name)' was not started: cannot record state: \(error.message)")
+        }
+        logger.notice("VM started", metadata: ["vm": "\(spec.name)", "nics": "\(spec.nics.map(\.tap).joined(separator: ","))"])
+        return ports
+    }
+
+    private func stopVM(_ name: String) async throws(SwitchError) {
+        try await backend.stopVM(named: name)
+        records.vms.removeAll { $0.name == name }
+        try saveAfterRemoval("VM '\(name)'")
+        logger.notice("VM stopped", metadata: ["vm": "\(name)"])
+    }
+
+    private func addInternal(_ spec: InternalPortSpec) async throws(SwitchError) -> PortInfo {
+        let port = try await backend.addInternalPort(spec)
+        var recorded = spec
+        recorded.mac = port.mac ?? spec.mac
+        records.internalPorts.append(recorded)
+        do throws(SwitchError) {
+            try store.save(records)
+        } catch {
+            records.internalPorts.removeAll { $0.name == spec.name }
+            try? await backend.removePort(named: spec.name)
+            throw SwitchError(error.code, "port '\(spec.name)' was not added: cannot record state: \(error.message)")
+        }
+        logger.notice("internal port added", metadata: ["port": "\(spec.name)"])
+        return port
+    }
+
+    private func addExternal(_ spec: ExternalPortSpec) async throws(SwitchError) -> PortInfo {
+        let port = try await backend.addExternalPort(spec)
+        records.externalPorts.append(spec)
+        do throws(SwitchError) {
+            try store.save(records)
+        } catch {
+            records.externalPorts.removeAll { $0.device == spec.device }
+            try? await backend.removePort(named: spec.device)
+            throw SwitchError(error.code, "port '\(spec.device)' was not added: cannot record state: \(error.message)")
+        }
+        logger.notice("external port added", metadata: ["port": "\(spec.device)"])
+        return port
+    }
+
+    private func removePort(_ name: String) async throws(SwitchError) {
+        try await backend.removePort(named: name)
+        records.internalPorts.removeAll { $0.name == name }
+        records.externalPorts.removeAll { $0.device == name }
+        try saveAfterRemoval("port '\(name)'")
+        logger.notice("port removed", metadata: ["port": "\(name)"])
+    }
+
+    /// The device is gone already; failing to record that only matters at the next restart.
+    private func saveAfterRemoval(_ what: String) throws(SwitchError) {
+        do throws(SwitchError) {
+            try store.save(records)
+        } catch {
+            logger.error("cannot record state", metadata: ["error": "\(error.message)"])
+            throw SwitchError(error.code, "\(what) was removed, but the state could not be recorded: \(error.message)")
+        }
+    }
+
+    // MARK: - Config
+
+    /// Starts the ports and VMs `config` declares that are not running yet; returns one line per failure.
+    /// Running ports are never touched.
+    public func applyDeclared(_ config: DaemonConfig, skipping previouslyDeclared: StateRecords = StateRecords()) async -> [String] {
+        await serially {
+            var failures: [String] = []
+            let skipNames = previouslyDeclared.portNames
+            let skipVMs = Set(previouslyDeclared.vms.map(\.name))
+            for spec in config.externalPorts where !records.portNames.contains(spec.device) && !skipNames.contains(spec.device) {
+                do throws(SwitchError) { _ = try await addExternal(spec) } catch { failures.append("external \(spec.device): \(error.message)") }
+            }
+            for spec in config.internalPorts where !records.portNames.contains(spec.name) && !skipNames.contains(spec.name) {
+                do throws(SwitchError) { _ = try await addInternal(spec) } catch { failures.append("internal \(spec.name): \(error.message)") }
+            }
+            for spec in config.vms where records.vm(named: spec.name) == nil && !skipVMs.contains(spec.name) {
+                do throws(SwitchError) { _ = try await startVM(spec) } catch { failures.append("vm \(spec.name): \(error.message)") }
+            }
+            return failures
+        }
+    }
+
+    /// Re-adopts what the previous run recorded; keeps only what the backend took over.
+    public func adoptRecorded() async -> AdoptionOutcome {
+        await serially {
+            let outcome = await backend.adopt(records)
+            records = outcome.adopted
+            if !outcome.failures.isEmpty {
+                do throws(SwitchError) { try store.save(records) } catch {
+                    logger.error("cannot record state", metadata: ["error": "\(error.message)"])
+                }
+            }
+            return outcome
+        }
+    }
+
+    /// Applies changed switch settings and extensions.
+    public func reconfigure(_ config: DaemonConfig) async throws(SwitchError) {
+        let r: SwitchError? = await serially {
+            do throws(SwitchError) {
+                try await backend.reload(config.settings, extensions: config.extensions)
+                return nil
+            } catch {
+                return error
+            }
+        }
+        if let r { throw r }
+    }
+}

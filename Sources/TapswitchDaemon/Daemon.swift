@@ -1,0 +1,222 @@
+import ControlProtocol
+import Foundation
+import Logging
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Command-line options of `tapswitchd`, already validated.
+public struct DaemonOptions: Sendable {
+    public var configPath: String
+    public var socketPath: String
+    public var stateDirectory: String
+    public var logLevel: LogLevelName
+    /// Validate the config and exit.
+    public var checkConfigOnly: Bool
+    /// Seconds a control client has to send its request line.
+    public var requestTimeout: Double
+
+    public init(configPath: String, socketPath: String = Wire.defaultSocketPath, stateDirectory: String = DaemonOptions.defaultStateDirectory,
+                logLevel: LogLevelName = .info, checkConfigOnly: Bool = false, requestTimeout: Double = 5) {
+        self.configPath = configPath
+        self.socketPath = socketPath
+        self.stateDirectory = stateDirectory
+        self.logLevel = logLevel
+        self.checkConfigOnly = checkConfigOnly
+        self.requestTimeout = requestTimeout
+    }
+
+    public static let defaultStateDirectory = "/var/lib/tapswitch"
+    public static let installedConfigPath = "/etc/tapswitch/tapswitchd.toml"
+    public static let repositoryConfigPath = "config/tapswitchd.toml"
+
+    /// `config/tapswitchd.toml` when run from the repository (the file exists relative to the
+    /// current directory), else `/etc/tapswitch/tapswitchd.toml`.
+    public static func defaultConfigPath(fileExists: (String) -> Bool = { FileManager.default.fileExists(atPath: $0) }) -> String {
+        fileExists(repositoryConfigPath) ? repositoryConfigPath : installedConfigPath
+    }
+}
+
+/// Process exit codes of `tapswitchd`.
+public enum DaemonExitCode {
+    public static let success: Int32 = 0
+    /// Start-up failed (socket, state file, backend).
+    public static let failure: Int32 = 1
+    /// The config file is invalid (EX_CONFIG; the unit's RestartPreventExitStatus stops restart loops).
+    public static let badConfig: Int32 = 78
+}
+
+/// The daemon's life: config, backend, adoption of the previous run's ports, declared VMs, control
+/// socket, READY, then signals until SIGTERM/SIGINT.
+///
+/// Order matters: a bad config exits before any device is touched; READY=1 is sent only after
+/// ports are re-adopted and the socket is bound; stopping never touches TAPs or VMs, so a restart
+/// does not disturb running guests.
+public struct Daemon: Sendable {
+    public let options: DaemonOptions
+    private let makeBackend: @Sendable () -> any SwitchBackend
+
+    /// - Parameter makeBackend: creates the switch; must not touch devices (see ``SwitchBackend``).
+    public init(options: DaemonOptions, makeBackend: @escaping @Sendable () -> any SwitchBackend = { InMemoryBackend() }) {
+        self.options = options
+        self.makeBackend = makeBackend
+    }
+
+    private static func printError(_ text: String) {
+        FileHandle.standardError.write(Data((text + "\n").utf8))
+    }
+
+    /// Runs until SIGTERM or SIGINT; returns the process exit code.
+    public func run() async -> Int32 {
+        DaemonLogging.bootstrap(level: options.logLevel.level)
+        var logger = Logger(label: "tapswitchd")
+        logger.logLevel = options.logLevel.level
+
+        let backend = makeBackend()
+        let loader = ConfigLoader(availableExtensions: Set(backend.availableExtensions().map(\.name)))
+        var config: DaemonConfig
+        do {
+            config = try loader.load(path: options.configPath)
+        } catch {
+            Self.printError(error.description)
+            return DaemonExitCode.badConfig
+        }
+        if options.checkConfigOnly {
+            print("\(options.configPath): OK (switch \(config.settings.name), \(config.vms.count) VMs, "
+                + "\(config.internalPorts.count) internal and \(config.externalPorts.count) external ports, "
+                + "extensions: \(config.extensions.isEmpty ? "none" : config.extensions.joined(separator: ", ")))")
+            return DaemonExitCode.success
+        }
+
+        // Before any slow step, so a SIGTERM during start-up is not lost.
+        let signals = SignalEvents()
+        defer { signals.cancel() }
+        let notifier = SystemdNotifier()
+        notifier.status("starting")
+        logger.notice("starting", metadata: ["version": "\(TapswitchVersion.current)", "backend": "\(backend.kind)",
+                                             "config": "\(options.configPath)"])
+
+        do {
+            try await backend.configure(config.settings, extensions: config.extensions)
+        } catch {
+            Self.printError("tapswitchd: cannot create switch '\(config.settings.name)': \(error.message)")
+            return DaemonExitCode.failure
+        }
+        let events = await backend.subscribeEvents()
+        let eventLog = Task { [logger] in
+            for await e in events.live {
+                logger.info("\(e.kind.rawValue)", metadata: eventMetadata(e))
+            }
+        }
+        defer {
+            events.cancel()
+            eventLog.cancel()
+        }
+
+        let store = StateStore(directory: options.stateDirectory)
+        let recorded: StateRecords
+        do {
+            recorded = try store.load()
+        } catch {
+            Self.printError("tapswitchd: \(error.message) (move it aside to start with no recorded VMs)")
+            await backend.shutdown()
+            return DaemonExitCode.failure
+        }
+        let service = ControlService(backend: backend, store: store, records: recorded, logger: logger)
+        let outcome = await service.adoptRecorded()
+        for f in outcome.failures {
+            logger.error("could not re-adopt recorded port", metadata: ["what": "\(f.what)", "error": "\(f.reason)"])
+        }
+        if !recorded.isEmpty {
+            logger.notice("re-adopted ports from the previous run", metadata: [
+                "vms": "\(outcome.adopted.vms.count)", "internal": "\(outcome.adopted.internalPorts.count)",
+                "external": "\(outcome.adopted.externalPorts.count)", "failed": "\(outcome.failures.count)",
+            ])
+        }
+        for line in await service.applyDeclared(config) {
+            logger.error("could not start declared port or VM", metadata: ["error": "\(line)"])
+        }
+
+        var serverOptions = ControlServer.Options(path: options.socketPath, group: config.controlGroup)
+        serverOptions.requestTimeout = options.requestTimeout
+        let server: ControlServer
+        do {
+            server = try ControlServer(options: serverOptions, service: service, logger: logger)
+        } catch {
+            Self.printError("tapswitchd: \(error.message)")
+            await backend.shutdown()
+            return DaemonExitCode.failure
+        }
+        if let heartbeat = notifier.makeHeartbeat() {
+            await backend.startHeartbeat(heartbeat)
+            logger.info("watchdog enabled", metadata: ["interval": "\(notifier.watchdogInterval.map { "\($0)" } ?? "")"])
+        }
+        notifier.ready(status: await statusLine(service))
+        logger.notice("ready", metadata: ["socket": "\(options.socketPath)"])
+
+        for await signal in signals.stream {
+            switch signal {
+            case .terminate(let sig):
+                logger.notice("stopping (leaving TAPs and VMs in place)", metadata: ["signal": "\(sig == SIGTERM ? "SIGTERM" : "SIGINT")"])
+                notifier.stopping(status: "stopping")
+                server.stop()
+                await backend.shutdown()
+                return DaemonExitCode.success
+            case .reload:
+                config = await reload(current: config, loader: loader, service: service, server: server, notifier: notifier, logger: logger)
+            }
+        }
+        server.stop()
+        await backend.shutdown()
+        return DaemonExitCode.success
+    }
+
+    /// SIGHUP: re-read the config; on error keep the old one. Applies switch settings and starts
+    /// VMs and ports that the new file declares and the old one did not; running ports stay as they are.
+    private func reload(current: DaemonConfig, loader: ConfigLoader, service: ControlService, server: ControlServer,
+                        notifier: SystemdNotifier, logger: Logger) async -> DaemonConfig {
+        notifier.reloading()
+        let new: DaemonConfig
+        do {
+            new = try loader.load(path: options.configPath)
+        } catch {
+            for issue in error.issues { logger.error("reload: config error, keeping the previous config", metadata: ["issue": "\(issue)"]) }
+            notifier.ready(status: "reload failed: \(error.issues.first?.description ?? "config error"); running with the previous config")
+            return current
+        }
+        if new.settings != current.settings || new.extensions != current.extensions {
+            do {
+                try await service.reconfigure(new)
+            } catch {
+                logger.error("reload: cannot apply switch settings", metadata: ["error": "\(error.message)"])
+            }
+        }
+        if new.controlGroup != current.controlGroup {
+            do {
+                try server.setGroup(new.controlGroup)
+            } catch {
+                logger.error("reload: cannot change the control socket group", metadata: ["error": "\(error.message)"])
+            }
+        }
+        for line in await service.applyDeclared(new, skipping: current.declared) {
+            logger.error("reload: could not start declared port or VM", metadata: ["error": "\(line)"])
+        }
+        logger.notice("config reloaded", metadata: ["config": "\(options.configPath)"])
+        notifier.ready(status: await statusLine(service))
+        return new
+    }
+
+    private func statusLine(_ service: ControlService) async -> String {
+        let r = await service.recorded
+        return "\(r.vms.count) VMs, \(r.internalPorts.count + r.externalPorts.count) host ports"
+    }
+}
+
+private func eventMetadata(_ e: SwitchEvent) -> Logger.Metadata {
+    var m: Logger.Metadata = ["seq": "\(e.seq)", "port": "\(e.portId)", "name": "\(e.portName)"]
+    if let n = e.nicIndex { m["nic"] = "\(n)" }
+    if let v = e.vmName { m["vm"] = "\(v)" }
+    if let d = e.detail { m["detail"] = "\(d)" }
+    if e.restore { m["restore"] = "true" }
+    return m
+}

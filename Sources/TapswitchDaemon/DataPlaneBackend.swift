@@ -1,0 +1,311 @@
+import ControlProtocol
+import DataPlane
+import Dispatch
+import Foundation
+import Logging
+import SwitchCore
+
+/// The real backend: the switch core on the Linux data plane (TAPs, AF_PACKET, netlink).
+///
+/// An actor: VM bookkeeping (which TAPs belong to which VM) is serialised here; the switch itself
+/// lives on the DataPlane's packet-loop queue (see ``SwitchRuntime``).
+/// The daemon's error type, spelled out: SwitchCore has a `SwitchError` too.
+public typealias BackendError = TapswitchDaemon.SwitchError
+
+public actor DataPlaneBackend: SwitchBackend {
+    public nonisolated var kind: String { "dataplane" }
+
+    private let hub = EventHub()
+    private let logger: Logger
+    private var runtime: SwitchRuntime?
+    private var settings = SwitchSettings()
+    private var enabled: [String] = []
+    private var vms: [String: VMSpec] = [:]
+    private var internals: [String: InternalPortSpec] = [:]
+    private var externals: [String: ExternalPortSpec] = [:]
+    private let started = Date()
+
+    public init(logger: Logger = Logger(label: "tapswitch.backend")) { self.logger = logger }
+
+    public nonisolated func availableExtensions() -> [ExtensionDescriptor] {
+        BuiltinExtensions.all.map {
+            ExtensionDescriptor(name: $0.name, class: ControlProtocol.ExtensionClass(rawValue: $0.extensionClass.rawValue) ?? .filtering,
+                                summary: $0.summary)
+        }
+    }
+
+    public func configure(_ settings: SwitchSettings, extensions: [String]) async throws(BackendError) {
+        let config = SwitchConfiguration(name: settings.name, macTableSize: settings.macTableSize, macLimitPerPort: settings.macLimitPerPort,
+                                         macAgingSeconds: UInt64(settings.macAgingSeconds),
+                                         unknownUnicast: settings.unknownUnicast == .uplink ? .uplink : .flood)
+        let rt: SwitchRuntime
+        do {
+            rt = try SwitchRuntime(configuration: config, logger: logger)
+            try rt.start()
+        } catch {
+            throw BackendError(.system, "cannot start the data plane: \(error)")
+        }
+        let hub = self.hub
+        rt.addEventHandler { event in Self.publish(event, to: hub) }
+        runtime = rt
+        self.settings = settings
+        try await enable(extensions)
+    }
+
+    public func reload(_ settings: SwitchSettings, extensions: [String]) async throws(BackendError) {
+        let rt = try running()
+        await rt.setUnknownUnicast(settings.unknownUnicast == .uplink ? .uplink : .flood)
+        if settings.macTableSize != self.settings.macTableSize || settings.macLimitPerPort != self.settings.macLimitPerPort
+            || settings.macAgingSeconds != self.settings.macAgingSeconds || settings.name != self.settings.name {
+            logger.warning("switch name and MAC table sizes/aging take effect at the next daemon start")
+        }
+        self.settings.unknownUnicast = settings.unknownUnicast
+        try await enable(extensions.filter { !enabled.contains($0) })
+    }
+
+    private func enable(_ names: [String]) async throws(BackendError) {
+        let rt = try running()
+        for name in names {
+            guard let entry = BuiltinExtensions.all.first(where: { $0.name == name }) else {
+                throw BackendError(.invalidArgument, "unknown extension '\(name)' (available: \(BuiltinExtensions.all.map(\.name).joined(separator: ", ")))")
+            }
+            do { try await rt.enableExtension(entry.make) } catch {
+                throw BackendError(.invalidState, "cannot enable extension '\(name)': \(error.message)")
+            }
+            enabled.append(name)
+        }
+    }
+
+    // MARK: - VMs
+
+    public func startVM(_ spec: VMSpec) async throws(BackendError) -> [PortInfo] {
+        try await startVM(spec, restore: false)
+    }
+
+    private func startVM(_ spec: VMSpec, restore: Bool) async throws(BackendError) -> [PortInfo] {
+        let rt = try running()
+        if vms[spec.name] != nil { throw BackendError(.exists, "VM '\(spec.name)' is already running") }
+        var created: [String] = []
+        var resolved = spec
+        for (i, nic) in spec.nics.enumerated() {
+            let mac = nic.mac ?? Self.randomMAC()
+            resolved.nics[i].mac = mac
+            do throws(BackendError) {
+                let owner = try nic.owner.map { n throws(BackendError) in try Self.uid(n) }
+                let group = try nic.group.map { n throws(BackendError) in try Self.gid(n) }
+                try await Self.map { () async throws(DataPlaneError) in
+                    try await rt.startVMNIC(VMNICSpec(vmName: spec.name, tap: nic.tap, mac: SwitchCore.MACAddress(rawValue: mac.value),
+                                                      owner: owner, group: group, mtu: UInt32(nic.mtu ?? NICSpec.defaultMTU),
+                                                      type: nic.type == .emulated ? .emulated : .synthetic,
+                                                      vlan: nic.vlan.map { VLANID($0) }), isRestore: restore)
+                }
+                created.append(nic.tap)
+            } catch {
+                // Roll back the NICs this call already plugged in: nothing stays behind.
+                for tap in created.reversed() { try? await rt.removePort(named: tap) }
+                throw error
+            }
+        }
+        vms[spec.name] = resolved
+        let snapshot = await snapshot()
+        return created.compactMap { tap in snapshot.ports.first { $0.name == tap } }
+    }
+
+    public func stopVM(named name: String) async throws(BackendError) {
+        let rt = try running()
+        guard let spec = vms[name] else { throw BackendError(.notFound, "no running VM named '\(name)'") }
+        var failures: [String] = []
+        for nic in spec.nics {
+            do { try await rt.removePort(named: nic.tap) } catch {
+                // A TAP deleted by hand already took its port with it.
+                if !error.message.hasPrefix("no port named") { failures.append(error.message) }
+            }
+        }
+        vms[name] = nil
+        if !failures.isEmpty { throw BackendError(.system, failures.joined(separator: "; ")) }
+    }
+
+    // MARK: - Internal and external ports
+
+    public func addInternalPort(_ spec: InternalPortSpec) async throws(BackendError) -> PortInfo {
+        let rt = try running()
+        let mac = spec.mac ?? Self.randomMAC()
+        try await Self.map { () async throws(DataPlaneError) in
+            try await rt.addInternalPort(name: spec.name, mac: SwitchCore.MACAddress(rawValue: mac.value), netns: spec.netns)
+        }
+        var recorded = spec
+        recorded.mac = mac
+        internals[spec.name] = recorded
+        return try await portInfo(spec.name)
+    }
+
+    public func addExternalPort(_ spec: ExternalPortSpec) async throws(BackendError) -> PortInfo {
+        let rt = try running()
+        if let other = externals.keys.first {
+            throw BackendError(.exists, "the switch already has an external port (\(other)); remove it first")
+        }
+        try await Self.map { () async throws(DataPlaneError) in try await rt.addExternalPort(device: spec.device) }
+        externals[spec.device] = spec
+        return try await portInfo(spec.device)
+    }
+
+    public func removePort(named name: String) async throws(BackendError) {
+        let rt = try running()
+        if let vm = vms.values.first(where: { $0.nics.contains { $0.tap == name } }) {
+            throw BackendError(.invalidState, "port '\(name)' belongs to VM '\(vm.name)'; use 'vm stop \(vm.name)'")
+        }
+        guard internals[name] != nil || externals[name] != nil else {
+            throw BackendError(.notFound, "no port named '\(name)'")
+        }
+        try await Self.map { () async throws(DataPlaneError) in try await rt.removePort(named: name, deleteDevice: false) }
+        internals[name] = nil
+        externals[name] = nil
+    }
+
+    // MARK: - Restart
+
+    public func adopt(_ records: StateRecords) async -> AdoptionOutcome {
+        var outcome = AdoptionOutcome(adopted: StateRecords())
+        for spec in records.externalPorts {
+            do { _ = try await addExternalPort(spec); outcome.adopted.externalPorts.append(spec) } catch {
+                outcome.failures.append(.init(what: "external \(spec.device)", reason: error.message))
+            }
+        }
+        for spec in records.internalPorts {
+            // Internal ports die with the daemon that held their fd: create them again.
+            do { _ = try await addInternalPort(spec); outcome.adopted.internalPorts.append(spec) } catch {
+                outcome.failures.append(.init(what: "internal \(spec.name)", reason: error.message))
+            }
+        }
+        for spec in records.vms {
+            // VM TAPs survive the daemon: adopt them (connecting at once if QEMU is attached), or
+            // create them again if they are gone (after a host reboot).
+            do { _ = try await startVM(spec, restore: true); outcome.adopted.vms.append(spec) } catch {
+                outcome.failures.append(.init(what: "vm \(spec.name)", reason: error.message))
+            }
+        }
+        return outcome
+    }
+
+    // MARK: - Queries
+
+    public func snapshot() async -> ControlProtocol.SwitchSnapshot {
+        guard let rt = runtime else {
+            return ControlProtocol.SwitchSnapshot(settings: settings, uptimeSeconds: 0, fdbEntries: 0, ports: [])
+        }
+        let s = await rt.snapshot()
+        let ports = s.ports.map { p in Self.portInfo(p, vms: vms, internals: internals) }
+        return ControlProtocol.SwitchSnapshot(settings: settings, uptimeSeconds: Date().timeIntervalSince(started),
+                                              fdbEntries: s.macEntries, ports: ports)
+    }
+
+    public func fdb() async -> [FDBEntry] {
+        guard let rt = runtime else { return [] }
+        let names = Dictionary(await rt.snapshot().ports.map { ($0.port.id, $0.port.name) }, uniquingKeysWith: { a, _ in a })
+        return await rt.macEntries().map {
+            FDBEntry(mac: ControlProtocol.MACAddress(value: $0.mac.rawValue), vlan: $0.vlan == 0 ? nil : Int($0.vlan),
+                     portId: $0.port.rawValue, portName: names[$0.port] ?? "?", ageSeconds: Int($0.age))
+        }
+    }
+
+    public func extensions() async -> [ControlProtocol.ExtensionInfo] {
+        let live = await runtime?.extensions() ?? []
+        return BuiltinExtensions.all.map { e in
+            let on = live.first { $0.name == e.name }
+            return ControlProtocol.ExtensionInfo(name: e.name, class: ControlProtocol.ExtensionClass(rawValue: e.extensionClass.rawValue) ?? .filtering,
+                                                 enabled: on != nil, position: on?.position, summary: e.summary)
+        }
+    }
+
+    public func subscribeEvents() async -> EventSubscription { hub.subscribe() }
+
+    public func startHeartbeat(_ heartbeat: Heartbeat) async {
+        runtime?.setHeartbeat { heartbeat.beat() }
+    }
+
+    public func shutdown() async {
+        await runtime?.shutdown()
+        hub.finish()
+    }
+
+    // MARK: - Helpers
+
+    private func running() throws(BackendError) -> SwitchRuntime {
+        guard let runtime else { throw BackendError(.invalidState, "the switch is not configured yet") }
+        return runtime
+    }
+
+    private func portInfo(_ name: String) async throws(BackendError) -> PortInfo {
+        guard let p = await snapshot().ports.first(where: { $0.name == name }) else {
+            throw BackendError(.system, "port '\(name)' vanished right after it was created")
+        }
+        return p
+    }
+
+    @discardableResult
+    private static func map<T>(_ body: () async throws(DataPlaneError) -> T) async throws(BackendError) -> T {
+        do { return try await body() } catch {
+            if let ext = error.vetoingExtension {
+                throw BackendError.vetoed(extension: ext, reason: error.vetoReason ?? error.message)
+            }
+            let code: BackendError.Code = error.message.contains("already exists") ? .exists
+                : error.message.hasPrefix("no port") || error.message.contains("no such") ? .notFound : .system
+            throw BackendError(code, error.message)
+        }
+    }
+
+    nonisolated static func publish(_ e: LifecycleEvent, to hub: EventHub) {
+        guard let kind = EventKind(rawValue: e.kind.rawValue) else { return }
+        var detail: String?
+        if let ext = e.vetoingExtension {
+            detail = "\(e.vetoedRequest?.rawValue ?? "request") vetoed by \(ext): \(e.vetoReason ?? "")"
+        } else if e.kind == .nicCreate, let nic = e.nic {
+            detail = "mac=\(nic.permanentMAC) mtu=\(nic.mtu)"
+        } else if e.kind == .nicUpdated, let nic = e.nic {
+            detail = "mac=\(nic.currentMAC) mtu=\(nic.mtu)"
+        }
+        hub.publish(kind, portId: e.port.id.rawValue, portName: e.port.name, nicIndex: e.nic.map { UInt32($0.index) },
+                    vmName: e.nic.flatMap { $0.vmName.isEmpty ? nil : $0.vmName }, detail: detail, restore: e.isRestore)
+    }
+
+    static func portInfo(_ p: PortStatus, vms: [String: VMSpec], internals: [String: InternalPortSpec]) -> PortInfo {
+        let type = ControlProtocol.PortType(rawValue: p.port.type.rawValue) ?? .synthetic
+        let state = ControlProtocol.PortState(rawValue: p.port.state.rawValue) ?? .created
+        var vlan: Int?
+        for case .vlan(.access(let id)) in p.properties { vlan = Int(id) }
+        let nicSpec = vms.values.lazy.flatMap(\.nics).first { $0.tap == p.port.name }
+        let nic = p.nic.map { n in
+            NICInfo(index: UInt32(n.index), type: n.type == .emulated ? .emulated : .synthetic, vmName: n.vmName, mtu: Int(n.mtu),
+                    assignedMAC: ControlProtocol.MACAddress(value: n.permanentMAC.rawValue),
+                    currentMAC: ControlProtocol.MACAddress(value: n.currentMAC.rawValue),
+                    state: ControlProtocol.NICState(rawValue: n.state.rawValue) ?? .created, owner: nicSpec?.owner, group: nicSpec?.group)
+        }
+        let drops = p.counters.drops.sorted { $0.key < $1.key }.map {
+            DropCount(direction: $0.key.direction == .ingress ? .ingress : .egress, reason: $0.key.reason, frames: $0.value)
+        }
+        let counters = ControlProtocol.PortCounters(framesIn: p.counters.framesIn, bytesIn: p.counters.bytesIn,
+                                                    framesOut: p.counters.framesOut, bytesOut: p.counters.bytesOut, drops: drops)
+        var netns: String?
+        if case .internalTAP(let ns) = p.backing { netns = ns }
+        return PortInfo(id: p.port.id.rawValue, name: p.port.name, friendlyName: p.port.friendlyName, type: type, state: state,
+                        vlan: vlan, mac: p.nic.map { ControlProtocol.MACAddress(value: $0.permanentMAC.rawValue) } ?? internals[p.port.name]?.mac,
+                        netns: netns, nic: nic, counters: counters)
+    }
+
+    static func randomMAC() -> ControlProtocol.MACAddress {
+        // QEMU's locally administered 52:54:00 prefix, random host part.
+        ControlProtocol.MACAddress(value: 0x5254_0000_0000 | UInt64.random(in: 0...0xFF_FFFF))
+    }
+
+    static func uid(_ name: String) throws(BackendError) -> UInt32 {
+        if let n = UInt32(name) { return n }
+        guard let pw = getpwnam(name) else { throw BackendError(.invalidArgument, "owner: no such user '\(name)'") }
+        return pw.pointee.pw_uid
+    }
+
+    static func gid(_ name: String) throws(BackendError) -> UInt32 {
+        if let n = UInt32(name) { return n }
+        guard let gr = getgrnam(name) else { throw BackendError(.invalidArgument, "group: no such group '\(name)'") }
+        return gr.pointee.gr_gid
+    }
+}

@@ -1,0 +1,145 @@
+import ControlProtocol
+
+/// The seam between the daemon (config, control socket, state, systemd) and the switch itself.
+///
+/// The daemon drives exactly one backend. ``InMemoryBackend`` keeps everything in memory and touches
+/// no device; the real backend (SwitchCore + DataPlane + LinuxNet) plugs in behind the same protocol.
+///
+/// ## Contract
+/// - `init` of a backend must not touch any device: `tapswitchd --check-config` creates one only to
+///   ask ``availableExtensions()``.
+/// - Call order from the daemon: ``configure(_:extensions:)`` once, ``subscribeEvents()``,
+///   ``adopt(_:)`` once (state from the previous run), then ``startHeartbeat(_:)``, then any mix
+///   of the operations, ``reload(_:extensions:)`` on SIGHUP, and ``shutdown()`` last.
+/// - The daemon serialises mutating calls (one VM/port operation at a time); queries
+///   (``snapshot()``, ``fdb()``, ``extensions()``) may run concurrently with them.
+/// - Every lifecycle step emits a ``SwitchEvent`` to all subscribers, in order, with a strictly
+///   increasing `seq` (``EventHub`` does the bookkeeping).
+/// - Errors are ``SwitchError``s; their `message` is shown to the operator as is.
+/// - ``shutdown()`` stops the packet loop but leaves TAPs, ports and VMs in place: a daemon restart
+///   must not disturb running VMs. Only ``stopVM(named:)`` and ``removePort(named:)`` delete devices.
+public protocol SwitchBackend: Sendable {
+    /// A short name for `tapswitchctl version` (e.g. `in-memory`, `dataplane`).
+    var kind: String { get }
+
+    /// The extensions this build offers, in their default stack order. Must not touch devices.
+    func availableExtensions() -> [ExtensionDescriptor]
+
+    /// Creates the switch with its settings and the enabled extensions (names, in stack order
+    /// within each class). Called once, before ``adopt(_:)``.
+    func configure(_ settings: SwitchSettings, extensions: [String]) async throws(SwitchError)
+
+    /// Applies changed settings and extension list to the running switch without disturbing ports.
+    func reload(_ settings: SwitchSettings, extensions: [String]) async throws(SwitchError)
+
+    /// Takes over the ports recorded by the previous daemon run (their TAPs still exist and QEMU may
+    /// be attached). Emits the lifecycle events again with `restore: true`. A record that cannot be
+    /// adopted (its TAP vanished, a veto) is reported in the outcome, not thrown.
+    func adopt(_ records: StateRecords) async -> AdoptionOutcome
+
+    /// VM start: for each NIC, PORT_CREATE then NIC_CREATE (creating the persistent TAP owned by
+    /// `owner`/`group`). NIC_CONNECT follows by itself when QEMU attaches. A veto or failure rolls
+    /// back everything this call created and throws. Returns the ports created, in NIC order, with
+    /// the MACs actually assigned.
+    func startVM(_ spec: VMSpec) async throws(SwitchError) -> [PortInfo]
+
+    /// VM stop: for each NIC, NIC_DISCONNECT (if connected), drain, NIC_DELETE, PORT_TEARDOWN,
+    /// PORT_DELETE, then the TAP is removed.
+    func stopVM(named name: String) async throws(SwitchError)
+
+    func addInternalPort(_ spec: InternalPortSpec) async throws(SwitchError) -> PortInfo
+    func addExternalPort(_ spec: ExternalPortSpec) async throws(SwitchError) -> PortInfo
+    /// Removes an internal or external port by name (VM ports go with ``stopVM(named:)``).
+    func removePort(named name: String) async throws(SwitchError)
+
+    func snapshot() async -> SwitchSnapshot
+    func fdb() async -> [FDBEntry]
+    func extensions() async -> [ExtensionInfo]
+
+    /// The events kept so far plus a stream of every later event. Nothing is lost or duplicated
+    /// between the two. The stream ends when the subscription is cancelled or at shutdown.
+    func subscribeEvents() async -> EventSubscription
+
+    /// Starts calling `heartbeat.beat()` from the packet loop at least every `heartbeat.interval`,
+    /// also when idle, so a stuck loop stops the systemd watchdog pings. `beat()` is cheap and
+    /// lock-free; call it from the DataPlane's queue.
+    func startHeartbeat(_ heartbeat: Heartbeat) async
+
+    /// Stops the packet loop and ends event streams. Leaves TAPs and ports in place.
+    func shutdown() async
+}
+
+/// An extension the backend can load.
+public struct ExtensionDescriptor: Sendable, Equatable {
+    public var name: String
+    public var `class`: ExtensionClass
+    public var summary: String
+
+    public init(name: String, class: ExtensionClass, summary: String) {
+        self.name = name
+        self.class = `class`
+        self.summary = summary
+    }
+}
+
+/// What the backend reports to the operator when an operation fails.
+public struct SwitchError: Error, Sendable, Equatable, CustomStringConvertible {
+    public enum Code: String, Sendable {
+        case invalidArgument, notFound, exists, invalidState, vetoed, system
+    }
+
+    public var code: Code
+    /// One line naming what failed and why, e.g. `vetoed by extension 'duplicate-mac-guard': ...`.
+    public var message: String
+
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    /// An extension refused a lifecycle step.
+    public static func vetoed(extension name: String, reason: String) -> SwitchError {
+        SwitchError(.vetoed, "vetoed by extension '\(name)': \(reason)")
+    }
+
+    public var description: String { message }
+}
+
+/// A subscription to lifecycle events: the retained history, then everything after it.
+///
+/// Call ``cancel()`` when done: it ends `live` and releases the subscriber slot (merely dropping
+/// the stream would keep it registered until the next event).
+public struct EventSubscription: Sendable {
+    public var history: [SwitchEvent]
+    public var live: AsyncStream<SwitchEvent>
+    private let onCancel: @Sendable () -> Void
+
+    public init(history: [SwitchEvent], live: AsyncStream<SwitchEvent>, cancel: @escaping @Sendable () -> Void) {
+        self.history = history
+        self.live = live
+        self.onCancel = cancel
+    }
+
+    public func cancel() { onCancel() }
+}
+
+/// What ``SwitchBackend/adopt(_:)`` took over, and what it could not.
+public struct AdoptionOutcome: Sendable, Equatable {
+    public var adopted: StateRecords
+    /// One entry per record that was dropped: what (`vm web1`, `internal tsw-host0`) and why.
+    public var failures: [Failure]
+
+    public struct Failure: Sendable, Equatable {
+        public var what: String
+        public var reason: String
+        public init(what: String, reason: String) {
+            self.what = what
+            self.reason = reason
+        }
+    }
+
+    public init(adopted: StateRecords, failures: [Failure] = []) {
+        self.adopted = adopted
+        self.failures = failures
+    }
+}

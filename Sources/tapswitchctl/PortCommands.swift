@@ -1,0 +1,98 @@
+import ArgumentParser
+import ControlProtocol
+
+struct PortCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "port",
+        abstract: "Add or remove host ports (internal and external).",
+        subcommands: [PortAddInternal.self, PortAddExternal.self, PortRemove.self]
+    )
+}
+
+struct PortAddInternal: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "add-internal",
+        abstract: "Add an internal port: a host interface on the switch.",
+        discussion: "The interface is created by the daemon and, with --netns, moved into that network namespace (which must exist)."
+    )
+
+    @OptionGroup var globals: GlobalOptions
+
+    @Argument(help: "Interface name (1-15 characters: A-Z a-z 0-9 _ . -).")
+    var name: String
+
+    @Option(help: ArgumentHelp("MAC address (default: generated).", valueName: "mac"))
+    var mac: String?
+
+    @Option(help: ArgumentHelp("Network namespace to move the interface into.", valueName: "ns"))
+    var netns: String?
+
+    func spec() throws(FieldError) -> InternalPortSpec {
+        InternalPortSpec(name: try Validate.interfaceName(name, field: "<name>"),
+                         mac: try mac.map { m throws(FieldError) in try Validate.mac(m, field: "--mac") },
+                         netns: try netns.map { n throws(FieldError) in try Validate.netnsName(n, field: "--netns") })
+    }
+
+    func validate() throws {
+        do { _ = try spec() } catch { throw usage(error) }
+    }
+
+    func run() throws {
+        let response = try call(.portAddInternal(try spec()), globals)
+        printPorts(response.ports ?? [], verb: "added internal port", json: globals.json)
+    }
+}
+
+struct PortAddExternal: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "add-external",
+        abstract: "Add the external port (uplink): an existing host device.",
+        discussion: "The switch takes over the device's traffic; use a dedicated NIC. A switch has at most one external port."
+    )
+
+    @OptionGroup var globals: GlobalOptions
+
+    @Argument(help: "Existing network device, e.g. eth1.")
+    var device: String
+
+    func validate() throws {
+        do { _ = try Validate.interfaceName(device, field: "<device>") } catch { throw usage(error) }
+    }
+
+    func run() throws {
+        let response = try call(.portAddExternal(ExternalPortSpec(device: device)), globals)
+        printPorts(response.ports ?? [], verb: "added external port", json: globals.json)
+    }
+}
+
+struct PortRemove: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "remove",
+        abstract: "Remove an internal or external port (VM ports go with 'vm stop').",
+        discussion: "Runs PORT_TEARDOWN and PORT_DELETE; an internal port's interface is deleted, an external device is released, not deleted."
+    )
+
+    @OptionGroup var globals: GlobalOptions
+
+    @Argument(help: "Port name.")
+    var name: String
+
+    func validate() throws {
+        do { _ = try Validate.interfaceName(name, field: "<name>") } catch { throw usage(error) }
+    }
+
+    func run() throws {
+        _ = try call(.portRemove(name: name), globals)
+        if globals.json { printJSON(["removed": name]) } else { print("removed port \(name)") }
+    }
+}
+
+func printPorts(_ ports: [PortInfo], verb: String, json: Bool) {
+    if json {
+        printJSON(ports)
+        return
+    }
+    for p in ports {
+        print("\(verb) \(p.name) (port \(p.id)\(p.mac.map { ", mac \($0)" } ?? "")\(p.netns.map { ", netns \($0)" } ?? ""))")
+    }
+}

@@ -1,0 +1,187 @@
+import ArgumentParser
+import ControlProtocol
+import Foundation
+
+struct ShowCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "show",
+        abstract: "Show the switch, its ports, NICs and counters.",
+        discussion: """
+        First line: the switch and its settings. Then one row per port: ID, NAME, TYPE (external, \
+        internal, synthetic, emulated), VM, NIC state (created, connected, disconnected; "-" for \
+        host ports), MAC (the one in use, else the assigned one), MTU, VLAN, frames and bytes IN \
+        (from the port into the switch) and OUT, and DROPS; drop reasons follow the table.
+        """
+    )
+
+    @OptionGroup var globals: GlobalOptions
+
+    func run() throws {
+        guard let s = try call(.show, globals).snapshot else { throw CtlFailure(code: CtlExit.daemonError, message: "the daemon sent no snapshot") }
+        if globals.json {
+            printJSON(s)
+            return
+        }
+        print(formatSwitchLine(s))
+        if s.ports.isEmpty {
+            print("no ports")
+            return
+        }
+        var rows = [["ID", "NAME", "TYPE", "VM", "NIC", "MAC", "MTU", "VLAN", "FRAMES-IN", "BYTES-IN", "FRAMES-OUT", "BYTES-OUT", "DROPS"]]
+        for p in s.ports {
+            let mac = p.nic.map { ($0.currentMAC ?? $0.assignedMAC).description } ?? p.mac?.description ?? "-"
+            rows.append([String(p.id), p.name, p.type.rawValue, p.nic?.vmName ?? "-", p.nic?.state.rawValue ?? "-", mac,
+                         p.nic.map { String($0.mtu) } ?? "-", p.vlan.map(String.init) ?? "-",
+                         String(p.counters.framesIn), String(p.counters.bytesIn), String(p.counters.framesOut),
+                         String(p.counters.bytesOut), String(p.counters.totalDrops)])
+        }
+        printTable(rows, numeric: [0, 6, 7, 8, 9, 10, 11, 12])
+        for p in s.ports where !p.counters.drops.isEmpty {
+            let detail = p.counters.drops.map { "\($0.direction.rawValue) \($0.reason)=\($0.frames)" }.joined(separator: ", ")
+            print("drops on \(p.name): \(detail)")
+        }
+    }
+}
+
+func formatSwitchLine(_ s: SwitchSnapshot) -> String {
+    let st = s.settings
+    return "switch \(st.name)  unknown-unicast=\(st.unknownUnicast.rawValue)  mac-aging=\(st.macAgingSeconds)s  "
+        + "mac-table=\(s.fdbEntries)/\(st.macTableSize)  mac-limit-per-port=\(st.macLimitPerPort)  ports=\(s.ports.count)  "
+        + "uptime=\(Int(s.uptimeSeconds))s"
+}
+
+struct FDBCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "fdb",
+        abstract: "Show the MAC table (forwarding database).",
+        discussion: "Columns: MAC, VLAN (\"-\" untagged), PORT id, NAME, AGE in seconds since last seen (\"static\" for assigned VM and host MACs)."
+    )
+
+    @OptionGroup var globals: GlobalOptions
+
+    func run() throws {
+        let entries = try call(.fdb, globals).fdb ?? []
+        if globals.json {
+            printJSON(entries)
+            return
+        }
+        var rows = [["MAC", "VLAN", "PORT", "NAME", "AGE"]]
+        for e in entries {
+            rows.append([e.mac.description, e.vlan.map(String.init) ?? "-", String(e.portId), e.portName,
+                         e.isStatic ? "static" : String(e.ageSeconds)])
+        }
+        printTable(rows, numeric: [1, 2, 4])
+        if entries.isEmpty { print("(empty)") }
+    }
+}
+
+struct EventsCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "events",
+        abstract: "Show lifecycle events (the last 1000), optionally following new ones.",
+        discussion: """
+        One event per line: SEQ TIME KIND port=ID name=PORT [nic=N] [vm=VM] [DETAIL] [restore]. \
+        KIND is one of: \(EventKind.allCases.map(\.rawValue).joined(separator: ", ")). \
+        "restore" marks events replayed while the daemon re-adopted ports after a restart. \
+        For veto events DETAIL is "extension: reason".
+        With --follow, keeps printing events as they happen until interrupted; with --json, \
+        prints one JSON object per event per line.
+        """
+    )
+
+    @OptionGroup var globals: GlobalOptions
+
+    @Flag(name: [.long, .short], help: "Keep printing new events until interrupted.")
+    var follow = false
+
+    func run() throws {
+        if !follow {
+            let events = try call(.events(follow: false), globals).events ?? []
+            if globals.json {
+                printJSON(events)
+            } else {
+                for e in events { print(formatEvent(e)) }
+            }
+            return
+        }
+        let connection: ControlConnection
+        do {
+            connection = try ControlConnection(path: globals.socketPath, timeout: nil)
+            try connection.send(.events(follow: true))
+        } catch {
+            throw CtlFailure(code: CtlExit.unreachable, message: error.description)
+        }
+        let encoder = Wire.makeEncoder()
+        // Written straight to fd 1 (not through print's buffer) so a pipe sees each event at once.
+        func emit(_ e: SwitchEvent) {
+            var line = globals.json ? ((try? encoder.encode(e)) ?? Data()) : Data(formatEvent(e).utf8)
+            line.append(0x0A)
+            FileHandle.standardOutput.write(line)
+        }
+        while true {
+            let response: ControlResponse?
+            do {
+                response = try connection.readResponse()
+            } catch {
+                throw CtlFailure(code: CtlExit.unreachable, message: error.description)
+            }
+            guard let response else {
+                throw CtlFailure(code: CtlExit.unreachable, message: "tapswitchd closed the event stream")
+            }
+            guard response.ok else { throw CtlFailure(code: CtlExit.daemonError, message: response.error ?? "request failed") }
+            for e in response.events ?? [] { emit(e) }
+            if let e = response.event { emit(e) }
+        }
+    }
+}
+
+func formatEvent(_ e: SwitchEvent) -> String {
+    var parts = [String(e.seq), Wire.formatTimestamp(e.time), e.kind.rawValue, "port=\(e.portId)", "name=\(e.portName)"]
+    if let n = e.nicIndex { parts.append("nic=\(n)") }
+    if let v = e.vmName { parts.append("vm=\(v)") }
+    if let d = e.detail { parts.append(d) }
+    if e.restore { parts.append("restore") }
+    return parts.joined(separator: " ")
+}
+
+struct ExtensionsCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "extensions",
+        abstract: "List the switch extensions, their class, whether enabled and their stack position.",
+        discussion: "POSITION is the order within the class on ingress (0 first); enable extensions in the config's [extensions] enable list."
+    )
+
+    @OptionGroup var globals: GlobalOptions
+
+    func run() throws {
+        let list = try call(.extensions, globals).extensions ?? []
+        if globals.json {
+            printJSON(list)
+            return
+        }
+        var rows = [["NAME", "CLASS", "ENABLED", "POSITION", "SUMMARY"]]
+        for x in list {
+            rows.append([x.name, x.class.rawValue, x.enabled ? "yes" : "no", x.position.map(String.init) ?? "-", x.summary ?? ""])
+        }
+        printTable(rows, numeric: [3])
+    }
+}
+
+struct VersionCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "version",
+        abstract: "Show the versions of tapswitchctl and of the running daemon (also a liveness check)."
+    )
+
+    @OptionGroup var globals: GlobalOptions
+
+    func run() throws {
+        guard let v = try call(.version, globals).version else { throw CtlFailure(code: CtlExit.daemonError, message: "the daemon sent no version") }
+        if globals.json {
+            printJSON(v)
+        } else {
+            print("tapswitchctl \(TapswitchCtl.configuration.version)")
+            print("tapswitchd \(v.daemon) (pid \(v.pid), protocol \(v.protocolVersion), backend \(v.backend))")
+        }
+    }
+}

@@ -1,0 +1,2 @@
+// Kept to one line: everything lives in TapswitchCtl, not in MainActor top-level code.
+TapswitchCtl.start()

@@ -1,0 +1,93 @@
+import ArgumentParser
+import ControlProtocol
+import Foundation
+import TapswitchDaemon
+
+/// `tapswitchd`: parses the command line and hands over to ``Daemon``.
+struct TapswitchD: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tapswitchd",
+        abstract: "User-space virtual switch daemon for KVM hosts (Hyper-V switch model over TAPs).",
+        discussion: """
+        Reads the config, re-adopts the ports and VMs recorded in the state directory by the previous \
+        run, starts the VMs and ports the config declares that are not running yet, binds the control \
+        socket, then tells systemd READY=1.
+
+        Signals: SIGHUP re-reads the config (a bad file is logged and the previous config kept; changed \
+        switch settings are applied and newly declared VMs and ports started; running ports are not \
+        touched). SIGTERM/SIGINT stop the daemon WITHOUT removing TAPs or disturbing VMs, so a restart \
+        re-adopts them.
+
+        Exit codes: 0 success, 1 start-up failure (socket, state file, backend), 2 bad command line, \
+        78 invalid config (printed as FILE:LINE: what is wrong, before any device is touched).
+        """,
+        version: TapswitchVersion.current
+    )
+
+    @Option(name: .long, help: ArgumentHelp(
+        "Config file.",
+        discussion: "Default: config/tapswitchd.toml when that file exists in the current directory (running from the repository), else /etc/tapswitch/tapswitchd.toml.",
+        valueName: "file"))
+    var config: String?
+
+    @Option(name: .long, help: ArgumentHelp("Control socket path.", valueName: "path"))
+    var socket: String = Wire.defaultSocketPath
+
+    @Option(name: .customLong("state-dir"), help: ArgumentHelp("Directory for the VM/port records (state.json).", valueName: "dir"))
+    var stateDir: String = DaemonOptions.defaultStateDirectory
+
+    @Option(name: .customLong("log-level"), help: ArgumentHelp(
+        "Minimum log level: \(LogLevelName.allCases.map(\.rawValue).joined(separator: ", ")).", valueName: "level"))
+    var logLevel: String = "info"
+
+    @Flag(name: .customLong("check-config"), help: "Validate the config file, print a summary and exit (0 valid, 78 invalid).")
+    var checkConfig = false
+
+    @Option(name: .customLong("request-timeout"), help: ArgumentHelp(
+        "Seconds a control client has to send its request line.", valueName: "seconds"))
+    var requestTimeout: Double = 5
+
+    func validate() throws {
+        guard LogLevelName(rawValue: logLevel) != nil else {
+            throw ValidationError("--log-level: '\(logLevel)' is not one of: \(LogLevelName.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        guard requestTimeout > 0, requestTimeout <= 3600 else {
+            throw ValidationError("--request-timeout: \(requestTimeout) is out of range (0, 3600]")
+        }
+        if socket.isEmpty { throw ValidationError("--socket: must not be empty") }
+        if stateDir.isEmpty { throw ValidationError("--state-dir: must not be empty") }
+    }
+
+    func run() async throws {
+        let options = DaemonOptions(
+            configPath: config ?? DaemonOptions.defaultConfigPath(),
+            socketPath: socket,
+            stateDirectory: stateDir,
+            logLevel: LogLevelName(rawValue: logLevel) ?? .info,
+            checkConfigOnly: checkConfig,
+            requestTimeout: requestTimeout)
+        // The real data plane, unless TAPSWITCH_BACKEND=in-memory asks for the device-free backend
+        // (used by the unprivileged control-path tests).
+        let inMemory = ProcessInfo.processInfo.environment["TAPSWITCH_BACKEND"] == "in-memory"
+        let code = await Daemon(options: options, makeBackend: { inMemory ? InMemoryBackend() as any SwitchBackend : DataPlaneBackend() }).run()
+        if code != 0 { throw ExitCode(code) }
+    }
+
+    /// Bad command lines exit 2 with one line on stderr instead of ArgumentParser's 64 and usage block.
+    static func start() async {
+        do {
+            var command = try parseAsRoot()
+            if var async = command as? any AsyncParsableCommand {
+                try await async.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            if exitCode(for: error) == .validationFailure {
+                FileHandle.standardError.write(Data("tapswitchd: \(message(for: error)) (see 'tapswitchd --help')\n".utf8))
+                Foundation.exit(2)
+            }
+            exit(withError: error)
+        }
+    }
+}

@@ -1,0 +1,2 @@
+// Kept to one line: everything lives in TapswitchD (non-isolated), not in MainActor top-level code.
+await TapswitchD.start()
