@@ -58,6 +58,10 @@ extension SwitchRuntime: FrameSink {
         case .sent(let n):
             return TransmitResult(sent: n)
         case .failed(let sent, let code):
+            if code == ENOBUFS, io.segmentingFD >= 0, sent < frames.count,
+               let h = batch.virtioHeader(Int(frames[sent])), h.gsoType != VirtioNetHeader.gsoNone {
+                return transmitSegmenting(batch, io, frames, from: sent)
+            }
             if code == ENOBUFS || code == EAGAIN { return TransmitResult(sent: sent, failure: .transmitQueueFull) }
             if code == ENETDOWN || code == ENXIO || code == ENODEV {
                 // The device went away under us: tear the port down once this batch is done.
@@ -66,6 +70,20 @@ extension SwitchRuntime: FrameSink {
                 }
             }
             return TransmitResult(sent: sent, failure: .transmitError)
+        }
+    }
+
+    /// Resends `frames[start...]` through the qdisc socket, which segments superframes in software.
+    /// Its drops are silent (no ENOBUFS there), so it is only the fallback for GSO frames.
+    func transmitSegmenting(_ batch: FrameBatch, _ io: PortIO, _ frames: UnsafeBufferPointer<UInt16>, from start: Int) -> TransmitResult {
+        tx.reset()
+        for j in start..<frames.count {
+            let i = Int(frames[j])
+            _ = tx.append(header: txHeaders + j * Self.vnetSize, headerLength: Self.vnetSize, frame: batch.frame(i), frameLength: batch.length(i))
+        }
+        switch tx.send(to: io.segmentingFD) {
+        case .sent(let n): return TransmitResult(sent: start + n)
+        case .failed(let n, _): return TransmitResult(sent: start + n, failure: .transmitQueueFull)
         }
     }
 

@@ -13,6 +13,10 @@ final class PortIO {
     let backing: PortBacking
     /// AF_PACKET socket (VM TAPs, uplinks) or the TUN fd (internal ports).
     let fd: Int32
+    /// Transmit-only AF_PACKET socket through the qdisc (-1 if none). The kernel segments a GSO
+    /// superframe there when the TAP's reader has not enabled offloads, where the bypass socket
+    /// refuses it with ENOBUFS (a guest before offload negotiation, or with offloads off).
+    var segmentingFD: Int32 = -1
     var interfaceIndex: Int32
     /// Internal ports: the fd is the TAP itself, read with read() and written with writev().
     var isTUN: Bool { if case .internalTAP = backing { true } else { false } }
@@ -45,6 +49,7 @@ final class PortIO {
     func close() {
         guard !closed else { return }
         closed = true
+        if segmentingFD >= 0 { _ = Glibc.close(segmentingFD) }
         if let s = source {
             s.cancel()
             source = nil

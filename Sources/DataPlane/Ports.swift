@@ -221,6 +221,7 @@ extension SwitchRuntime {
                 throw DataPlaneError(error)
             }
             let io = PortIO(id: id, device: device, backing: backing, fd: fd, interfaceIndex: index)
+            if backing == .vmTAP { io.segmentingFD = Self.openSegmentingSocket(index: index) }
             self.ports[id] = io
             self.byIndex[index] = io
             io.start(on: self.queue) { [unowned self, unowned io] in self.drain(io) }
@@ -232,6 +233,27 @@ extension SwitchRuntime {
             }
             return id
         }
+    }
+
+    /// A transmit-only AF_PACKET socket (protocol 0: it never receives) that sends through the
+    /// qdisc, with virtio-net headers. -1 if it cannot be opened (then GSO frames to a TAP without
+    /// offloads are dropped and counted).
+    static func openSegmentingSocket(index: Int32) -> Int32 {
+        let fd = socket(AF_PACKET, Int32(SOCK_RAW.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { return -1 }
+        var on: Int32 = 1
+        var address = sockaddr_ll()
+        address.sll_family = UInt16(AF_PACKET)
+        address.sll_ifindex = index
+        let ok = setsockopt(fd, Int32(SOL_PACKET), Int32(PACKET_VNET_HDR), &on, socklen_t(MemoryLayout<Int32>.size)) == 0
+            && withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_ll>.size)) }
+            } == 0
+        if !ok {
+            _ = Glibc.close(fd)
+            return -1
+        }
+        return fd
     }
 
     static func setPromiscuous(_ fd: Int32, index: Int32, device: String) throws {

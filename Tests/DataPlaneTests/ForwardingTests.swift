@@ -100,6 +100,32 @@ struct ForwardingTests {
     }
 }
 
+extension ForwardingTests {
+    @Test("a TSO superframe to a VM without offloads arrives segmented, not dropped")
+    func tsoToVMWithoutOffloads() async throws {
+        try await withRuntime { rt, log, cleanup in
+            let taps = [names.name("ha"), names.name("hb")]
+            for (i, t) in taps.enumerated() { try await rt.startTestVM(t, mac: mac(UInt8(0x38 + i)), cleanup: cleanup) }
+            let vms = try taps.map { try FakeVM(tap: $0, vnetHeader: true) }
+            defer { vms.forEach { $0.close() } }
+            try TapDevice.setOffload(fd: vms[0].fileDescriptor, csum: true, tso4: true, tso6: true)  // sender only
+            for t in taps { try log.waitFor(.nicConnect, port: t) }
+            try vms[1].send(vnetHeader: Array(repeating: 0, count: 10),
+                            frame: TestFrames.broadcast(src: mac(0x39).bytes, payload: Array(repeating: 0, count: 46)))
+            _ = try vms[0].receiveWithHeader(timeout: .seconds(2))
+            let frame = tcpFrame(dst: mac(0x39), src: mac(0x38), payload: 20_000)
+            try vms[0].send(vnetHeader: [1, 1, 66, 0, 0xA8, 0x05, 34, 0, 16, 0], frame: frame)
+            var received = 0
+            while let got = try vms[1].receiveWithHeader(timeout: .seconds(2)) {
+                #expect(got.frame.count <= 1514)
+                received += got.frame.count - 66
+                if received >= 20_000 { break }
+            }
+            #expect(received == 20_000)
+        }
+    }
+}
+
 /// An Ethernet/IPv4/TCP frame with `payload` bytes of data (checksum left partial, as a guest with
 /// TSO sends it).
 func tcpFrame(dst: MACAddress, src: MACAddress, payload: Int) -> [UInt8] {
