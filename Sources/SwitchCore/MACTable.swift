@@ -79,6 +79,8 @@ public final class MACTable {
     /// migration), unless that port is at its limit. Returns false when the address was not learned.
     @discardableResult
     public func learn(_ mac: MACAddress, vlan: VLANID, port: PortID, slot: UInt16, now: UInt64) -> Bool {
+        // Key 0 marks an empty slot: the zero MAC would "match" one and corrupt the per-port counts.
+        guard !mac.isZero else { return false }
         let k = Self.key(mac, vlan)
         var i = home(k)
         while true {

@@ -141,7 +141,8 @@ public struct IngressContext {
             sw.diagnose(stackIndex, "only the forwarding extension can add destinations; refused")
             return false
         }
-        guard isLive(i) else { return false }
+        // level + 1: frames the forwarding extension injected or cloned itself enter just below it.
+        guard batch.state[i] == .live && batch.entryLevel[i] <= level + 1 else { return false }
         return sw.addDestination(batch, i, port: port, nic: nic)
     }
 }

@@ -24,12 +24,14 @@ extension VirtualSwitch {
     /// Frames `0..<batch.count` are taken as received from `port`. The batch can be reset and reused
     /// as soon as this returns.
     public func process(_ batch: FrameBatch, from port: PortID, to sink: any FrameSink) {
+        checkCapacity(batch)
         let received = batch.count
         guard let r = records[port] else {
             // The port went away between the read and now: nothing to count against.
             batch.count = 0
             drainResumeQueue(into: batch)
             if batch.count > 0 { run(batch, sink) }
+            releaseHeldReferences()
             return
         }
         let slot = r.slot
@@ -51,6 +53,7 @@ extension VirtualSwitch {
         }
         drainResumeQueue(into: batch)
         run(batch, sink)
+        releaseHeldReferences()
     }
 
     /// Runs frames that extensions resumed (see ``resume(_:)``) when no traffic brings a batch.
@@ -58,11 +61,21 @@ extension VirtualSwitch {
     @discardableResult
     public func processPending(_ batch: FrameBatch, to sink: any FrameSink) -> Int {
         guard !resumeQueue.isEmpty else { return 0 }
+        checkCapacity(batch)
         batch.reset()
         drainResumeQueue(into: batch)
         let n = batch.count
         run(batch, sink)
+        releaseHeldReferences()
         return n
+    }
+
+    /// The per-destination transmit lists are sized for `batchCapacity` frames: a bigger batch would
+    /// overrun them. Use ``makeBatch(slotSize:)``.
+    @inline(__always)
+    func checkCapacity(_ batch: FrameBatch) {
+        precondition(batch.capacity <= configuration.batchCapacity,
+                     "batch capacity \(batch.capacity) exceeds the switch's batchCapacity \(configuration.batchCapacity)")
     }
 
     /// True when extensions have resumed frames waiting for ``processPending(_:to:)``.
@@ -96,6 +109,14 @@ extension VirtualSwitch {
         return p
     }
 
+    /// Releases the NIC references of resumed frames once their batch has been delivered.
+    func releaseHeldReferences() {
+        guard !heldReferences.isEmpty else { return }
+        let held = heldReferences
+        heldReferences.removeAll(keepingCapacity: true)
+        for source in held { releaseFrameReference(source) }
+    }
+
     func releaseFrameReference(_ source: PortID) {
         if let r = records[source], r.nicReferences > 0 { releaseNICReference(r) }
     }
@@ -105,10 +126,11 @@ extension VirtualSwitch {
             resumeQueue.removeFirst()
             _ = p.bytes.withUnsafeBytes {
                 inject(into: batch, bytes: $0, vnetHeader: p.vnetHeader, source: p.source, level: p.level + 1, reporter: -1,
-                       sourceNIC: p.sourceNIC)
+                       sourceNIC: p.sourceNIC, inFlight: true)
             }
-            // The frame is now in this batch (or was refused); either way it completes with it.
-            releaseFrameReference(p.source)
+            // The frame is now in this batch (or was refused); either way it completes with it, so its
+            // NIC reference is released after the batch is delivered (NIC_DELETE must not overtake it).
+            heldReferences.append(p.source)
         }
     }
 
@@ -168,11 +190,13 @@ extension VirtualSwitch {
         }
     }
 
+    /// `inFlight`: a resumed frame that was admitted before; it completes its journey even if its
+    /// source NIC disconnected meanwhile (the NIC reference it holds keeps the port alive).
     func inject(into batch: FrameBatch, bytes: UnsafeRawBufferPointer, vnetHeader: VirtioNetHeader?, source: PortID,
-                level: Int16, reporter: Int, sourceNIC: NICIndex = 0) -> Int? {
+                level: Int16, reporter: Int, sourceNIC: NICIndex = 0, inFlight: Bool = false) -> Int? {
         var slot = UInt16.max
         if source != .switchItself {
-            guard let r = records[source], slots[Int(r.slot)].acceptsIngress else {
+            guard let r = records[source], inFlight || slots[Int(r.slot)].acceptsIngress else {
                 diagnose(reporter, "injection with the identity of port \(source) refused: the port has no NIC accepting traffic")
                 return nil
             }

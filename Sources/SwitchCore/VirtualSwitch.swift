@@ -49,6 +49,8 @@ public final class VirtualSwitch {
     var forwardingIndex: Int? = nil
     var controlBusy = false
     var resumeQueue: [PendedFrame] = []
+    /// Sources of resumed frames in the batch being processed (their NIC references).
+    var heldReferences: [PortID] = []
     var reasonNames: [String] = DropReason.builtinNames
     var switchDrops: [UInt64] = []
     public internal(set) var injectedFrames: UInt64 = 0
@@ -144,7 +146,7 @@ public final class VirtualSwitch {
         if let other = records.values.first(where: { $0.params.name == name }) {
             throw SwitchError(.exists, "PORT_CREATE refused: a port named \(name) already exists (port \(other.params.id))")
         }
-        guard let slot = freeSlots.last else {
+        guard !freeSlots.isEmpty else {
             throw SwitchError(.limitReached, "PORT_CREATE refused for \(name): the switch has its maximum of \(configuration.maxPorts) ports")
         }
         while records[PortID(nextPortID)] != nil || nextPortID == 0 { nextPortID &+= 1 }
@@ -153,7 +155,9 @@ public final class VirtualSwitch {
         let request = ControlRequest(kind: .portCreate, port: params, nic: nil, property: nil, isRestore: isRestore)
         try passDownOrThrow(request)
         nextPortID &+= 1
-        freeSlots.removeLast()
+        // Take the slot only now: a deferred delete that settled while the request was in the stack
+        // may have pushed a freed slot on top.
+        let slot = freeSlots.removeLast()
         let record = PortRecord(params: params, slot: slot)
         record.drops = Array(repeating: 0, count: reasonNames.count * 2)
         records[params.id] = record
