@@ -22,7 +22,7 @@ public final class MACTable {
     }
 
     public let capacity: Int
-    public var limit: Int
+    public let limit: Int
     public var perPortLimit: Int
     public var agingTime: UInt64
     public private(set) var count = 0
