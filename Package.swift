@@ -69,6 +69,7 @@ let package = Package(
         .testTarget(name: "SwitchCoreTests", dependencies: ["SwitchCore", "EmbeddedSwitch"]),
         .testTarget(name: "LinuxNetTests", dependencies: ["LinuxNet", "FakeVM", "TestSupport"]),
         .testTarget(name: "DataPlaneTests", dependencies: ["DataPlane", "FakeVM", "LinuxNet", "TestSupport"]),
+        .testTarget(name: "DaemonTests", dependencies: ["TapswitchDaemon", "ControlProtocol"]),
         .testTarget(name: "QEMUTests", dependencies: ["ControlProtocol", "TestSupport"]),
     ]
 )

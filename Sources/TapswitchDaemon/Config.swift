@@ -108,6 +108,8 @@ private struct Builder {
     /// Reports keys of `table` that are not in `allowed`.
     mutating func checkKeys(_ table: TOMLTable, allowed: [String], subtables: [String] = []) {
         for key in table.keys where !allowed.contains(key) && !subtables.contains(key) {
+            // Values at the top level get their own message ("must be inside a table").
+            if table.name.isEmpty, case .value? = table[key] { continue }
             let what: String
             switch table[key] {
             case .table?, .tableArray?: what = "unknown table '\(table.qualified(key))'"

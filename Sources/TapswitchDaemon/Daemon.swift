@@ -116,6 +116,7 @@ public struct Daemon: Sendable {
         let store = StateStore(directory: options.stateDirectory)
         let recorded: StateRecords
         do {
+            try store.prepare()
             recorded = try store.load()
         } catch {
             Self.printError("tapswitchd: \(error.message) (move it aside to start with no recorded VMs)")

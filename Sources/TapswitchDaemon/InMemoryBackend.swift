@@ -16,6 +16,8 @@ public actor InMemoryBackend: SwitchBackend {
     private var settings = SwitchSettings()
     private var enabledExtensions: [String] = []
     private var ports: [UInt32: PortInfo] = [:]
+    /// VM of each VM port, also before its NIC exists (events name the VM throughout).
+    private var portVM: [UInt32: String] = [:]
     private var nextPortId: UInt32 = 1
     private let started = Date()
     private var heartbeatTimer: (any DispatchSourceTimer)?
@@ -70,6 +72,7 @@ public actor InMemoryBackend: SwitchBackend {
             var port = PortInfo(id: id, name: nicSpec.tap, friendlyName: "\(spec.name) nic\(i)", type: type, state: .created,
                                 vlan: nicSpec.vlan)
             ports[id] = port
+            portVM[id] = spec.name
             hub.publish(.portCreate, portId: id, portName: port.name, vmName: spec.name, restore: restore)
             if let veto = vetoNIC(mac: mac, portId: id) {
                 hub.publish(.veto, portId: id, portName: port.name, nicIndex: 0, vmName: spec.name,
@@ -97,7 +100,7 @@ public actor InMemoryBackend: SwitchBackend {
     /// The full removal sequence for one port; no veto is possible on the way down.
     private func teardown(portId id: UInt32) {
         guard var port = ports[id] else { return }
-        let vm = port.nic?.vmName
+        let vm = portVM.removeValue(forKey: id)
         if var nic = port.nic {
             if nic.state == .connected {
                 nic.state = .disconnected

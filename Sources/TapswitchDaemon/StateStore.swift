@@ -69,13 +69,22 @@ public struct StateStore: Sendable {
         }
     }
 
-    /// Replaces the recorded state atomically, creating the directory (mode 0700) if needed.
-    public func save(_ records: StateRecords) throws(SwitchError) {
+    /// Creates the state directory and its parents (mode 0700) if needed. The daemon calls this
+    /// once at start-up; ``save(_:)`` only ever creates the last component, so a save can never
+    /// resurrect a tree someone removed.
+    public func prepare() throws(SwitchError) {
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true,
                                                     attributes: [.posixPermissions: 0o700])
         } catch {
             throw SwitchError(.system, "cannot create state directory \(directory): \(error.localizedDescription)")
+        }
+    }
+
+    /// Replaces the recorded state atomically, creating the directory itself (mode 0700) if needed.
+    public func save(_ records: StateRecords) throws(SwitchError) {
+        if mkdir(directory, 0o700) != 0 && errno != EEXIST {
+            throw SwitchError(.system, "cannot create state directory \(directory): \(errnoText())")
         }
         let data: Data
         do {

@@ -354,7 +354,8 @@ struct TOMLParser {
             skipArrayFiller()
             if peek == "," { i += 1; continue }
             if peek == "]" { i += 1; return out }
-            throw fail(peek.map { "expected ',' or ']' in array '\(key)', found '\($0)'" } ?? "unterminated array for '\(key)'")
+            guard let c = peek else { throw fail("unterminated array for '\(key)' (started on line \(start))", line: start) }
+            throw fail("expected ',' or ']' in array '\(key)', found '\(c)'")
         }
     }
 }

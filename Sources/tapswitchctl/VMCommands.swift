@@ -15,27 +15,34 @@ struct VMStart: ParsableCommand {
         abstract: "Create the ports and persistent TAPs for a VM's NICs.",
         usage: "tapswitchctl vm start <vm> --nic <tap>[,key=value...] [--mac <mac>] [--owner <user>] [--group <group>] [--mtu <n>] [--type synthetic|emulated] [--vlan <n>] [--nic ...]",
         discussion: """
-        For each NIC the switch runs PORT_CREATE and NIC_CREATE and creates the TAP, owned by --owner so \
-        QEMU (running as that user) can attach with \
-        -netdev tap,ifname=TAP,script=no,downscript=no. The NIC becomes "connected" by itself when QEMU \
-        attaches. If an extension vetoes any step, nothing is left behind and the command fails with \
-        the extension's name and reason (exit 1).
+        For each NIC the switch runs PORT_CREATE and NIC_CREATE and creates the TAP,
+        owned by --owner so that QEMU running as that user can attach with
+        -netdev tap,ifname=TAP,script=no,downscript=no. The NIC becomes "connected"
+        by itself when QEMU attaches. If an extension vetoes any step, nothing is
+        left behind and the command fails with the extension's name and reason
+        (exit 1).
 
         NIC options (the VM name comes first):
-          --nic TAP          starts a NIC; repeat for more NICs (up to \(VMSpec.maxNICs)).
-          --mac MAC          guest MAC, e.g. 52:54:00:12:34:56 (default: generated 52:54:00:xx:xx:xx).
-          --owner USER       user allowed to open the TAP, name or uid (default: root only).
-          --group GROUP      group allowed to open the TAP, name or gid.
-          --mtu N            TAP MTU, \(Validate.mtuRange.lowerBound)..\(Validate.mtuRange.upperBound) (default \(NICSpec.defaultMTU)).
-          --type TYPE        synthetic (virtio, default) or emulated (e1000 etc.).
-          --vlan N           access VLAN \(Validate.vlanRange.lowerBound)..\(Validate.vlanRange.upperBound) (default: untagged).
-        Rule: --mac, --owner, --group, --mtu, --type and --vlan apply to the most recent --nic before \
-        them. Equivalent comma form: --nic TAP,mac=MAC,owner=USER,group=GROUP,mtu=N,type=TYPE,vlan=N. \
-        A setting given twice for one NIC, or a per-NIC flag before the first --nic, is an error.
+          --nic TAP       starts a NIC; repeat for more NICs (up to \(VMSpec.maxNICs)).
+          --mac MAC       guest MAC, e.g. 52:54:00:12:34:56
+                          (default: generated 52:54:00:xx:xx:xx).
+          --owner USER    user allowed to open the TAP, name or uid
+                          (default: root only).
+          --group GROUP   group allowed to open the TAP, name or gid.
+          --mtu N         TAP MTU, \(Validate.mtuRange.lowerBound)..\(Validate.mtuRange.upperBound) (default \(NICSpec.defaultMTU)).
+          --type TYPE     synthetic (virtio, default) or emulated (e1000...).
+          --vlan N        access VLAN \(Validate.vlanRange.lowerBound)..\(Validate.vlanRange.upperBound) (default: untagged).
+
+        Rule: per-NIC flags apply to the most recent --nic before them.
+        Comma form, equivalent:
+          --nic TAP,mac=MAC,owner=USER,group=GROUP,mtu=N,type=TYPE,vlan=N
+        A setting given twice for one NIC, or a per-NIC flag before the
+        first --nic, is an error.
 
         Example:
-          tapswitchctl vm start web1 --nic web1-0 --mac 52:54:00:12:34:56 --owner libvirt-qemu \\
-              --nic web1-1,type=emulated,vlan=20
+          tapswitchctl vm start web1 \\
+            --nic web1-0 --mac 52:54:00:12:34:56 --owner libvirt-qemu \\
+            --nic web1-1,type=emulated,vlan=20
         """
     )
 

@@ -1,0 +1,147 @@
+import ControlProtocol
+import Foundation
+import Testing
+@testable import TapswitchDaemon
+
+@Suite("Config file")
+struct ConfigTests {
+    let loader = ConfigLoader(availableExtensions: ["monitor", "duplicate-mac-guard"], groupExists: { $0 == "kvm" || $0 == "0" })
+
+    /// The repository root, from this file's path.
+    static let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+
+    /// The single error line for `text`, or nil if it parsed.
+    func error(_ text: String) -> String? {
+        do {
+            _ = try loader.parse(text, file: "t.toml")
+            return nil
+        } catch {
+            return error.description
+        }
+    }
+
+    @Test("the shipped default config is valid and declares no devices")
+    func shippedDefault() throws {
+        let c = try loader.load(path: Self.repo + "/config/tapswitchd.toml")
+        #expect(c.settings == SwitchSettings(name: "tapswitch0", unknownUnicast: .flood, macAgingSeconds: 300, macTableSize: 8192, macLimitPerPort: 1024))
+        #expect(c.vms.isEmpty && c.internalPorts.isEmpty && c.externalPorts.isEmpty)
+        #expect(c.extensions == ["duplicate-mac-guard"])
+        #expect(c.controlGroup == nil)
+    }
+
+    @Test("the example config declares VMs, an internal port and an uplink")
+    func example() throws {
+        let l = ConfigLoader(availableExtensions: ["monitor", "duplicate-mac-guard"], groupExists: { _ in true })
+        let c = try l.load(path: Self.repo + "/config/example-vms.toml")
+        #expect(c.vms.map(\.name) == ["web1", "db1"])
+        #expect(c.vms[1].nics.map(\.tap) == ["db1-0", "db1-1"])
+        #expect(c.vms[1].nics[1].type == .emulated && c.vms[1].nics[1].vlan == 20 && c.vms[1].nics[1].owner == "64055")
+        #expect(c.vms[0].nics[0] == NICSpec(tap: "web1-0", mac: MACAddress("52:54:00:12:34:56"), owner: "libvirt-qemu", mtu: 1500, type: .synthetic, vlan: 10))
+        #expect(c.internalPorts == [InternalPortSpec(name: "tsw-host0", mac: MACAddress("02:00:00:00:00:01"), netns: "mgmt")])
+        #expect(c.externalPorts == [ExternalPortSpec(device: "eth1")])
+        #expect(c.settings.unknownUnicast == .uplink && c.settings.macLimitPerPort == 64)
+    }
+
+    @Test("full syntax: comments, literal strings, escapes, multi-line arrays, underscores")
+    func syntax() throws {
+        let c = try loader.parse("""
+            # comment
+            [switch]   # trailing comment
+            name = 'sw0'
+            unknown_unicast = 'uplink'
+            mac_table_size = 10_000
+            [extensions]
+            enable = [
+              "monitor",   # capture first
+              "duplicate-mac-guard",
+            ]
+            [control]
+            group = "kvm"
+            [[vm]]
+            name = "a"
+              [[vm.nic]]
+              tap = "a\\u0030"
+            """, file: "t.toml")
+        #expect(c.settings.name == "sw0" && c.settings.unknownUnicast == .uplink)
+        #expect(c.settings.macTableSize == 10_000)
+        #expect(c.extensions == ["monitor", "duplicate-mac-guard"])
+        #expect(c.controlGroup == "kvm")
+        #expect(c.vms == [VMSpec(name: "a", nics: [NICSpec(tap: "a0")])])
+    }
+
+    @Test("syntax errors name file and line", arguments: [
+        ("[switch]\nname = \"x", "t.toml:2: unterminated string (started on line 2)"),
+        ("[switch\n", "t.toml:1: expected ']' to close the table header"),
+        ("[switch]\nname \"x\"\n", "t.toml:2: expected '=' after key 'name', found '\"'"),
+        ("[switch]\nname = x\n", "t.toml:2: invalid value 'x' for 'name' (strings need quotes: \"x\")"),
+        ("[switch]\nmac_aging_seconds = 1.5\n", "t.toml:2: floating-point values are not supported ('1.5')"),
+        ("[switch]\nname = {a = 1}\n", "t.toml:2: inline tables are not supported; use a [table] header"),
+        ("[switch]\nname = \"a\" name2 = \"b\"\n", "t.toml:2: unexpected 'n' after the value of 'name'; expected end of line"),
+        ("[switch]\nname = \"a\"\nname = \"b\"\n", "t.toml:3: duplicate key 'switch.name' (first set at line 2)"),
+        ("[switch]\n[switch]\n", "t.toml:2: table [switch] is defined twice (first at line 1)"),
+        ("\n[[vm.nic]]\ntap = \"a\"\n", "t.toml:2: [[vm.nic]] must come after a [[vm]] or [vm] it belongs to"),
+        ("[extensions]\nenable = [\"a\", 3]\n", "t.toml:2: 'enable' must be an array of strings; found '3'"),
+        ("[extensions]\nenable = [\"a\"\n", "t.toml:2: unterminated array for 'enable' (started on line 2)"),
+        ("[switch]\nswitch.name = \"a\"\n", "t.toml:2: dotted keys are not supported; put 'switch' keys under a [switch.switch] header"),
+        ("[switch]\nname = \"a\\q\"\n", "t.toml:2: invalid escape '\\q' in string"),
+        ("[switch]\nmac_table_size = 0123\n", "t.toml:2: invalid value '0123' for 'mac_table_size' (strings need quotes: \"0123\")"),
+    ])
+    func syntaxErrors(text: String, expected: String) {
+        #expect(error(text) == expected)
+    }
+
+    @Test("semantic errors name file and line", arguments: [
+        ("[switch]\nbogus = 1\n", "t.toml:2: unknown key 'switch.bogus' (known: switch.name, switch.unknown_unicast, switch.mac_aging_seconds, switch.mac_table_size, switch.mac_limit_per_port)"),
+        ("[routing]\n", "t.toml:1: unknown table 'routing' (known: switch, control, extensions, internal, external, vm)"),
+        ("name = \"x\"\n", "t.toml:1: key 'name' must be inside a table such as [switch]"),
+        ("[switch]\nname = \"way-too-long-name0\"\n", "t.toml:2: switch.name: interface name 'way-too-long-name0' is 18 characters; the limit is 15"),
+        ("[switch]\nunknown_unicast = \"drop\"\n", "t.toml:2: switch.unknown_unicast: 'drop' is not one of: flood, uplink"),
+        ("[switch]\nmac_aging_seconds = \"300\"\n", "t.toml:2: 'switch.mac_aging_seconds' must be an integer, not a string"),
+        ("[switch]\nmac_aging_seconds = 5\n", "t.toml:2: switch.mac_aging_seconds: 5 is out of range 10..1000000"),
+        ("[switch]\nmac_table_size = 100\nmac_limit_per_port = 101\n", "t.toml:3: switch.mac_limit_per_port: 101 is out of range 1..100 (mac_table_size)"),
+        ("[control]\ngroup = \"nosuchgroup\"\n", "t.toml:2: control.group: group 'nosuchgroup' does not exist"),
+        ("[extensions]\nenable = [\"firewall\"]\n", "t.toml:2: extensions.enable: unknown extension 'firewall' (available: duplicate-mac-guard, monitor)"),
+        ("[extensions]\nenable = \"monitor\"\n", "t.toml:2: 'extensions.enable' must be an array of strings, not a string"),
+        ("[vm]\nname = \"a\"\n", "t.toml:1: 'vm' is an array of tables: write [[vm]], not [vm]"),
+        ("[[switch]]\n", "t.toml:1: 'switch' is a single table: write [switch], not [[switch]]"),
+        ("[[vm]]\nname = \"a\"\n", "t.toml:1: VM 'a' has no [[vm.nic]]"),
+        ("[[vm]]\n[[vm.nic]]\ntap = \"a0\"\n", "t.toml:1: [[vm]] needs a name"),
+        ("[[vm]]\nname = \"-a\"\n[[vm.nic]]\ntap = \"a0\"\n", "t.toml:2: vm.name: VM name '-a' must start with a letter or digit"),
+        ("[[vm]]\nname = \"a\"\n[[vm.nic]]\nmac = \"52:54:00:00:00:01\"\n", "t.toml:3: [[vm.nic]] needs a tap"),
+        ("[[vm]]\nname = \"a\"\n[[vm.nic]]\ntap = \"a0\"\nmac = \"52:54:00:00:00\"\n",
+         "t.toml:5: vm.nic.mac: '52:54:00:00:00' is not a MAC address (expected six hex pairs like 52:54:00:12:34:56)"),
+        ("[[vm]]\nname = \"a\"\n[[vm.nic]]\ntap = \"a0\"\nmac = \"01:00:5e:00:00:01\"\n",
+         "t.toml:5: vm.nic.mac: '01:00:5e:00:00:01' is a multicast address (low bit of the first octet set); a NIC needs a unicast MAC"),
+        ("[[vm]]\nname = \"a\"\n[[vm.nic]]\ntap = \"a0\"\nmtu = 67\n", "t.toml:5: vm.nic.mtu: MTU 67 is out of range 68..65535"),
+        ("[[vm]]\nname = \"a\"\n[[vm.nic]]\ntap = \"a0\"\nvlan = 4095\n", "t.toml:5: vm.nic.vlan: VLAN 4095 is out of range 1..4094"),
+        ("[[vm]]\nname = \"a\"\n[[vm.nic]]\ntap = \"a0\"\ntype = \"virtio\"\n", "t.toml:5: vm.nic.type: 'virtio' is not a NIC type (expected one of: synthetic, emulated)"),
+        ("[[vm]]\nname = \"a\"\n[[vm.nic]]\ntap = \"a0\"\nowner = \"bad user\"\n", "t.toml:5: vm.nic.owner: 'bad user' is not a valid user name or numeric id"),
+        ("[[vm]]\nname = \"a\"\n[[vm.nic]]\ntap = \"a0\"\nspeed = 10\n", "t.toml:5: unknown key 'vm.nic.speed' (known: vm.nic.tap, vm.nic.mac, vm.nic.owner, vm.nic.group, vm.nic.mtu, vm.nic.type, vm.nic.vlan)"),
+        ("[[vm]]\nname = \"a\"\n[[vm.nic]]\ntap = \"x0\"\n[[vm]]\nname = \"b\"\n[[vm.nic]]\ntap = \"x0\"\n", "t.toml:8: interface name 'x0' is already used (line 4)"),
+        ("[[vm]]\nname = \"a\"\n[[vm.nic]]\ntap = \"a0\"\n[[vm]]\nname = \"a\"\n[[vm.nic]]\ntap = \"a1\"\n", "t.toml:6: VM 'a' is declared twice (first at line 2)"),
+        ("[[internal]]\nname = \"h0\"\nmac = \"02:00:00:00:00:01\"\n[[vm]]\nname = \"a\"\n[[vm.nic]]\ntap = \"a0\"\nmac = \"02:00:00:00:00:01\"\n",
+         "t.toml:8: MAC 02:00:00:00:00:01 is already used (line 3)"),
+        ("[[internal]]\nname = \"h0\"\nnetns = \"../x\"\n", "t.toml:3: internal.netns: namespace name '../x' contains '/'; allowed are A-Z a-z 0-9 _ . -"),
+        ("[[external]]\ndevice = \"e1\"\n[[external]]\ndevice = \"e2\"\n", "t.toml:3: only one [[external]] port is supported (the first is at line 1)"),
+        ("[[external]]\n", "t.toml:1: [[external]] needs a device"),
+    ])
+    func semanticErrors(text: String, expected: String) {
+        #expect(error(text) == expected)
+    }
+
+    @Test("every semantic error is reported, in line order")
+    func allErrors() throws {
+        let e = try #require(error("[switch]\nmac_aging_seconds = 1\nbogus = true\n[[vm]]\nname = \"a\"\n[[vm.nic]]\ntap = \"a0\"\nmtu = 1\n"))
+        #expect(e.split(separator: "\n").map { String($0.prefix(9)) } == ["t.toml:2:", "t.toml:3:", "t.toml:8:"])
+    }
+
+    @Test("a missing file is reported with its path")
+    func missingFile() {
+        #expect(throws: ConfigError.self) { try loader.load(path: "/nonexistent/tapswitchd.toml") }
+        do {
+            _ = try loader.load(path: "/nonexistent/tapswitchd.toml")
+        } catch {
+            #expect(error.description == "/nonexistent/tapswitchd.toml:0: No such file or directory")
+        }
+    }
+}

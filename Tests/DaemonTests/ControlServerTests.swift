@@ -1,0 +1,183 @@
+import ControlProtocol
+import Foundation
+import Logging
+import Testing
+@testable import TapswitchDaemon
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The control server in-process, with the in-memory backend and a short request timeout.
+@Suite("Control server")
+struct ControlServerTests {
+    struct Fixture {
+        let dir: TempDir
+        let server: ControlServer
+        let backend: InMemoryBackend
+        var path: String { server.options.path }
+
+        init() async throws {
+            signal(SIGPIPE, SIG_IGN)
+            dir = try TempDir("tswsrv")
+            backend = InMemoryBackend()
+            try await backend.configure(SwitchSettings(), extensions: ["duplicate-mac-guard"])
+            let service = ControlService(backend: backend, store: StateStore(directory: dir.file("state")), records: StateRecords(),
+                                         logger: Logger(label: "test"))
+            var options = ControlServer.Options(path: dir.file("run/control.sock"))
+            options.requestTimeout = 0.5
+            server = try ControlServer(options: options, service: service, logger: Logger(label: "test"))
+        }
+
+        func close() {
+            server.stop()
+            dir.remove()
+        }
+
+        /// Sends raw bytes, optionally half-closes, returns the reply lines.
+        func exchange(_ bytes: Data, halfClose: Bool = false) async throws -> [String] {
+            let path = self.path
+            return try await offPool {
+                let c = try ControlConnection(path: path, timeout: 10)
+                defer { c.close() }
+                try? c.sendRaw(bytes)
+                if halfClose { c.shutdownWrite() }
+                var lines: [String] = []
+                while let l = try? c.readLine() { lines.append(String(decoding: l, as: UTF8.self)) }
+                return lines
+            }
+        }
+
+        func call(_ request: ControlRequest) async throws -> ControlResponse {
+            let path = self.path
+            return try await offPool { try ControlConnection.roundTrip(request, path: path, timeout: 10) }
+        }
+
+        func ping() async throws -> Bool {
+            try await call(.ping).version?.protocolVersion == Wire.protocolVersion
+        }
+    }
+
+    @Test("the socket is created with mode 0660 in a new directory and removed on stop")
+    func socketFile() async throws {
+        let f = try await Fixture()
+        var st = stat()
+        #expect(stat(f.path, &st) == 0)
+        #expect(st.st_mode & 0o777 == 0o660)
+        #expect((st.st_mode & S_IFMT) == S_IFSOCK)
+        f.server.stop()
+        #expect(access(f.path, F_OK) != 0)
+        f.dir.remove()
+    }
+
+    @Test("a second server on a live socket is refused; a stale socket is replaced")
+    func liveAndStale() async throws {
+        let f = try await Fixture()
+        defer { f.close() }
+        let service = ControlService(backend: f.backend, store: StateStore(directory: f.dir.file("s2")), records: StateRecords(), logger: Logger(label: "t"))
+        #expect(throws: SwitchError(.exists, "another tapswitchd is already listening on \(f.path)")) {
+            _ = try ControlServer(options: .init(path: f.path), service: service, logger: Logger(label: "t"))
+        }
+        // A stale socket file: bound once, nobody listening.
+        let stale = f.dir.file("stale.sock")
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &addr.sun_path) { $0.copyBytes(from: stale.utf8) }
+        _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+        close(fd)
+        let s2 = try ControlServer(options: .init(path: stale), service: service, logger: Logger(label: "t"))
+        #expect(try await offPool { try ControlConnection.roundTrip(.ping, path: stale) }.ok)
+        s2.stop()
+    }
+
+    @Test("hostile and broken requests get one clear error line and the server keeps answering", arguments: [
+        ("garbage\n", false, "bad request: request is not valid JSON"),
+        ("{\"op\":\"show\",\"verbose\":true}\n", false, "bad request: verbose: unknown field (allowed: op)"),
+        ("{\"op\":\"vm-stop\",\"name\":42}\n", false, "bad request: name: expected a string"),
+        ("{\"op\":\"vm-st", true, "incomplete request: the connection was closed after 12 bytes without a newline"),
+        ("{\"op\":\"vm-st", false, "timed out after 0.5s waiting for a complete request line (got 12 bytes)"),
+        ("\n", false, "bad request: empty request"),
+    ])
+    func hostile(request: String, halfClose: Bool, expected: String) async throws {
+        let f = try await Fixture()
+        defer { f.close() }
+        let lines = try await f.exchange(Data(request.utf8), halfClose: halfClose)
+        #expect(lines.count == 1)
+        let reply = try Wire.decodeResponse(Data((lines.first ?? "").utf8))
+        #expect(reply == .failure(expected))
+        #expect(try await f.ping())
+    }
+
+    @Test("an oversized request is refused without reading it all")
+    func oversized() async throws {
+        let f = try await Fixture()
+        defer { f.close() }
+        var big = Data(#"{"op":"vm-stop","name":""#.utf8)
+        big.append(Data(repeating: UInt8(ascii: "a"), count: 200_000))
+        let lines = try await f.exchange(big)
+        #expect(lines.first.map { (try? Wire.decodeResponse(Data($0.utf8)))?.error } == "request is larger than the limit of \(Wire.maxRequestBytes) bytes")
+        #expect(try await f.ping())
+    }
+
+    @Test("clients that connect and leave, or vanish mid-stream, leave no connection behind")
+    func earlyClose() async throws {
+        let f = try await Fixture()
+        defer { f.close() }
+        let path = f.path
+        try await offPool {
+            for _ in 0..<20 {
+                let c = try ControlConnection(path: path)
+                c.close()
+            }
+            let follower = try ControlConnection(path: path, timeout: 10)
+            try follower.send(.events(follow: true))
+            _ = try follower.readLine()
+            follower.close()
+        }
+        #expect(try await waitUntil { f.server.connectionCount == 0 })
+        #expect(try await f.ping())
+    }
+
+    @Test("many concurrent clients are all answered")
+    func concurrent() async throws {
+        let f = try await Fixture()
+        defer { f.close() }
+        let path = f.path
+        let ok = await withTaskGroup(of: Bool.self) { group in
+            for i in 0..<32 {
+                group.addTask {
+                    let r = i % 2 == 0 ? ControlRequest.show : .vmStart(VMSpec(name: "vm\(i)", nics: [NICSpec(tap: "t\(i)")]))
+                    return (try? await offPool { try ControlConnection.roundTrip(r, path: path) })?.ok ?? false
+                }
+            }
+            return await group.reduce(true) { $0 && $1 }
+        }
+        #expect(ok)
+        #expect(await f.backend.snapshot().ports.count == 16)
+    }
+
+    @Test("events --follow streams history then live events in order, and ends on stop")
+    func follow() async throws {
+        let f = try await Fixture()
+        defer { f.dir.remove() }
+        _ = try await f.call(.vmStart(VMSpec(name: "a", nics: [NICSpec(tap: "a0")])))
+        let path = f.path
+        let server = f.server
+        // The whole client side runs on one thread: it owns the (non-Sendable) connection.
+        let (history, live, afterStop) = try await offPool { () throws -> ([SwitchEvent], [SwitchEvent], ControlResponse?) in
+            let c = try ControlConnection(path: path, timeout: 10)
+            defer { c.close() }
+            try c.send(.events(follow: true))
+            let history = try c.readResponse()?.events ?? []
+            _ = try ControlConnection.roundTrip(.vmStop(name: "a"), path: path)
+            var live: [SwitchEvent] = []
+            while live.count < 3, let r = try c.readResponse(), let e = r.event { live.append(e) }
+            server.stop()
+            return (history, live, try c.readResponse())
+        }
+        #expect(history.map(\.kind) == [.portCreate, .nicCreate])
+        #expect(live.map(\.kind) == [.nicDelete, .portTeardown, .portDelete])
+        #expect(live.map(\.seq) == [3, 4, 5])
+        #expect(afterStop == nil, "stop closes following clients")
+    }
+}

@@ -1,0 +1,362 @@
+import ControlProtocol
+import Foundation
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The real `tapswitchd` binary (in-memory backend: no devices, no privileges) driven only through
+/// the real `tapswitchctl` binary.
+@Suite("tapswitchd and tapswitchctl end to end", .serialized)
+struct EndToEndTests {
+    /// A running tapswitchd in a temporary directory.
+    final class DaemonProcess {
+        let dir: TempDir
+        let socket: String
+        let stateDir: String
+        let configPath: String
+        let process = Process()
+        let log: OutputFile
+
+        /// - Parameter previous: a stopped daemon whose socket, state dir and config to reuse (a restart).
+        init(config: String, environment extra: [String: String] = [:], restarting previous: DaemonProcess? = nil) throws {
+            dir = try previous?.dir ?? TempDir("tswe2e")
+            socket = dir.file("run/control.sock")
+            stateDir = dir.file("state")
+            configPath = try previous?.configPath ?? dir.write("tapswitchd.toml", config)
+            log = try OutputFile(in: dir, "daemon-log")
+            process.executableURL = URL(fileURLWithPath: try Products.path("tapswitchd"))
+            process.arguments = ["--config", configPath, "--socket", socket, "--state-dir", stateDir, "--log-level", "debug"]
+            var env = ProcessInfo.processInfo.environment
+            env["TAPSWITCH_BACKEND"] = "in-memory"
+            env.removeValue(forKey: "NOTIFY_SOCKET")
+            env.removeValue(forKey: "WATCHDOG_USEC")
+            for (k, v) in extra { env[k] = v }
+            process.environment = env
+            process.standardOutput = log.handle
+            process.standardError = log.handle
+        }
+
+        func start() async throws {
+            try process.run()
+            let path = socket
+            let ready = try await waitUntil(15) {
+                guard process.isRunning else { return true }
+                return (try? ControlConnection.roundTrip(.ping, path: path, timeout: 2))?.ok == true
+            }
+            try #require(ready && process.isRunning, "tapswitchd did not become ready:\n\(log.text)")
+        }
+
+        func ctl(_ args: String...) async throws -> RunResult {
+            try await ctl(args)
+        }
+
+        func ctl(_ args: [String]) async throws -> RunResult {
+            try await run(try Products.path("tapswitchctl"), ["--socket", socket] + args)
+        }
+
+        func signal(_ sig: Int32) { kill(process.processIdentifier, sig) }
+
+        /// SIGTERM, then waits for the exit status.
+        func stop() async throws -> Int32 {
+            if process.isRunning { signal(SIGTERM) }
+            let exited = try await waitUntil(15) { !process.isRunning }
+            if !exited {
+                signal(SIGKILL)
+                Issue.record("tapswitchd ignored SIGTERM:\n\(log.text)")
+            }
+            process.waitUntilExit()
+            return process.terminationStatus
+        }
+
+        func cleanup() {
+            if process.isRunning {
+                signal(SIGKILL)
+                process.waitUntilExit()
+            }
+            dir.remove()
+        }
+    }
+
+    static let config = """
+        [switch]
+        name = "tsw-e2e"
+        [extensions]
+        enable = ["duplicate-mac-guard"]
+        [[vm]]
+        name = "boot1"
+          [[vm.nic]]
+          tap = "boot1-0"
+          mac = "52:54:00:aa:00:01"
+        """
+
+    func events(_ d: DaemonProcess) async throws -> [SwitchEvent] {
+        let r = try await d.ctl("events", "--json")
+        try #require(r.status == 0, "events failed: \(r.stderr)")
+        return try Wire.makeDecoder().decode([SwitchEvent].self, from: Data(r.stdout.utf8))
+    }
+
+    @Test("VM lifecycle through tapswitchctl: show, vm start, veto, events order, vm stop")
+    func lifecycle() async throws {
+        let d = try DaemonProcess(config: Self.config)
+        defer { d.cleanup() }
+        try await d.start()
+
+        // The VM declared in the config was started before READY.
+        var show = try await d.ctl("show")
+        #expect(show.status == 0)
+        #expect(show.stdout.hasPrefix("switch tsw-e2e "))
+        #expect(show.stdout.contains("boot1-0") && show.stdout.contains("52:54:00:aa:00:01"))
+
+        let start = try await d.ctl("vm", "start", "web1", "--nic", "web1-0", "--mac", "52:54:00:12:34:56", "--owner", "nobody", "--mtu", "9000",
+                                    "--nic", "web1-1,type=emulated,vlan=20", "--json")
+        #expect(start.status == 0, "\(start.stderr)")
+        let ports = try Wire.makeDecoder().decode([PortInfo].self, from: Data(start.stdout.utf8))
+        #expect(ports.map(\.name) == ["web1-0", "web1-1"])
+        #expect(ports[0].nic?.mtu == 9000 && ports[0].nic?.owner == "nobody" && ports[0].type == .synthetic)
+        #expect(ports[1].type == .emulated && ports[1].vlan == 20)
+
+        // --json after or before the subcommand.
+        let j1 = try await d.ctl("show", "--json")
+        let j2 = try await run(try Products.path("tapswitchctl"), ["--json", "--socket", d.socket, "show"])
+        let s1 = try Wire.makeDecoder().decode(SwitchSnapshot.self, from: Data(j1.stdout.utf8))
+        let s2 = try Wire.makeDecoder().decode(SwitchSnapshot.self, from: Data(j2.stdout.utf8))
+        #expect(s1.ports.map(\.name) == ["boot1-0", "web1-0", "web1-1"])
+        #expect(s2.ports.map(\.name) == s1.ports.map(\.name))
+
+        // A duplicate MAC is vetoed: exit 1, the extension and reason on stderr, nothing left behind.
+        let veto = try await d.ctl("vm", "start", "web2", "--nic", "web2-0", "--mac", "52:54:00:12:34:56")
+        #expect(veto.status == 1)
+        #expect(veto.stderr == "tapswitchctl: vetoed by extension 'duplicate-mac-guard': MAC 52:54:00:12:34:56 is already in use on port 'web1-0'\n")
+        show = try await d.ctl("show")
+        #expect(!show.stdout.contains("web2-0"))
+
+        let fdb = try await d.ctl("fdb")
+        #expect(fdb.stdout.contains("52:54:00:12:34:56") && fdb.stdout.contains("web1-0"))
+        let ext = try await d.ctl("extensions", "--json")
+        let exts = try Wire.makeDecoder().decode([ExtensionInfo].self, from: Data(ext.stdout.utf8))
+        #expect(exts.first { $0.name == "duplicate-mac-guard" }?.enabled == true)
+
+        #expect(try await d.ctl("vm", "stop", "web1").status == 0)
+        let stopAgain = try await d.ctl("vm", "stop", "web1")
+        #expect(stopAgain.status == 1 && stopAgain.stderr == "tapswitchctl: no running VM named 'web1'\n")
+
+        let all = try await events(d)
+        #expect(all.map(\.seq) == Array(1...UInt64(all.count)), "sequence numbers are dense and ordered")
+        let web1 = all.filter { $0.vmName == "web1" }.map { "\($0.kind.rawValue) \($0.portName)" }
+        #expect(web1 == ["port-create web1-0", "nic-create web1-0", "port-create web1-1", "nic-create web1-1",
+                         "nic-delete web1-0", "port-teardown web1-0", "port-delete web1-0",
+                         "nic-delete web1-1", "port-teardown web1-1", "port-delete web1-1"])
+        let vetoEvents = all.filter { $0.vmName == "web2" }.map(\.kind)
+        #expect(vetoEvents == [.portCreate, .veto, .portTeardown, .portDelete])
+        #expect(all.first { $0.kind == .veto }?.detail == "duplicate-mac-guard: MAC 52:54:00:12:34:56 is already in use on port 'web1-0'")
+        let human = try await d.ctl("events")
+        #expect(human.stdout.split(separator: "\n").first?.contains(" port-create port=1 name=boot1-0 vm=boot1") == true)
+
+        #expect(try await d.stop() == 0)
+        #expect(access(d.socket, F_OK) != 0, "the socket is removed on stop")
+    }
+
+    @Test("events --follow streams new events as they happen")
+    func follow() async throws {
+        let d = try DaemonProcess(config: Self.config)
+        defer { d.cleanup() }
+        try await d.start()
+        let follower = Process()
+        follower.executableURL = URL(fileURLWithPath: try Products.path("tapswitchctl"))
+        follower.arguments = ["events", "--follow", "--json", "--socket", d.socket]
+        let out = try OutputFile(in: d.dir, "follow")
+        follower.standardOutput = out.handle
+        follower.standardError = out.handle
+        try follower.run()
+        defer {
+            if follower.isRunning { follower.terminate() }
+            follower.waitUntilExit()
+        }
+        #expect(try await waitUntil { out.text.contains("boot1-0") }, "history first")
+        #expect(try await d.ctl("vm", "start", "f1", "--nic", "f1-0").status == 0)
+        #expect(try await waitUntil { out.text.contains(#""portName":"f1-0""#) && out.text.contains("nic-create") })
+        let kinds = try out.text.split(separator: "\n").map { try Wire.makeDecoder().decode(SwitchEvent.self, from: Data($0.utf8)).kind }
+        #expect(kinds == [.portCreate, .nicCreate, .portCreate, .nicCreate])
+        // The daemon stopping ends the stream; the client says so and exits 3.
+        #expect(try await d.stop() == 0)
+        #expect(try await waitUntil { !follower.isRunning })
+        #expect(follower.terminationStatus == 3)
+        #expect(out.text.hasSuffix("tapswitchctl: tapswitchd closed the event stream\n"))
+    }
+
+    @Test("a restart re-adopts recorded VMs (restore events) and SIGHUP reloads the config")
+    func restartAndReload() async throws {
+        let first = try DaemonProcess(config: Self.config)
+        defer { first.cleanup() }
+        try await first.start()
+        #expect(try await first.ctl("vm", "start", "keep", "--nic", "keep-0", "--mac", "52:54:00:bb:00:01").status == 0)
+        #expect(try await first.ctl("port", "add-internal", "tsw-h0", "--mac", "02:00:00:00:00:09").status == 0)
+        #expect(try await first.stop() == 0)
+
+        // Same state dir, socket and config: a restart.
+        let second = try DaemonProcess(config: Self.config, restarting: first)
+        defer { second.cleanup() }
+        try await second.start()
+        let restored = try await second.ctl("events", "--json")
+        let evs = try Wire.makeDecoder().decode([SwitchEvent].self, from: Data(restored.stdout.utf8))
+        #expect(evs.allSatisfy { $0.restore })
+        #expect(Set(evs.map(\.portName)) == ["boot1-0", "keep-0", "tsw-h0"])
+        let snap = try Wire.makeDecoder().decode(SwitchSnapshot.self, from: Data(try await second.ctl("show", "--json").stdout.utf8))
+        #expect(snap.ports.first { $0.name == "keep-0" }?.nic?.assignedMAC.description == "52:54:00:bb:00:01")
+
+        // SIGHUP with a bad file: logged, old config kept, still answering.
+        try (Self.config + "\nbogus = 1\n").write(toFile: first.configPath, atomically: true, encoding: .utf8)
+        second.signal(SIGHUP)
+        #expect(try await waitUntil { second.log.text.contains("keeping the previous config") })
+        #expect(second.log.text.contains("tapswitchd.toml:10: unknown key 'vm.nic.bogus'"))
+        #expect(try await second.ctl("version").status == 0)
+
+        // SIGHUP with a newly declared VM: started; running ports untouched.
+        try (Self.config + "\n[[vm]]\nname = \"late\"\n[[vm.nic]]\ntap = \"late-0\"\n").write(toFile: first.configPath, atomically: true, encoding: .utf8)
+        second.signal(SIGHUP)
+        #expect(try await waitUntil { second.log.text.contains("config reloaded") })
+        let after = try Wire.makeDecoder().decode(SwitchSnapshot.self, from: Data(try await second.ctl("show", "--json").stdout.utf8))
+        #expect(after.ports.map(\.name) == ["tsw-h0", "keep-0", "boot1-0", "late-0"] || Set(after.ports.map(\.name)) == ["tsw-h0", "keep-0", "boot1-0", "late-0"])
+        let news = try await events(second).filter { !$0.restore }
+        #expect(news.map(\.portName) == ["late-0", "late-0"], "nothing but the new VM changed")
+        #expect(try await second.stop() == 0)
+    }
+
+    @Test("READY=1 is sent only once the control socket answers")
+    func readyAfterSocket() async throws {
+        let probe = try TempDir("tswntf")
+        defer { probe.remove() }
+        let notifyPath = probe.file("notify")
+        let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &addr.sun_path) { $0.copyBytes(from: notifyPath.utf8) }
+        let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+        try #require(rc == 0)
+        var tv = timeval(tv_sec: 15, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+
+        let d = try DaemonProcess(config: Self.config, environment: ["NOTIFY_SOCKET": notifyPath])
+        defer { d.cleanup() }
+        try d.process.run()
+        let path = d.socket
+        let (message, answered) = try await offPool { () -> (String, Bool) in
+            var buf = [UInt8](repeating: 0, count: 1024)
+            while true {
+                let n = recv(fd, &buf, buf.count, 0)
+                guard n > 0 else { return ("<none>", false) }
+                let m = String(decoding: buf[0..<n], as: UTF8.self)
+                if m.hasPrefix("READY=1") {
+                    // Immediately after READY the socket must answer.
+                    return (m, (try? ControlConnection.roundTrip(.ping, path: path, timeout: 5))?.ok == true)
+                }
+            }
+        }
+        #expect(message == "READY=1\nSTATUS=1 VMs, 0 host ports")
+        #expect(answered)
+        #expect(try await d.stop() == 0)
+    }
+
+    @Test("a bad config exits 78 with file:line before touching anything")
+    func badConfig() async throws {
+        let dir = try TempDir("tswbad")
+        defer { dir.remove() }
+        let path = try dir.write("bad.toml", "[switch]\nname = \"ok\"\n[[vm]]\nname = \"v\"\n[[vm.nic]]\ntap = \"v0\"\nmac = \"52:54:00:zz:00:01\"\n")
+        let r = try await run(try Products.path("tapswitchd"), ["--config", path, "--socket", dir.file("run/s.sock"), "--state-dir", dir.file("state")],
+                              environment: ["TAPSWITCH_BACKEND": "in-memory"])
+        #expect(r.status == 78)
+        #expect(r.stderr == "\(path):7: vm.nic.mac: '52:54:00:zz:00:01' is not a MAC address (expected six hex pairs like 52:54:00:12:34:56)\n")
+        #expect(access(dir.file("run"), F_OK) != 0 && access(dir.file("state"), F_OK) != 0, "nothing created")
+
+        let check = try await run(try Products.path("tapswitchd"), ["--check-config", "--config", EndToEndTests.repo + "/config/tapswitchd.toml"])
+        #expect(check.status == 0 && check.stdout.contains("OK"))
+        let level = try await run(try Products.path("tapswitchd"), ["--log-level", "loud", "--check-config"])
+        #expect(level.status == 2)
+        #expect(level.stderr.hasPrefix("tapswitchd: --log-level: 'loud' is not one of: trace, debug, info, notice, warning, error, critical"))
+    }
+
+    @Test("SO_PEERCRED: a non-root client is refused unless it is in [control] group")
+    func peerCredentials() async throws {
+        guard geteuid() == 0, let setpriv = ["/usr/bin/setpriv", "/bin/setpriv"].first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
+            if ProcessInfo.processInfo.environment["CI"] == "true" { Issue.record("needs root and setpriv (util-linux) to run a client as another user") }
+            return
+        }
+        // nogroup (65534) is allowed; the client runs as nobody, once without and once with that group.
+        let d = try DaemonProcess(config: Self.config + "\n[control]\ngroup = \"65534\"\n")
+        defer { d.cleanup() }
+        try await d.start()
+        // Let nobody reach the socket at all, so the daemon's own check is what decides.
+        chmod(d.dir.path, 0o755)
+        chmod(d.socket, 0o666)
+        let ctl = try Products.path("tapswitchctl")
+        let refused = try await run(setpriv, ["--reuid=65534", "--regid=65533", "--clear-groups", ctl, "--socket", d.socket, "version"])
+        #expect(refused.status == 1)
+        #expect(refused.stderr == "tapswitchctl: permission denied: uid 65534 is not root and not in group '65534'\n")
+        let allowed = try await run(setpriv, ["--reuid=65534", "--regid=65533", "--groups=65534", ctl, "--socket", d.socket, "version"])
+        #expect(allowed.status == 0, "\(allowed.stderr)")
+        #expect(try await d.stop() == 0)
+    }
+
+    static let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+
+    @Test("tapswitchctl rejects bad flags naming them (exit 2) and reports an unreachable daemon (exit 3)", arguments: [
+        (["vm", "start", "w", "--nic", "w0", "--mtu", "70000"], Int32(2), "tapswitchctl: --mtu: MTU 70000 is out of range 68..65535 (see 'tapswitchctl help')\n"),
+        (["vm", "start", "w", "--mac", "52:54:00:00:00:01"], 2, "tapswitchctl: --mac: must follow a --nic (per-NIC flags apply to the most recent --nic) (see 'tapswitchctl help')\n"),
+        (["vm", "start", "w", "--nic", "w0,vlan=9999"], 2, "tapswitchctl: --nic w0,vlan=9999: VLAN 9999 is out of range 1..4094 (see 'tapswitchctl help')\n"),
+        (["vm", "start", "w"], 2, "tapswitchctl: --nic: at least one --nic is required (see 'tapswitchctl help')\n"),
+        (["port", "add-internal", "h0", "--mac", "ff:ff:ff:ff:ff:ff"], 2,
+         "tapswitchctl: --mac: 'ff:ff:ff:ff:ff:ff' is a multicast address (low bit of the first octet set); a NIC needs a unicast MAC (see 'tapswitchctl help')\n"),
+        (["port", "add-external", "this-is-too-long"], 2,
+         "tapswitchctl: <device>: interface name 'this-is-too-long' is 16 characters; the limit is 15 (see 'tapswitchctl help')\n"),
+        (["show", "--bogus"], 2, "tapswitchctl: Unknown option '--bogus' (see 'tapswitchctl help')\n"),
+        (["--json", "show"], 3, "tapswitchctl: cannot connect to tapswitchd at /nonexistent/tapswitch.sock: No such file or directory\n"),
+        (["show", "--json"], 3, "tapswitchctl: cannot connect to tapswitchd at /nonexistent/tapswitch.sock: No such file or directory\n"),
+        (["vm", "start", "w", "--nic", "w0", "--json"], 3, "tapswitchctl: cannot connect to tapswitchd at /nonexistent/tapswitch.sock: No such file or directory\n"),
+    ])
+    func cli(args: [String], status: Int32, stderr: String) async throws {
+        let r = try await run(try Products.path("tapswitchctl"), ["--socket", "/nonexistent/tapswitch.sock"] + args)
+        #expect(r.status == status)
+        #expect(r.stderr == stderr)
+        #expect(r.stdout.isEmpty)
+    }
+
+    @Test("TAPSWITCH_SOCKET selects the socket when --socket is absent")
+    func socketFromEnvironment() async throws {
+        var env = ProcessInfo.processInfo.environment
+        env["TAPSWITCH_SOCKET"] = "/nonexistent/env.sock"
+        let r = try await run(try Products.path("tapswitchctl"), ["version"], environment: env)
+        #expect(r.status == 3 && r.stderr.contains("/nonexistent/env.sock"))
+    }
+
+    @Test("--help documents the NIC rule and exit codes")
+    func help() async throws {
+        let r = try await run(try Products.path("tapswitchctl"), ["vm", "start", "--help"])
+        #expect(r.status == 0)
+        #expect(r.stdout.contains("Rule: per-NIC flags apply to the most recent --nic before them."))
+        #expect(r.stdout.contains("--nic TAP,mac=MAC,owner=USER,group=GROUP,mtu=N,type=TYPE,vlan=N"))
+        let top = try await run(try Products.path("tapswitchctl"), ["--help"])
+        #expect(top.stdout.contains("Exit codes"))
+    }
+
+    @Test("systemd-analyze verify accepts the unit (ExecStart pointed at the built binary)")
+    func systemdUnit() async throws {
+        guard let analyze = ["/usr/bin/systemd-analyze", "/bin/systemd-analyze"].first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
+            if ProcessInfo.processInfo.environment["CI"] == "true" { Issue.record("systemd-analyze is missing (scripts/install-deps installs systemd)") }
+            return
+        }
+        let dir = try TempDir("tswunit")
+        defer { dir.remove() }
+        let unit = try String(contentsOfFile: Self.repo + "/systemd/tapswitchd.service", encoding: .utf8)
+        #expect(unit.contains("ExecStart=/usr/local/bin/tapswitchd --config /etc/tapswitch/tapswitchd.toml"))
+        for line in ["Type=notify", "NotifyAccess=main", "KillMode=process", "Restart=on-failure", "ExecReload=/bin/kill -HUP $MAINPID", "NoNewPrivileges=yes"] {
+            #expect(unit.contains("\n\(line)\n"), "unit has \(line)")
+        }
+        // verify checks that ExecStart's binary exists: point it at the one just built.
+        let path = try dir.write("tapswitchd.service", unit.replacingOccurrences(of: "/usr/local/bin/tapswitchd", with: try Products.path("tapswitchd")))
+        let r = try await run(analyze, ["verify", "--man=no", path])
+        #expect(r.status == 0, "systemd-analyze verify: \(r.stderr)")
+        #expect(!r.stderr.contains("tapswitchd.service"), "no warnings about the unit: \(r.stderr)")
+    }
+}
