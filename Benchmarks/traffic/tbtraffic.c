@@ -19,7 +19,10 @@
  *         one request at a time to an echoing sink, RTT percentiles in µs.
  *   hold  --tap T1,T2,... --mac M (MAC of the first; others +1 each)
  *         attaches all, hello from each, prints READY, drains until signalled.
- * Common: --fill N --fill-base K --fill-dst D: before READY/START, send N frames
+ * Common: --wait-attach: after TUNSETIFF print ATTACHED and wait for a line on stdin before
+ *         sending anything (the caller waits until the switch port is forwarding: the kernel
+ *         reports the carrier change through linkwatch, up to a second later).
+ *         --fill N --fill-base K --fill-dst D: before READY/START, send N frames
  *         from distinct source MACs 02:fb:xx:xx:xx:xx (K..K+N-1), spread over
  *         this process's TAPs, to D (pre-fills the switch's MAC table), paced
  *         at --fill-rate PPS (default 20000). --vnet-hdr: attach with
@@ -195,7 +198,7 @@ struct opts {
     const char *mode;
     char *taps;
     const char *mac, *dst, *fill_dst;
-    int size, echo, idle_ms, timeout_ms, warmup, wait_go;
+    int size, echo, idle_ms, timeout_ms, warmup, wait_go, wait_attach;
     double duration, max_s, rate, fill_rate;
     long long count, fill, fill_base;
     uint32_t run;
@@ -241,6 +244,7 @@ static void parse(int argc, char **argv, struct opts *o) {
         else if (ARG("--fill-rate")) o->fill_rate = atof(v);
         else if (strcmp(a, "--echo") == 0) o->echo = 1;
         else if (strcmp(a, "--wait-go") == 0) o->wait_go = 1;
+        else if (strcmp(a, "--wait-attach") == 0) o->wait_attach = 1;
         else if (strcmp(a, "--vnet-hdr") == 0) vnet_hdr = 1;
         else {
             fprintf(stderr, "tbtraffic: unknown or incomplete option '%s'\n", a);
@@ -255,6 +259,14 @@ static void parse(int argc, char **argv, struct opts *o) {
 
 static uint8_t txbuf[BUF_SIZE], rxbuf[BUF_SIZE];
 static const uint8_t bcast[6] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+
+/* Prints `what` and blocks until the caller writes a line on stdin. */
+static void handshake(const char *what) {
+    printf("%s\n", what);
+    fflush(stdout);
+    char line[16];
+    if (!fgets(line, sizeof line, stdin)) fail("stdin closed during a --wait-attach/--wait-go handshake");
+}
 
 static void send_hello(int fd, const uint8_t mac[6], uint32_t run, const char *name) {
     uint8_t buf[128];
@@ -296,6 +308,7 @@ static int mode_sink(const struct opts *o) {
     char *names[MAX_TAPS];
     split_taps(o->taps, names);
     int fd = tap_attach(names[0]);
+    if (o->wait_attach) handshake("ATTACHED");
     send_hello(fd, mac, o->run, names[0]);
     do_fill(&fd, 1, o);
     printf("READY\n");
@@ -343,15 +356,10 @@ static int mode_send(const struct opts *o) {
     char *names[MAX_TAPS];
     split_taps(o->taps, names);
     int fd = tap_attach(names[0]);
+    if (o->wait_attach) handshake("ATTACHED");
     send_hello(fd, mac, o->run, names[0]);
     do_fill(&fd, 1, o);
-    if (o->wait_go) {
-        /* Lets the caller read the switch's state after the fill, before the measured part. */
-        printf("FILLED\n");
-        fflush(stdout);
-        char line[16];
-        if (!fgets(line, sizeof line, stdin)) fail("--wait-go: stdin closed before GO");
-    }
+    if (o->wait_go) handshake("FILLED"); /* the caller reads the switch's table before the measured part */
     build_frame(txbuf, o->size, dst, mac, o->run, T_DATA);
     struct payload *p = payload_of(txbuf);
     size_t len = (size_t)(hdr_len + o->size);
@@ -418,6 +426,7 @@ static int mode_ping(const struct opts *o) {
     char *names[MAX_TAPS];
     split_taps(o->taps, names);
     int fd = tap_attach(names[0]);
+    if (o->wait_attach) handshake("ATTACHED");
     send_hello(fd, mac, o->run, names[0]);
     build_frame(txbuf, o->size, dst, mac, o->run, T_REQ);
     struct payload *p = payload_of(txbuf);
@@ -469,8 +478,9 @@ static int mode_hold(const struct opts *o) {
     int n = split_taps(o->taps, names);
     int fds[MAX_TAPS];
     struct pollfd pfd[MAX_TAPS];
+    for (int i = 0; i < n; i++) fds[i] = tap_attach(names[i]);
+    if (o->wait_attach) handshake("ATTACHED");
     for (int i = 0; i < n; i++) {
-        fds[i] = tap_attach(names[i]);
         uint8_t m[6];
         memcpy(m, mac, 6);
         m[5] = (uint8_t)(mac[5] + i);
