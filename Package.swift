@@ -69,7 +69,7 @@ let package = Package(
         .testTarget(name: "SwitchCoreTests", dependencies: ["SwitchCore", "EmbeddedSwitch"]),
         .testTarget(name: "LinuxNetTests", dependencies: ["LinuxNet", "FakeVM", "TestSupport"]),
         .testTarget(name: "DataPlaneTests", dependencies: ["DataPlane", "FakeVM", "LinuxNet", "TestSupport"]),
-        .testTarget(name: "DaemonTests", dependencies: ["TapswitchDaemon", "ControlProtocol"]),
+        .testTarget(name: "DaemonTests", dependencies: ["TapswitchDaemon", "ControlProtocol", "FakeVM", "TestSupport"]),
         .testTarget(name: "QEMUTests", dependencies: ["ControlProtocol", "TestSupport"]),
     ]
 )

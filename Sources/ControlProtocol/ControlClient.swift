@@ -128,7 +128,14 @@ public final class ControlConnection {
     public static func roundTrip(_ request: ControlRequest, path: String, timeout: Double = 60) throws(ClientError) -> ControlResponse {
         let c = try ControlConnection(path: path, timeout: timeout)
         defer { c.close() }
-        try c.send(request)
+        do {
+            try c.send(request)
+        } catch {
+            // The daemon may refuse a connection (peer credentials) and close it before the request
+            // is written: its one-line reason is still waiting to be read.
+            if let r = try? c.readResponse() { return r }
+            throw error
+        }
         guard let r = try c.readResponse() else { throw .transport("the daemon closed the connection without answering") }
         return r
     }

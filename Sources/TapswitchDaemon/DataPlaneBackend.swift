@@ -258,14 +258,20 @@ public actor DataPlaneBackend: SwitchBackend {
         guard let kind = EventKind(rawValue: e.kind.rawValue) else { return }
         var detail: String?
         if let ext = e.vetoingExtension {
-            detail = "\(e.vetoedRequest?.rawValue ?? "request") vetoed by \(ext): \(e.vetoReason ?? "")"
+            detail = "\(ext): \(e.vetoReason ?? "")"
         } else if e.kind == .nicCreate, let nic = e.nic {
             detail = "mac=\(nic.permanentMAC) mtu=\(nic.mtu)"
         } else if e.kind == .nicUpdated, let nic = e.nic {
             detail = "mac=\(nic.currentMAC) mtu=\(nic.mtu)"
         }
+        // Port-level events have no NIC; a VM port's friendly name is "VM/TAP" (see SwitchRuntime.startVMNIC).
+        var vm = e.nic.flatMap { $0.vmName.isEmpty ? nil : $0.vmName }
+        if vm == nil, e.port.type == .synthetic || e.port.type == .emulated,
+           let slash = e.port.friendlyName.lastIndex(of: "/") {
+            vm = String(e.port.friendlyName[..<slash])
+        }
         hub.publish(kind, portId: e.port.id.rawValue, portName: e.port.name, nicIndex: e.nic.map { UInt32($0.index) },
-                    vmName: e.nic.flatMap { $0.vmName.isEmpty ? nil : $0.vmName }, detail: detail, restore: e.isRestore)
+                    vmName: vm, detail: detail, restore: e.isRestore)
     }
 
     static func portInfo(_ p: PortStatus, vms: [String: VMSpec], internals: [String: InternalPortSpec]) -> PortInfo {

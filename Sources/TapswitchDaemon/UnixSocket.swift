@@ -13,13 +13,16 @@ enum UnixSocket {
     /// error rather than a silent takeover.
     static func listen(path: String, group: gid_t?) throws(SwitchError) -> Int32 {
         let dir = (path as NSString).deletingLastPathComponent
-        if !dir.isEmpty {
+        if !dir.isEmpty, !FileManager.default.fileExists(atPath: dir) {
             do {
                 try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true,
                                                         attributes: [.posixPermissions: 0o755])
             } catch {
                 throw SwitchError(.system, "cannot create socket directory \(dir): \(error.localizedDescription)")
             }
+            // mkdir's mode is masked by the umask (systemd's UMask=0077, say): set it explicitly so
+            // members of [control] group can reach the socket.
+            _ = chmod(dir, 0o755)
         }
         var addr = sockaddr_un()
         addr.sun_family = sa_family_t(AF_UNIX)
