@@ -66,7 +66,9 @@ public struct ExtensionInfo: Sendable, Equatable {
 /// records a diagnostic.
 public struct IngressContext {
     public unowned(unsafe) let batch: FrameBatch
-    @usableFromInline unowned(unsafe) let sw: VirtualSwitch
+    /// The switch, for queries, references and completing or resuming pended frames. Lifecycle
+    /// requests from here are refused: they run between batches.
+    public unowned(unsafe) let sw: VirtualSwitch
     @usableFromInline let level: Int16
     @usableFromInline let stackIndex: Int
     public let extensionClass: ExtensionClass
@@ -150,7 +152,9 @@ public struct IngressContext {
 /// One extension's view of an egress batch: frames with their destinations.
 public struct EgressContext {
     public unowned(unsafe) let batch: FrameBatch
-    @usableFromInline unowned(unsafe) let sw: VirtualSwitch
+    /// The switch, for queries, references and completing or resuming pended frames. Lifecycle
+    /// requests from here are refused: they run between batches.
+    public unowned(unsafe) let sw: VirtualSwitch
     @usableFromInline let stackIndex: Int
     public let extensionClass: ExtensionClass
     public let frames: Range<Int>

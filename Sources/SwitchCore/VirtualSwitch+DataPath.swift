@@ -219,6 +219,12 @@ extension VirtualSwitch {
     // MARK: - The stack
 
     func run(_ batch: FrameBatch, _ sink: any FrameSink) {
+        inBatch = true
+        defer {
+            inBatch = false
+            // Deletes whose last reference an extension released during the batch happen now.
+            settleDeferred()
+        }
         let current = stack
         for (k, ext) in current.enumerated() {
             var ctx = IngressContext(batch: batch, sw: self, level: Int16(k), stackIndex: k,

@@ -105,6 +105,8 @@ extension VirtualSwitch {
 
     /// Completes deferred deletes whose references drained while a control callback was running.
     func settleDeferred() {
+        guard needsSettle else { return }
+        needsSettle = false
         for r in records.values {
             if r.nicDeleteDeferred && r.nicReferences == 0 {
                 r.nicDeleteDeferred = false

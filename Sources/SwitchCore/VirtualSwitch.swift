@@ -48,6 +48,10 @@ public final class VirtualSwitch {
     var stack: [any SwitchExtension] = []
     var forwardingIndex: Int? = nil
     var controlBusy = false
+    /// True while a batch is in the stack: lifecycle steps wait until it is done.
+    var inBatch = false
+    /// A reference drained while a control callback or a batch was running: settle deletes after it.
+    var needsSettle = false
     var resumeQueue: [PendedFrame] = []
     /// Sources of resumed frames in the batch being processed (their NIC references).
     var heldReferences: [PortID] = []
@@ -388,7 +392,8 @@ public final class VirtualSwitch {
         let r = try record(port, for: "port dereference")
         guard r.portReferences > 0 else { throw SwitchError(.invalidState, "port dereference for port \(describe(r)): no reference is held") }
         r.portReferences -= 1
-        if r.portReferences == 0 && r.portDeleteDeferred && !controlBusy {
+        if r.portReferences == 0 && r.portDeleteDeferred && (controlBusy || inBatch) { needsSettle = true }
+        if r.portReferences == 0 && r.portDeleteDeferred && !controlBusy && !inBatch {
             r.portDeleteDeferred = false
             finishPortDelete(r, isRestore: r.removalIsRestore)
         }
@@ -404,6 +409,9 @@ public final class VirtualSwitch {
     func describe(_ r: PortRecord) -> String { "\(r.params.id) (\(r.params.name))" }
 
     func checkNotBusy(_ operation: String) throws(SwitchError) {
+        if inBatch {
+            throw SwitchError(.invalidState, "\(operation) refused: issued from inside a batch callback (control steps run between batches)")
+        }
         if controlBusy {
             throw SwitchError(.invalidState, "\(operation) refused: issued from inside an extension's control callback (re-entrant request)")
         }
@@ -416,7 +424,8 @@ public final class VirtualSwitch {
 
     func releaseNICReference(_ r: PortRecord) {
         r.nicReferences -= 1
-        if r.nicReferences == 0 && r.nicDeleteDeferred && !controlBusy {
+        if r.nicReferences == 0 && r.nicDeleteDeferred && (controlBusy || inBatch) { needsSettle = true }
+        if r.nicReferences == 0 && r.nicDeleteDeferred && !controlBusy && !inBatch {
             r.nicDeleteDeferred = false
             finishNICDelete(r, isRestore: r.removalIsRestore)
         }

@@ -223,3 +223,44 @@ struct InFlightReferenceTests {
         #expect(es.sw.counters(of: c)?.framesIn == 0)
     }
 }
+
+@Suite("Control steps wait for the batch")
+struct BatchBoundaryTests {
+    /// Completes a pended frame and tries a lifecycle call from inside its ingress callback.
+    final class CompletingFilter: SwitchExtension {
+        let name = "completer"
+        let extensionClass = ExtensionClass.filtering
+        var pended: PendedFrame?
+        var lifecycleError: SwitchError?
+        var completeNow = false
+        func ingress(_ context: inout IngressContext) {
+            for i in context.frames where context.isLive(i) {
+                if pended == nil { pended = context.pend(i) }
+            }
+            if completeNow, let p = pended {
+                context.sw.complete(p)
+                do { try context.sw.createPort(name: "late", type: .internal) } catch { lifecycleError = error }
+            }
+        }
+    }
+
+    @Test("a lifecycle call from a batch callback is refused; a delete freed mid-batch happens after the batch")
+    func deferredToBatchEnd() throws {
+        let e = EmbeddedSwitch()
+        let ext = CompletingFilter()
+        try e.sw.enable(ext)
+        let a = try e.addPort("a", mac: MACAddress(2, 0, 0, 0, 0, 1))
+        let b = try e.addPort("b", mac: MACAddress(2, 0, 0, 0, 0, 2))
+        e.send(from: a, TestFrame.ethernet(dst: .broadcast, src: MACAddress(2, 0, 0, 0, 0, 1)))
+        #expect(ext.pended != nil)
+        try e.sw.removePort(a)
+        #expect(e.events.last?.kind == .nicDisconnect)  // held by the pended frame
+        ext.completeNow = true
+        e.clearRecords()
+        e.send(from: b, TestFrame.ethernet(dst: .broadcast, src: MACAddress(2, 0, 0, 0, 0, 2)))
+        #expect(ext.lifecycleError?.code == .invalidState)
+        #expect(e.sw.port(named: "late") == nil)
+        #expect(e.events.map(\.kind) == [.nicDelete, .portTeardown, .portDelete])
+        #expect(e.sw.port(a) == nil)
+    }
+}
