@@ -65,7 +65,7 @@ let package = Package(
             dependencies: ["FakeVM", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         // Shared by the privileged test suites: privilege probe, unique names, netns, deadline polls.
-        .target(name: "TestSupport", dependencies: ["LinuxNet"], path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["LinuxNet", "ControlProtocol"], path: "Tests/TestSupport"),
         .testTarget(name: "SwitchCoreTests", dependencies: ["SwitchCore", "EmbeddedSwitch"]),
         .testTarget(name: "LinuxNetTests", dependencies: ["LinuxNet", "FakeVM", "TestSupport"]),
         .testTarget(name: "DataPlaneTests", dependencies: ["DataPlane", "FakeVM", "LinuxNet", "TestSupport"]),

@@ -1,6 +1,7 @@
 import ControlProtocol
 import Foundation
 import Testing
+import TestSupport
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -9,75 +10,6 @@ import Glibc
 /// the real `tapswitchctl` binary.
 @Suite("tapswitchd and tapswitchctl end to end", .serialized)
 struct EndToEndTests {
-    /// A running tapswitchd in a temporary directory.
-    final class DaemonProcess {
-        let dir: TempDir
-        let socket: String
-        let stateDir: String
-        let configPath: String
-        let process = Process()
-        let log: OutputFile
-
-        /// - Parameter previous: a stopped daemon whose socket, state dir and config to reuse (a restart).
-        init(config: String, environment extra: [String: String] = [:], restarting previous: DaemonProcess? = nil) throws {
-            dir = try previous?.dir ?? TempDir("tswe2e")
-            socket = dir.file("run/control.sock")
-            stateDir = dir.file("state")
-            configPath = try previous?.configPath ?? dir.write("tapswitchd.toml", config)
-            log = try OutputFile(in: dir, "daemon-log")
-            process.executableURL = URL(fileURLWithPath: try Products.path("tapswitchd"))
-            process.arguments = ["--config", configPath, "--socket", socket, "--state-dir", stateDir, "--log-level", "debug"]
-            var env = ProcessInfo.processInfo.environment
-            env["TAPSWITCH_BACKEND"] = "in-memory"
-            env.removeValue(forKey: "NOTIFY_SOCKET")
-            env.removeValue(forKey: "WATCHDOG_USEC")
-            for (k, v) in extra { env[k] = v }
-            process.environment = env
-            process.standardOutput = log.handle
-            process.standardError = log.handle
-        }
-
-        func start() async throws {
-            try process.run()
-            let path = socket
-            let ready = try await waitUntil(15) {
-                guard process.isRunning else { return true }
-                return (try? ControlConnection.roundTrip(.ping, path: path, timeout: 2))?.ok == true
-            }
-            try #require(ready && process.isRunning, "tapswitchd did not become ready:\n\(log.text)")
-        }
-
-        func ctl(_ args: String...) async throws -> RunResult {
-            try await ctl(args)
-        }
-
-        func ctl(_ args: [String]) async throws -> RunResult {
-            try await run(try Products.path("tapswitchctl"), ["--socket", socket] + args)
-        }
-
-        func signal(_ sig: Int32) { kill(process.processIdentifier, sig) }
-
-        /// SIGTERM, then waits for the exit status.
-        func stop() async throws -> Int32 {
-            if process.isRunning { signal(SIGTERM) }
-            let exited = try await waitUntil(15) { !process.isRunning }
-            if !exited {
-                signal(SIGKILL)
-                Issue.record("tapswitchd ignored SIGTERM:\n\(log.text)")
-            }
-            process.waitUntilExit()
-            return process.terminationStatus
-        }
-
-        func cleanup() {
-            if process.isRunning {
-                signal(SIGKILL)
-                process.waitUntilExit()
-            }
-            dir.remove()
-        }
-    }
-
     static let config = """
         [switch]
         name = "tsw-e2e"
@@ -90,16 +22,16 @@ struct EndToEndTests {
           mac = "52:54:00:aa:00:01"
         """
 
-    func events(_ d: DaemonProcess) async throws -> [SwitchEvent] {
-        let r = try await d.ctl("events", "--json")
-        try #require(r.status == 0, "events failed: \(r.stderr)")
-        return try Wire.makeDecoder().decode([SwitchEvent].self, from: Data(r.stdout.utf8))
+    /// A private tapswitchd on the in-memory backend (no devices, no privileges).
+    static func daemon(config: String = Self.config, environment: [String: String] = [:], cleanup: Cleanup) throws -> DaemonUnderTest {
+        try DaemonUnderTest(config: .text(config), environment: ["TAPSWITCH_BACKEND": "in-memory"].merging(environment) { $1 }, cleanup: cleanup)
     }
 
     @Test("VM lifecycle through tapswitchctl: show, vm start, veto, events order, vm stop")
     func lifecycle() async throws {
-        let d = try DaemonProcess(config: Self.config)
-        defer { d.cleanup() }
+        let cleanup = Cleanup()
+        defer { cleanup.run() }
+        let d = try Self.daemon(cleanup: cleanup)
         try await d.start()
 
         // The VM declared in the config was started before READY.
@@ -141,7 +73,7 @@ struct EndToEndTests {
         let stopAgain = try await d.ctl("vm", "stop", "web1")
         #expect(stopAgain.status == 1 && stopAgain.stderr == "tapswitchctl: no running VM named 'web1'\n")
 
-        let all = try await events(d)
+        let all = try await d.events()
         #expect(all.map(\.seq) == Array(1...UInt64(all.count)), "sequence numbers are dense and ordered")
         let web1 = all.filter { $0.vmName == "web1" }.map { "\($0.kind.rawValue) \($0.portName)" }
         #expect(web1 == ["port-create web1-0", "nic-create web1-0", "port-create web1-1", "nic-create web1-1",
@@ -159,8 +91,9 @@ struct EndToEndTests {
 
     @Test("events --follow streams new events as they happen")
     func follow() async throws {
-        let d = try DaemonProcess(config: Self.config)
-        defer { d.cleanup() }
+        let cleanup = Cleanup()
+        defer { cleanup.run() }
+        let d = try Self.daemon(cleanup: cleanup)
         try await d.start()
         let follower = Process()
         follower.executableURL = URL(fileURLWithPath: try Products.path("tapswitchctl"))
@@ -187,40 +120,39 @@ struct EndToEndTests {
 
     @Test("a restart re-adopts recorded VMs (restore events) and SIGHUP reloads the config")
     func restartAndReload() async throws {
-        let first = try DaemonProcess(config: Self.config)
-        defer { first.cleanup() }
-        try await first.start()
-        #expect(try await first.ctl("vm", "start", "keep", "--nic", "keep-0", "--mac", "52:54:00:bb:00:01").status == 0)
-        #expect(try await first.ctl("port", "add-internal", "tsw-h0", "--mac", "02:00:00:00:00:09").status == 0)
-        #expect(try await first.stop() == 0)
+        let cleanup = Cleanup()
+        defer { cleanup.run() }
+        let d = try Self.daemon(cleanup: cleanup)
+        try await d.start()
+        #expect(try await d.ctl("vm", "start", "keep", "--nic", "keep-0", "--mac", "52:54:00:bb:00:01").status == 0)
+        #expect(try await d.ctl("port", "add-internal", "tsw-h0", "--mac", "02:00:00:00:00:09").status == 0)
+        #expect(try await d.stop() == 0)
 
         // Same state dir, socket and config: a restart.
-        let second = try DaemonProcess(config: Self.config, restarting: first)
-        defer { second.cleanup() }
-        try await second.start()
-        let restored = try await second.ctl("events", "--json")
+        try await d.start()
+        let restored = try await d.ctl("events", "--json")
         let evs = try Wire.makeDecoder().decode([SwitchEvent].self, from: Data(restored.stdout.utf8))
         #expect(evs.allSatisfy { $0.restore })
         #expect(Set(evs.map(\.portName)) == ["boot1-0", "keep-0", "tsw-h0"])
-        let snap = try Wire.makeDecoder().decode(SwitchSnapshot.self, from: Data(try await second.ctl("show", "--json").stdout.utf8))
+        let snap = try Wire.makeDecoder().decode(SwitchSnapshot.self, from: Data(try await d.ctl("show", "--json").stdout.utf8))
         #expect(snap.ports.first { $0.name == "keep-0" }?.nic?.assignedMAC.description == "52:54:00:bb:00:01")
 
         // SIGHUP with a bad file: logged, old config kept, still answering.
-        try (Self.config + "\nbogus = 1\n").write(toFile: first.configPath, atomically: true, encoding: .utf8)
-        second.signal(SIGHUP)
-        #expect(try await waitUntil { second.log.text.contains("keeping the previous config") })
-        #expect(second.log.text.contains("tapswitchd.toml:10: unknown key 'vm.nic.bogus'"))
-        #expect(try await second.ctl("version").status == 0)
+        try (Self.config + "\nbogus = 1\n").write(toFile: d.configPath, atomically: true, encoding: .utf8)
+        d.signal(SIGHUP)
+        #expect(try await waitUntil { d.logText.contains("keeping the previous config") })
+        #expect(d.logText.contains("tapswitchd.toml:10: unknown key 'vm.nic.bogus'"))
+        #expect(try await d.ctl("version").status == 0)
 
         // SIGHUP with a newly declared VM: started; running ports untouched.
-        try (Self.config + "\n[[vm]]\nname = \"late\"\n[[vm.nic]]\ntap = \"late-0\"\n").write(toFile: first.configPath, atomically: true, encoding: .utf8)
-        second.signal(SIGHUP)
-        #expect(try await waitUntil { second.log.text.contains("config reloaded") })
-        let after = try Wire.makeDecoder().decode(SwitchSnapshot.self, from: Data(try await second.ctl("show", "--json").stdout.utf8))
+        try (Self.config + "\n[[vm]]\nname = \"late\"\n[[vm.nic]]\ntap = \"late-0\"\n").write(toFile: d.configPath, atomically: true, encoding: .utf8)
+        d.signal(SIGHUP)
+        #expect(try await waitUntil { d.logText.contains("config reloaded") })
+        let after = try Wire.makeDecoder().decode(SwitchSnapshot.self, from: Data(try await d.ctl("show", "--json").stdout.utf8))
         #expect(after.ports.map(\.name) == ["tsw-h0", "keep-0", "boot1-0", "late-0"] || Set(after.ports.map(\.name)) == ["tsw-h0", "keep-0", "boot1-0", "late-0"])
-        let news = try await events(second).filter { !$0.restore }
+        let news = try await d.events().filter { !$0.restore }
         #expect(news.map(\.portName) == ["late-0", "late-0"], "nothing but the new VM changed")
-        #expect(try await second.stop() == 0)
+        #expect(try await d.stop() == 0)
     }
 
     @Test("READY=1 is sent only once the control socket answers")
@@ -238,9 +170,10 @@ struct EndToEndTests {
         var tv = timeval(tv_sec: 15, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
 
-        let d = try DaemonProcess(config: Self.config, environment: ["NOTIFY_SOCKET": notifyPath])
-        defer { d.cleanup() }
-        try d.process.run()
+        let cleanup = Cleanup()
+        defer { cleanup.run() }
+        let d = try Self.daemon(environment: ["NOTIFY_SOCKET": notifyPath], cleanup: cleanup)
+        try d.launch()
         let path = d.socket
         let (message, answered) = try await offPool { () -> (String, Bool) in
             var buf = [UInt8](repeating: 0, count: 1024)
@@ -284,8 +217,9 @@ struct EndToEndTests {
             return
         }
         // nogroup (65534) is allowed; the client runs as nobody, once without and once with that group.
-        let d = try DaemonProcess(config: Self.config + "\n[control]\ngroup = \"65534\"\n")
-        defer { d.cleanup() }
+        let cleanup = Cleanup()
+        defer { cleanup.run() }
+        let d = try Self.daemon(config: Self.config + "\n[control]\ngroup = \"65534\"\n", cleanup: cleanup)
         try await d.start()
         // Let nobody reach the socket at all, so the daemon's own check is what decides.
         chmod(d.dir.path, 0o755)

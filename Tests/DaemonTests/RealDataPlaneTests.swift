@@ -29,7 +29,7 @@ struct RealDataPlaneTests {
 
     /// `vm start` for VMs `va` and `vb` (one NIC each, explicit MACs), a FakeVM on each TAP, then waits
     /// for NIC_CONNECT on both ports.
-    func startConnectedPair(_ d: RealDaemon, _ taps: Taps, cleanup: Cleanup) async throws -> (GuestNIC, GuestNIC) {
+    func startConnectedPair(_ d: DaemonUnderTest, _ taps: Taps, cleanup: Cleanup) async throws -> (GuestNIC, GuestNIC) {
         cleanup.deleteLink(taps.a)
         cleanup.deleteLink(taps.b)
         let startA = try await d.ctl("vm", "start", "va", "--nic", taps.a, "--mac", Self.macA, "--json")
@@ -79,7 +79,7 @@ struct RealDataPlaneTests {
     }
 
     /// `vm stop` both, then the TAPs are gone and `show` lists no ports; SIGTERM exits 0.
-    func stopPairAndDaemon(_ d: RealDaemon, _ taps: Taps) async throws {
+    func stopPairAndDaemon(_ d: DaemonUnderTest, _ taps: Taps) async throws {
         for vm in ["va", "vb"] {
             let r = try await d.ctl("vm", "stop", vm)
             #expect(r.status == 0, "vm stop \(vm): \(r.stderr)")
@@ -98,7 +98,7 @@ struct RealDataPlaneTests {
         let cleanup = Cleanup()
         defer { cleanup.run() }
         let taps = Taps()
-        let d = try RealDaemon(cleanup: cleanup)
+        let d = try DaemonUnderTest(config: .shipped, cleanup: cleanup)
         try await d.start()
         let (a, b) = try await startConnectedPair(d, taps, cleanup: cleanup)
 
@@ -178,7 +178,7 @@ struct RealDataPlaneTests {
         let taps = Taps()
         let badTap = taps.names.name("bad0")
         cleanup.deleteLink(badTap)
-        let d = try RealDaemon(cleanup: cleanup)
+        let d = try DaemonUnderTest(config: .shipped, cleanup: cleanup)
         try await d.start()
         let (a, b) = try await startConnectedPair(d, taps, cleanup: cleanup)
         let first = try await crossTraffic(a, b)
@@ -252,7 +252,7 @@ struct RealDataPlaneTests {
         let tapX = names.name("x0"), tapY0 = names.name("y0"), tapY1 = names.name("y1")
         for tap in [tapX, tapY0, tapY1] { cleanup.deleteLink(tap) }
         let macM = "52:54:00:d0:00:4d", macY = "52:54:00:d0:00:59"
-        let d = try RealDaemon(cleanup: cleanup)
+        let d = try DaemonUnderTest(config: .shipped, cleanup: cleanup)
         try await d.start()
 
         let x = try await d.ctl("vm", "start", "x", "--nic", tapX, "--mac", macM)
@@ -358,7 +358,7 @@ struct RealDataPlaneTests {
         let cleanup = Cleanup()
         defer { cleanup.run() }
         let taps = Taps()
-        let d = try RealDaemon(cleanup: cleanup)
+        let d = try DaemonUnderTest(config: .shipped, cleanup: cleanup)
         try await d.start()
         let (a, b) = try await startConnectedPair(d, taps, cleanup: cleanup)
         let warmup = try await crossTraffic(a, b)

@@ -1,53 +1,13 @@
 import Foundation
 import Testing
-#if canImport(Glibc)
-import Glibc
-#endif
+import TestSupport
 
-/// A unique temporary directory, removed by ``remove()``.
-struct TempDir {
-    let path: String
+/// The shared temp directory type, for this target's files that do not import TestSupport.
+typealias TempDir = TestSupport.TempDir
 
-    init(_ tag: String = "tsw") throws {
-        let hex = String(UInt32.random(in: 0...0xFFFF), radix: 16)
-        path = NSTemporaryDirectory() + "\(tag)-\(getpid())-\(hex)"
-        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    }
-
-    func file(_ name: String) -> String { path + "/" + name }
-
-    func write(_ name: String, _ text: String) throws -> String {
-        let p = file(name)
-        try text.write(toFile: p, atomically: true, encoding: .utf8)
-        return p
-    }
-
-    func remove() { try? FileManager.default.removeItem(atPath: path) }
-}
-
-/// Where `swift build` put tapswitchd and tapswitchctl: next to the test bundle.
-enum Products {
-    static var directory: String {
-        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-        var dir = URL(fileURLWithPath: exe).deletingLastPathComponent()
-        // The bundle may be a directory (…/tapswitchPackageTests.xctest/…); walk up to the build dir.
-        while dir.path != "/" && !FileManager.default.fileExists(atPath: dir.appendingPathComponent("tapswitchctl").path) {
-            dir.deleteLastPathComponent()
-        }
-        return dir.path
-    }
-
-    static func path(_ name: String) throws -> String {
-        let p = directory + "/" + name
-        try #require(FileManager.default.isExecutableFile(atPath: p), "\(name) not built next to the test bundle (run `swift build` first): \(p)")
-        return p
-    }
-}
-
-struct RunResult {
-    var status: Int32
-    var stdout: String
-    var stderr: String
+/// ``TestSupport/offPool(_:)``, for this target's files that do not import TestSupport.
+func offPool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await TestSupport.offPool(body)
 }
 
 /// A file that captures a child's stdout or stderr (files, unlike pipes, never block the child).
@@ -74,34 +34,9 @@ func waitUntil(_ seconds: Double = 10, _ condition: () throws -> Bool) async thr
     return try condition()
 }
 
-/// Runs a program to completion (with a deadline) and returns its exit status and output.
-func run(_ program: String, _ args: [String], environment: [String: String]? = nil, timeout: Double = 30) async throws -> RunResult {
-    let dir = try TempDir("tswrun")
-    defer { dir.remove() }
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: program)
-    p.arguments = args
-    if let environment { p.environment = environment }
-    let out = try OutputFile(in: dir, "out")
-    let err = try OutputFile(in: dir, "err")
-    p.standardOutput = out.handle
-    p.standardError = err.handle
-    try p.run()
-    let finished = try await waitUntil(timeout) { !p.isRunning }
-    if !finished {
-        p.terminate()
-        Issue.record("\(program) \(args.joined(separator: " ")) did not finish within \(timeout)s")
-    }
-    p.waitUntilExit()
-    return RunResult(status: p.terminationStatus, stdout: out.text, stderr: err.text)
-}
-
-/// Runs blocking I/O (control-socket clients) on a thread of its own.
-///
-/// Test functions run on the cooperative pool (2 threads here); blocking one in `recv` while the
-/// server in the same process needs the pool to answer would deadlock.
-func offPool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { continuation in
-        Thread { continuation.resume(with: Result { try body() }) }.start()
-    }
+/// Runs a program to completion (with a deadline) off the cooperative pool; its exit status and output.
+/// `environment`, when given, replaces the inherited one.
+func run(_ program: String, _ args: [String], environment: [String: String]? = nil, timeout: Double = 30) async throws
+    -> (status: Int32, stdout: String, stderr: String) {
+    try await offPool { try Shell.run([program] + args, environment: environment, timeout: .seconds(timeout)) }
 }

@@ -1,3 +1,4 @@
+import ControlProtocol
 import Foundation
 import Testing
 import TestSupport
@@ -19,12 +20,13 @@ struct EndToEndTests {
         let cleanup = Cleanup()
         defer { cleanup.run() }
         let names = UniqueNames()
-        let daemon = try SwitchDaemonHarness(cleanup: cleanup)
+        let daemon = try DaemonUnderTest(config: .shipped, cleanup: cleanup)
+        try daemon.start()
         let (tapA, tapB) = (names.name("a"), names.name("b"))
         let (macA, macB) = (GuestSpec.randomMAC(), GuestSpec.randomMAC())
         try daemon.startVM("e2e-a", tap: tapA, mac: macA, cleanup: cleanup)
         try daemon.startVM("e2e-b", tap: tapB, mac: macB, cleanup: cleanup)
-        let log = { daemon.daemonLog }
+        let log = { daemon.log }
 
         var specA = GuestSpec(name: "pa", tap: tapA, mac: macA, ip: "10.99.1.1/24", role: .ping(peers: ["10.99.1.2"], count: 3))
         var specB = GuestSpec(name: "pb", tap: tapB, mac: macB, ip: "10.99.1.2/24", role: .ping(peers: ["10.99.1.1"], count: 3))
@@ -76,8 +78,9 @@ struct EndToEndTests {
         let cleanup = Cleanup()
         defer { cleanup.run() }
         let names = UniqueNames()
-        let daemon = try SwitchDaemonHarness(cleanup: cleanup)
-        let log = { daemon.daemonLog }
+        let daemon = try DaemonUnderTest(config: .shipped, cleanup: cleanup)
+        try daemon.start()
+        let log = { daemon.log }
         let (tapA, tapB) = (names.name("la"), names.name("lb"))
         let (macA, macB) = (GuestSpec.randomMAC(), GuestSpec.randomMAC())
         try daemon.startVM("life-a", tap: tapA, mac: macA, cleanup: cleanup)
@@ -86,20 +89,20 @@ struct EndToEndTests {
         // Before QEMU: port-create then nic-create per port, no nic-connect, NIC "created".
         let before = try daemon.events()
         for (tap, vm) in [(tapA, "life-a"), (tapB, "life-b")] {
-            let kinds = before.filter { $0.portName == tap }.map(\.kind)
+            let kinds = before.filter { $0.portName == tap }.map(\.kind.rawValue)
             #expect(kinds == ["port-create", "nic-create"], "\(tap): \(kinds)\n\(log())")
-            #expect(before.first { $0.portName == tap && $0.kind == "nic-create" }?.vmName == vm)
-            #expect(try daemon.port(named: tap)?.nic?.state == "created")
+            #expect(before.first { $0.portName == tap && $0.kind == .nicCreate }?.vmName == vm)
+            #expect(try daemon.port(named: tap)?.nic?.state == .created)
         }
 
         let idleA = try QEMUGuest(GuestSpec(name: "ia", tap: tapA, mac: macA, ip: "10.99.2.1/24", role: .idle), image: image)
         let idleB = try QEMUGuest(GuestSpec(name: "ib", tap: tapB, mac: macB, ip: "10.99.2.2/24", role: .idle), image: image)
         cleanup.add("kill lifecycle guests") { idleA.kill(); idleB.kill() }
         for tap in [tapA, tapB] {
-            let connects = try daemon.waitForEvent("nic-connect", port: tap)
-            let create = try #require(before.first { $0.portName == tap && $0.kind == "nic-create" })
+            let connects = try daemon.waitForEvents(.nicConnect, port: tap)
+            let create = try #require(before.first { $0.portName == tap && $0.kind == .nicCreate })
             #expect(connects.count == 1 && connects[0].seq > create.seq, "\(connects.map(\.summary))")
-            #expect(try daemon.port(named: tap)?.nic?.state == "connected")
+            #expect(try daemon.port(named: tap)?.nic?.state == .connected)
         }
         try idleA.waitForReady()
         try idleB.waitForReady()
@@ -107,10 +110,10 @@ struct EndToEndTests {
         // Pull B's plug: nic-disconnect for B only, B's port and TAP stay, A unaffected.
         idleB.kill()
         try idleB.waitForExit(timeout: .seconds(10))
-        try daemon.waitForEvent("nic-disconnect", port: tapB)
-        #expect(try daemon.events().filter { $0.portName == tapA && $0.kind == "nic-disconnect" }.isEmpty)
-        #expect(try daemon.port(named: tapB)?.nic?.state == "disconnected")
-        #expect(try daemon.port(named: tapA)?.nic?.state == "connected")
+        try daemon.waitForEvents(.nicDisconnect, port: tapB)
+        #expect(try daemon.events().filter { $0.portName == tapA && $0.kind == .nicDisconnect }.isEmpty)
+        #expect(try daemon.port(named: tapB)?.nic?.state == .disconnected)
+        #expect(try daemon.port(named: tapA)?.nic?.state == .connected)
         #expect(try Shell.run(["ip", "link", "show", "dev", tapB]).status == 0, "TAP \(tapB) vanished with its QEMU")
         #expect(idleA.isRunning)
 
@@ -119,26 +122,26 @@ struct EndToEndTests {
         pingerSpec.peerWait = 20
         let pinger = try QEMUGuest(pingerSpec, image: image)
         cleanup.add("kill re-attached guest") { pinger.kill() }
-        try daemon.waitForEvent("nic-connect", port: tapB, count: 2)
+        try daemon.waitForEvents(.nicConnect, port: tapB, count: 2)
         let ping = try pinger.waitForResult()
         #expect(ping.ok && ping.value("received") == "3", "\(ping.line)\n\(pinger.serialLog)\n\(idleA.serialLog)\n\(log())")
         try pinger.waitForExit(timeout: .seconds(30))
-        try daemon.waitForEvent("nic-disconnect", port: tapB, count: 2)
+        try daemon.waitForEvents(.nicDisconnect, port: tapB, count: 2)
 
         // Both guests gone; vm stop tears everything down.
         idleA.kill()
         try idleA.waitForExit(timeout: .seconds(10))
-        try daemon.waitForEvent("nic-disconnect", port: tapA)
+        try daemon.waitForEvents(.nicDisconnect, port: tapA)
         try daemon.stopVM("life-a")
         try daemon.stopVM("life-b")
         let after = try daemon.events()
         for tap in [tapA, tapB] {
-            let kinds = after.filter { $0.portName == tap }.map(\.kind)
+            let kinds = after.filter { $0.portName == tap }.map(\.kind.rawValue)
             #expect(Array(kinds.suffix(3)) == ["nic-delete", "port-teardown", "port-delete"], "\(tap): \(kinds)\n\(log())")
             #expect(kinds.filter { $0 == "nic-connect" }.count == (tap == tapA ? 1 : 2), "\(tap): \(kinds)")
             #expect(try Shell.run(["ip", "link", "show", "dev", tap]).status != 0, "TAP \(tap) still exists after vm stop")
         }
-        let left = try daemon.ports()
+        let left = try daemon.show().ports
         #expect(left.isEmpty, "ports left after vm stop: \(left)")
     }
 
@@ -150,8 +153,9 @@ struct EndToEndTests {
         let cleanup = Cleanup()
         defer { cleanup.run() }
         let names = UniqueNames()
-        let daemon = try SwitchDaemonHarness(cleanup: cleanup)
-        let log = { daemon.daemonLog }
+        let daemon = try DaemonUnderTest(config: .shipped, cleanup: cleanup)
+        try daemon.start()
+        let log = { daemon.log }
         let (tapTarget, tapSame, tapOther) = (names.name("v10a"), names.name("v10b"), names.name("v20"))
         let macs = (GuestSpec.randomMAC(), GuestSpec.randomMAC(), GuestSpec.randomMAC())
         try daemon.startVM("vlan-a", tap: tapTarget, mac: macs.0, vlan: 10, cleanup: cleanup)
@@ -180,5 +184,20 @@ struct EndToEndTests {
         // VLAN 20's ARP requests did enter the switch: isolation, not a dead NIC.
         let otherPort = try #require(try daemon.port(named: tapOther))
         #expect(otherPort.counters.framesIn > 0, "\(otherPort)")
+    }
+}
+
+extension DaemonUnderTest {
+    /// `tapswitchctl vm start VM --nic TAP,mac=MAC[,vlan=N]` for one NIC; registers the TAP's deletion
+    /// as a fallback in `cleanup`.
+    fileprivate func startVM(_ vm: String, tap: String, mac: String, vlan: Int? = nil, cleanup: Cleanup) throws {
+        cleanup.deleteLink(tap)
+        var nic = "\(tap),mac=\(mac)"
+        if let vlan { nic += ",vlan=\(vlan)" }
+        _ = try json([PortInfo].self, "vm", "start", vm, "--nic", nic)
+    }
+
+    fileprivate func stopVM(_ vm: String) throws {
+        _ = try json([String: String].self, "vm", "stop", vm)
     }
 }

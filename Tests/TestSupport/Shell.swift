@@ -14,16 +14,20 @@ public enum Shell {
         public var stderr: String
     }
 
-    /// Runs `args` (args[0] is looked up in PATH) and captures its output.
+    /// Runs `args` (args[0] is looked up in PATH) and captures its output. `environment`, when given,
+    /// replaces the inherited environment.
     ///
     /// On timeout the process gets SIGTERM, then SIGKILL a second later, and ``ShellError/timedOut`` is thrown.
     /// - Returns: exit status (128 + signal if killed by a signal), stdout and stderr.
     @discardableResult
-    public static func run(_ args: [String], timeout: Duration = .seconds(10)) throws -> (status: Int32, stdout: String, stderr: String) {
+    public static func run(
+        _ args: [String], environment: [String: String]? = nil, timeout: Duration = .seconds(10)
+    ) throws -> (status: Int32, stdout: String, stderr: String) {
         precondition(!args.isEmpty, "Shell.run needs a command")
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = args
+        if let environment { process.environment = environment }
         let outPipe = Pipe()
         let errPipe = Pipe()
         process.standardOutput = outPipe

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Synchronization
 
 /// Kernel and initramfs of the test guest, built from Debian packages by `scripts/build-guest`.
@@ -9,14 +10,7 @@ struct GuestImage: Sendable, Equatable {
     let initrd: String
 
     /// The repository root: `TAPSWITCH_REPO`, else found from this file's location (`Tests/QEMUTests/Support/`).
-    static let repositoryRoot: URL = {
-        if let explicit = ProcessInfo.processInfo.environment["TAPSWITCH_REPO"] {
-            return URL(fileURLWithPath: explicit)
-        }
-        return URL(fileURLWithPath: #filePath)
-            .deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent().deletingLastPathComponent()
-    }()
+    static var repositoryRoot: URL { URL(fileURLWithPath: Products.repositoryRoot) }
 
     private static let located = Mutex<GuestImage?>(nil)
 
