@@ -36,9 +36,11 @@ extension SwitchRuntime: FrameSink {
                 batch.commitReceived(length: length, vnetHeader: header, vlanTag: rx.vlanTCI(i), vlanTPID: rx.vlanTPID(i) ?? 0x8100)
             }
             if batch.count > 0 { sw.process(batch, from: port.id, to: self) }
-            // Keep draining until the socket is empty or the budget is spent: under load more frames
-            // arrived while this batch was processed, and a new wake-up costs more than a read.
+            // A full batch means more may be waiting: read again (up to the budget). A short one means
+            // the queue was empty a moment ago: return to the read source instead of paying for a
+            // recvmmsg that would only say EAGAIN (level-triggered, it fires again if frames arrived).
             budget -= max(n, 1)
+            if n < want { break }
         }
         if sw.hasPendingFrames { sw.processPending(batch, to: self) }
     }
