@@ -35,7 +35,10 @@ extension SwitchRuntime: FrameSink {
                 }
                 batch.commitReceived(length: length, vnetHeader: header, vlanTag: rx.vlanTCI(i), vlanTPID: rx.vlanTPID(i) ?? 0x8100)
             }
-            if batch.count > 0 { sw.process(batch, from: port.id, to: self) }
+            if batch.count > 0 {
+                if port.lastCarrier != true { refreshCarrier(port) }
+                sw.process(batch, from: port.id, to: self)
+            }
             // A full batch means more may be waiting: read again (up to the budget). A short one means
             // the queue was empty a moment ago: return to the read source instead of paying for a
             // recvmmsg that would only say EAGAIN (level-triggered, it fires again if frames arrived).
@@ -88,6 +91,15 @@ extension SwitchRuntime: FrameSink {
         case .sent(let n): return TransmitResult(sent: start + n)
         case .failed(let n, _): return TransmitResult(sent: start + n, failure: .transmitQueueFull)
         }
+    }
+
+    /// Frames from a port not known to be connected: the kernel raises IFF_LOWER_UP as soon as
+    /// QEMU attaches, but reports it through linkwatch up to a second later, and the VM may already
+    /// be sending (a DHCP request, an ARP). Read the link's flags now (one netlink request, only in
+    /// this state) so NIC_CONNECT happens before these frames are processed instead of dropping them.
+    func refreshCarrier(_ port: PortIO) {
+        if case .internalTAP = port.backing { return }
+        if let info = try? net.link(index: port.interfaceIndex), info.name == port.device { linkChanged(info) }
     }
 
     /// A port's fd reported an error: its device vanished or broke. Remove the port through the

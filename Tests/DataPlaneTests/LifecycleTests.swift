@@ -44,6 +44,34 @@ struct LifecycleTests {
         }
     }
 
+    @Test("a VM that re-attaches and sends at once loses nothing (no waiting for the delayed carrier notification)")
+    func reattachSendsAtOnce() async throws {
+        try await withRuntime { rt, log, cleanup in
+            let a = names.name("qa"), b = names.name("qb")
+            try await rt.startTestVM(a, mac: mac(0x44), cleanup: cleanup)
+            try await rt.startTestVM(b, mac: mac(0x45), cleanup: cleanup)
+            let vmB = try FakeVM(tap: b)
+            defer { vmB.close() }
+            let first = try FakeVM(tap: a)
+            try log.waitFor(.nicConnect, port: a)
+            try log.waitFor(.nicConnect, port: b)
+            first.close()
+            try log.waitFor(.nicDisconnect, port: a)
+            // QEMU restarts and the guest talks straight away (DHCP, ARP): before linkwatch reports it.
+            let again = try FakeVM(tap: a)
+            defer { again.close() }
+            var frames: [[UInt8]] = []
+            for k in 0..<5 {
+                let f = TestFrames.broadcast(src: mac(0x44).bytes, payload: Array(repeating: UInt8(k), count: 46))
+                frames.append(f)
+                try again.send(f)
+            }
+            for f in frames { #expect(try vmB.receive(timeout: .seconds(2)) == f) }
+            let drops = try #require(await rt.counters(a)).drops
+            #expect(drops.isEmpty, "\(drops)")
+        }
+    }
+
     @Test("deleting the TAP by hand drives the whole stop sequence; the other port keeps forwarding")
     func tapDeletedByHand() async throws {
         try await withRuntime { rt, log, cleanup in
