@@ -33,7 +33,10 @@ extension SwitchRuntime: FrameSink {
                     (batch.slotBase(batch.count) + FrameBatch.frameOffset - headerSize)
                         .copyMemory(from: received, byteCount: length + headerSize)
                 }
-                batch.commitReceived(length: length, vnetHeader: header, vlanTag: rx.vlanTCI(i), vlanTPID: rx.vlanTPID(i) ?? 0x8100)
+                // The TPID is only looked up (a second walk of the control messages) for tagged frames.
+                let tci = rx.vlanTCI(i)
+                batch.commitReceived(length: length, vnetHeader: header, vlanTag: tci,
+                                     vlanTPID: tci == nil ? 0x8100 : rx.vlanTPID(i) ?? 0x8100)
             }
             if batch.count > 0 {
                 if port.lastCarrier != true { refreshCarrier(port) }
