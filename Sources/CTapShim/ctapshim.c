@@ -25,6 +25,9 @@ const unsigned int TS_TUN_F_UFO = TUN_F_UFO;
 
 const unsigned int TS_IFF_LOWER_UP = IFF_LOWER_UP;
 
+const unsigned int TS_TPACKET2_HDRLEN = TPACKET2_HDRLEN;
+const unsigned int TS_TPACKET2_SLL_OFFSET = TPACKET_ALIGN(sizeof(struct tpacket2_hdr));
+
 // The Swift side relies on these layouts matching the kernel's.
 static_assert(sizeof(ts_ifreq) == sizeof(struct ifreq), "ts_ifreq must match struct ifreq");
 static_assert(offsetof(ts_ifreq, flags) == offsetof(struct ifreq, ifr_flags), "ifr_flags offset");
