@@ -154,14 +154,17 @@ public struct SwitchSettings: Codable, Sendable, Equatable {
     public var macAgingSeconds: Int
     public var macTableSize: Int
     public var macLimitPerPort: Int
+    /// Longest busy-poll of the packet loop before it sleeps, in microseconds (0: never spin).
+    public var busyPollMicroseconds: Int
 
     public init(name: String = "tapswitch0", unknownUnicast: UnknownUnicastPolicy = .flood, macAgingSeconds: Int = 300,
-                macTableSize: Int = 8192, macLimitPerPort: Int = 1024) {
+                macTableSize: Int = 8192, macLimitPerPort: Int = 1024, busyPollMicroseconds: Int = 50) {
         self.name = name
         self.unknownUnicast = unknownUnicast
         self.macAgingSeconds = macAgingSeconds
         self.macTableSize = macTableSize
         self.macLimitPerPort = macLimitPerPort
+        self.busyPollMicroseconds = busyPollMicroseconds
     }
 }
 

@@ -1,3 +1,4 @@
+import CTapShim
 import LinuxNet
 import SwitchCore
 
@@ -6,49 +7,101 @@ import Glibc
 #endif
 
 extension SwitchRuntime: FrameSink {
-    /// Drains one port's fd: up to `wakeBudget` frames, one batch at a time. Runs on `queue`.
-    func drain(_ port: PortIO) {
+    /// Drains one port's fd: up to `wakeBudget` frames, one batch at a time. Runs on `queue` when
+    /// the loop reports the fd (`events` is the epoll mask).
+    func drain(_ port: PortIO, events: UInt32) {
+        if events & EPOLLERR.rawValue != 0, !port.isTUN, let code = Self.pendingError(port.fd) {
+            // Level-triggered epoll repeats an error until it is read (ENETDOWN: the device went down or away).
+            portFailed(port, errno: code)
+            return
+        }
         var budget = wakeBudget
-        let headerSize = Self.vnetSize
         while budget > 0, !port.closed {
             batch.reset()
             let want = min(batch.capacity, budget)
-            let result = port.isTUN ? rx.read(from: port.fd, max: want) : rx.receive(from: port.fd, max: want)
             let n: Int
-            switch result {
-            case .done(let count): n = count
-            case .wouldBlock: return
-            case .failed(let code):
-                portFailed(port, errno: code)
-                return
-            }
-            for i in 0..<n {
-                let length = rx.length(i) - headerSize
-                // Truncated datagrams (bigger than a slot) and runts without a header are not frames.
-                if length < 0 || rx.isTruncated(i) { continue }
-                let received = batch.slotBase(i) + FrameBatch.frameOffset - headerSize
-                let header = VirtioNetHeader(loading: received)
-                if batch.count != i {
-                    // Move the frame down to the next free slot only when a skipped datagram left a gap (rare).
-                    (batch.slotBase(batch.count) + FrameBatch.frameOffset - headerSize)
-                        .copyMemory(from: received, byteCount: length + headerSize)
+            if let ring = port.ring {
+                n = fill(from: ring, port, max: want)
+            } else {
+                let result = port.isTUN ? rx.read(from: port.fd, max: want) : rx.receive(from: port.fd, max: want)
+                switch result {
+                case .done(let count): n = count
+                case .wouldBlock: n = 0
+                case .failed(let code):
+                    portFailed(port, errno: code)
+                    return
                 }
-                // The TPID is only looked up (a second walk of the control messages) for tagged frames.
-                let tci = rx.vlanTCI(i)
-                batch.commitReceived(length: length, vnetHeader: header, vlanTag: tci,
-                                     vlanTPID: tci == nil ? 0x8100 : rx.vlanTPID(i) ?? 0x8100)
+                for i in 0..<n { commit(slot: i) }
             }
+            if port.closed { return }
             if batch.count > 0 {
                 if port.lastCarrier != true { refreshCarrier(port) }
                 sw.process(batch, from: port.id, to: self)
             }
             // A full batch means more may be waiting: read again (up to the budget). A short one means
-            // the queue was empty a moment ago: return to the read source instead of paying for a
-            // recvmmsg that would only say EAGAIN (level-triggered, it fires again if frames arrived).
+            // the queue was empty a moment ago: return to the loop instead of paying for a read that
+            // would find nothing (level-triggered, it reports the fd again if frames arrived).
             budget -= max(n, 1)
             if n < want { break }
         }
         if sw.hasPendingFrames { sw.processPending(batch, to: self) }
+    }
+
+    /// Takes up to `max` frames from `port`'s receive ring into the batch, with no system call
+    /// except for frames too big for a ring slot. Returns how many ring slots were consumed.
+    @inline(__always)
+    func fill(from ring: ReceiveRing, _ port: PortIO, max: Int) -> Int {
+        let room = batch.slotSize - FrameBatch.frameOffset - FrameBatch.headroom
+        var taken = 0
+        while taken < max, ring.next() {
+            taken += 1
+            if ring.isCopied {
+                // The whole frame (a GSO superframe) waits in the socket queue: read it into the next slot.
+                ring.release()
+                let i = batch.count
+                switch rx.receive(from: port.fd, slot: i) {
+                case .done(1): commit(slot: i)
+                case .failed(let code):
+                    portFailed(port, errno: code)
+                    return taken
+                default: break
+                }
+                continue
+            }
+            let length = ring.frameLength
+            guard !ring.isTruncated, length <= room, let vnet = ring.vnetHeader else {
+                ring.release()  // cut to the slot and not queued (receive buffer full): not a frame
+                continue
+            }
+            let tci = ring.vlanTCI
+            let tpid = tci == nil ? 0x8100 : ring.vlanTPID ?? 0x8100
+            let dst = batch.slotBase(batch.count) + FrameBatch.frameOffset
+            dst.copyMemory(from: ring.frame, byteCount: length)
+            let header = VirtioNetHeader(loading: vnet)
+            ring.release()
+            batch.commitReceived(length: length, vnetHeader: header, vlanTag: tci, vlanTPID: tpid)
+        }
+        return taken
+    }
+
+    /// Commits receive-vector slot `i` (filled by recvmmsg or read) as the batch's next frame.
+    @inline(__always)
+    func commit(slot i: Int) {
+        let headerSize = Self.vnetSize
+        let length = rx.length(i) - headerSize
+        // Truncated datagrams (bigger than a slot) and runts without a header are not frames.
+        if length < 0 || rx.isTruncated(i) { return }
+        let received = batch.slotBase(i) + FrameBatch.frameOffset - headerSize
+        let header = VirtioNetHeader(loading: received)
+        if batch.count != i {
+            // Move the frame down to the next free slot only when a skipped datagram left a gap (rare).
+            (batch.slotBase(batch.count) + FrameBatch.frameOffset - headerSize)
+                .copyMemory(from: received, byteCount: length + headerSize)
+        }
+        // The TPID is only looked up (a second walk of the control messages) for tagged frames.
+        let tci = rx.vlanTCI(i)
+        batch.commitReceived(length: length, vnetHeader: header, vlanTag: tci,
+                             vlanTPID: tci == nil ? 0x8100 : rx.vlanTPID(i) ?? 0x8100)
     }
 
     /// Delivery to one destination port: one sendmmsg (or a run of writev on a TUN fd).
@@ -74,7 +127,7 @@ extension SwitchRuntime: FrameSink {
             if code == ENOBUFS || code == EAGAIN { return TransmitResult(sent: sent, failure: .transmitQueueFull) }
             if code == ENETDOWN || code == ENXIO || code == ENODEV {
                 // The device went away under us: tear the port down once this batch is done.
-                queue.async { [weak self] in
+                loop.async { [weak self] in
                     if let self, let io = self.ports[port] { self.portFailed(io, errno: code) }
                 }
             }
@@ -103,6 +156,14 @@ extension SwitchRuntime: FrameSink {
     func refreshCarrier(_ port: PortIO) {
         if case .internalTAP = port.backing { return }
         if let info = try? net.link(index: port.interfaceIndex), info.name == port.device { linkChanged(info) }
+    }
+
+    /// The socket's pending error (`SO_ERROR`, cleared by reading it), nil if none.
+    static func pendingError(_ fd: Int32) -> Int32? {
+        var value: Int32 = 0
+        var length = socklen_t(MemoryLayout<Int32>.size)
+        guard getsockopt(fd, SOL_SOCKET, SO_ERROR, &value, &length) == 0 else { return nil }
+        return value == 0 ? nil : value
     }
 
     /// A port's fd reported an error: its device vanished or broke. Remove the port through the

@@ -2,11 +2,11 @@ import Dispatch
 import LinuxNet
 import SwitchCore
 
-/// The I/O side of one port: its fd and read source.
+/// The I/O side of one port: its fd and its registration in the packet loop.
 ///
-/// Owned by the packet-loop queue: created, read, written and cancelled only there. The fd is
-/// closed by the read source's cancel handler (so a read already scheduled never sees a closed or
-/// reused fd), or directly if no source was ever started.
+/// Owned by the packet-loop queue: created, read, written and closed only there. ``close()``
+/// unwatches before closing, and the loop ignores events of a stale registration, so a handler
+/// never sees a closed or reused fd.
 final class PortIO {
     let id: PortID
     let device: String
@@ -20,7 +20,10 @@ final class PortIO {
     var interfaceIndex: Int32
     /// Internal ports: the fd is the TAP itself, read with read() and written with writev().
     var isTUN: Bool { if case .internalTAP = backing { true } else { false } }
-    var source: (any DispatchSourceRead)?
+    /// The AF_PACKET socket's receive ring (VM TAPs, uplinks); nil for internal ports.
+    var ring: ReceiveRing?
+    var watch: PollLoop.Watch?
+    weak var loop: PollLoop?
     var closed = false
     /// Last carrier state seen from netlink (duplicate notifications are ignored).
     var lastCarrier: Bool?
@@ -35,27 +38,21 @@ final class PortIO {
         self.interfaceIndex = interfaceIndex
     }
 
-    /// Starts reading. `handler` runs on `queue` whenever the fd is readable.
-    func start(on queue: DispatchQueue, _ handler: @escaping () -> Void) {
-        let s = DispatchSource.makeReadSource(fileDescriptor: fd, queue: queue)
-        let fd = self.fd
-        s.setEventHandler(handler: handler)
-        s.setCancelHandler { _ = Glibc.close(fd) }
-        source = s
-        s.resume()
+    /// Starts reading. `handler` runs on the loop's queue whenever the fd is readable.
+    func start(on loop: PollLoop, _ handler: @escaping (UInt32) -> Void) throws(DataPlaneError) {
+        watch = try loop.watch(fd, handler)
+        self.loop = loop
     }
 
-    /// Stops reading and closes the fd (through the cancel handler). Idempotent.
+    /// Stops reading and closes the fd. Idempotent.
     func close() {
         guard !closed else { return }
         closed = true
         if segmentingFD >= 0 { _ = Glibc.close(segmentingFD) }
-        if let s = source {
-            s.cancel()
-            source = nil
-        } else {
-            _ = Glibc.close(fd)
-        }
+        if let watch { loop?.unwatch(watch) }
+        watch = nil
+        ring = nil  // unmapped before the fd goes
+        _ = Glibc.close(fd)
     }
 }
 

@@ -119,7 +119,7 @@ extension SwitchRuntime {
     /// afterwards when `deleteDevice` is true; an uplink is never deleted.
     public func removePort(named name: String, deleteDevice: Bool = true) async throws(DataPlaneError) {
         let backing: PortBacking = try await withCheckedContinuation { (c: CheckedContinuation<Result<PortBacking, DataPlaneError>, Never>) in
-            queue.async {
+            loop.async {
                 guard let port = self.sw.port(named: name), let io = self.ports[port.id] else {
                     c.resume(returning: .failure(DataPlaneError("no port named \(name)")))
                     return
@@ -201,30 +201,49 @@ extension SwitchRuntime {
         do {
             let socket = try PacketSocket(interfaceIndex: info.index, interfaceName: device,
                                           options: .init(vnetHeader: true, auxData: true, ignoreOutgoing: true, qdiscBypass: true,
-                                                         receiveBuffer: 4 << 20, sendBuffer: 4 << 20))
+                                                         receiveBuffer: 4 << 20, sendBuffer: 4 << 20,
+                                                         receiveRing: Self.ringGeometry))
             if promiscuous { try Self.setPromiscuous(socket.fileDescriptor, index: info.index, device: device) }
             fd = socket.release()
         } catch {
             throw DataPlaneError("cannot open AF_PACKET socket on \(device): \(error)")
         }
         return try await adoptFD(fd, device: device, index: info.index, backing: backing, connect: info.hasCarrier,
-                                 isRestore: isRestore, create)
+                                 isRestore: isRestore, ring: Self.ringGeometry, create)
     }
 
     /// Creates the port on the queue and starts reading `fd`; connects the NIC when `connect`.
     func adoptFD(_ fd: Int32, device: String, index: Int32, backing: PortBacking, connect: Bool, isRestore: Bool = false,
+                 ring geometry: ReceiveRing.Geometry? = nil,
                  _ create: @escaping @Sendable (VirtualSwitch) throws(SwitchError) -> PortID) async throws(DataPlaneError) -> PortID {
         try await onQueueThrowing { () throws(DataPlaneError) -> PortID in
+            // Mapped here because the ring, like the fd's other state, belongs to the queue.
+            var ring: ReceiveRing?
+            if let geometry {
+                do { ring = try ReceiveRing(fileDescriptor: fd, geometry: geometry, interfaceName: device) } catch {
+                    _ = Glibc.close(fd)
+                    throw DataPlaneError("cannot map the receive ring of \(device): \(error)")
+                }
+            }
             let id: PortID
             do throws(SwitchError) { id = try create(self.sw) } catch {
                 _ = Glibc.close(fd)
                 throw DataPlaneError(error)
             }
             let io = PortIO(id: id, device: device, backing: backing, fd: fd, interfaceIndex: index)
+            io.ring = ring
             if backing == .vmTAP { io.segmentingFD = Self.openSegmentingSocket(index: index) }
             self.ports[id] = io
             self.byIndex[index] = io
-            io.start(on: self.queue) { [unowned self, unowned io] in self.drain(io) }
+            do throws(DataPlaneError) {
+                try io.start(on: self.loop) { [unowned self, unowned io] events in self.drain(io, events: events) }
+            } catch {
+                io.close()
+                self.ports[id] = nil
+                self.byIndex[index] = nil
+                _ = try? self.sw.removePort(id)
+                throw DataPlaneError("cannot watch \(device): \(error)")
+            }
             if connect {
                 io.lastCarrier = true
                 do { try self.sw.connectNIC(on: id, isRestore: isRestore) } catch {
@@ -234,6 +253,11 @@ extension SwitchRuntime {
             return id
         }
     }
+
+    /// Receive ring of every AF_PACKET port: 512 slots of 2 KiB (1 MiB per port), room for a few
+    /// milliseconds of a busy VM while the loop serves others. A slot holds a full-size frame;
+    /// bigger ones (GSO superframes) come whole through the socket queue.
+    static let ringGeometry = ReceiveRing.Geometry(frameSize: 2048, frameCount: 512)
 
     /// A transmit-only AF_PACKET socket (protocol 0: it never receives) that sends through the
     /// qdisc, with virtio-net headers. -1 if it cannot be opened (then GSO frames to a TAP without

@@ -13,22 +13,23 @@ import Glibc
 ///
 /// ## Concurrency model
 /// One serial queue, `queue`, owns everything mutable: the `VirtualSwitch`, the frame batch and
-/// the receive/send vectors, the port table (`ports`, `byIndex`, `byName`), every port's fd and
-/// read source, and the link monitor. Read sources for all ports, the netlink monitor source and
-/// the 1 s timer all target that queue, so no state is ever touched from two threads and the
-/// packet path takes no locks. (That is what the `@unchecked Sendable` promises.)
+/// the receive/send vectors, the port table (`ports`, `byIndex`, `byName`), every port's fd, and
+/// the link monitor. The packet loop (``PollLoop``: epoll over the ports' fds and the link
+/// monitor, plus the 1 s tick) runs as blocks on that queue, so no state is ever touched from two
+/// threads and the packet path takes no locks. (That is what the `@unchecked Sendable` promises.)
 ///
 /// Control requests (`startVM`, `removePort`, `snapshot`, ...) are `async` and hop onto the queue
-/// with `queue.async` plus a continuation; blocking device work (creating a TAP, netlink link
-/// setup) happens before the hop, in the caller's task, so the packet loop never waits on it.
-/// A control step therefore always runs between two batches, never inside one.
+/// with `loop.async` (queue.async plus a poke that makes the waiting loop yield) and a
+/// continuation; blocking device work (creating a TAP, netlink link setup) happens before the
+/// hop, in the caller's task, so the packet loop never waits on it. A control step therefore
+/// always runs between two batches, never inside one.
 ///
-/// fds: a port's fd is closed by its read source's cancel handler (``PortIO/close()``), on the
-/// queue, when the port is deleted, its device fails, or the runtime shuts down. TAPs of VMs are
-/// never deleted on shutdown: a restarting daemon re-adopts them and QEMU is not disturbed.
+/// fds: a port's fd is unwatched and closed by ``PortIO/close()``, on the queue, when the port is
+/// deleted, its device fails, or the runtime shuts down. TAPs of VMs are never deleted on
+/// shutdown: a restarting daemon re-adopts them and QEMU is not disturbed.
 ///
 /// ## Packet loop
-/// Each wake-up of a port's read source drains up to `wakeBudget` frames in batches of
+/// Each time a port's fd is readable the loop drains up to `wakeBudget` frames in batches of
 /// `batchCapacity`: one `recvmmsg` (or a run of `read`s on a TUN fd) fills the batch's
 /// preallocated slots, the switch runs the batch through the extension stack, and delivery does
 /// one `sendmmsg` per destination port. `ENOBUFS` from a full TAP queue drops the rest of that
@@ -46,9 +47,9 @@ public final class SwitchRuntime: @unchecked Sendable {
     let wakeBudget: Int
     var ports: [PortID: PortIO] = [:]
     var byIndex: [Int32: PortIO] = [:]
+    let loop: PollLoop
     var monitor: LinkMonitor?
-    var monitorSource: (any DispatchSourceRead)?
-    var timer: (any DispatchSourceTimer)?
+    var monitorWatch: PollLoop.Watch?
     var heartbeat: (@Sendable () -> Void)?
     var eventHandlers: [@Sendable (LifecycleEvent) -> Void] = []
     /// Called when a port's device disappeared or failed and the port was removed by the switch itself.
@@ -62,7 +63,9 @@ public final class SwitchRuntime: @unchecked Sendable {
     /// - Parameters:
     ///   - configuration: switch settings (ports, batch size, MAC table).
     ///   - wakeBudget: most frames handled per wake-up of one port, so a busy port cannot starve the others.
-    public init(configuration: SwitchConfiguration, wakeBudget: Int = 256, logger: Logger = Logger(label: "tapswitch.dataplane")) throws {
+    ///   - busyPollMicroseconds: longest spin of the loop before it sleeps (see ``PollLoop``); 0 never spins.
+    public init(configuration: SwitchConfiguration, wakeBudget: Int = 256, busyPollMicroseconds: Int = 50,
+                logger: Logger = Logger(label: "tapswitch.dataplane")) throws {
         queue = DispatchQueue(label: "tapswitch.packet-loop", qos: .userInteractive)
         self.logger = logger
         sw = VirtualSwitch(configuration: configuration)
@@ -73,6 +76,10 @@ public final class SwitchRuntime: @unchecked Sendable {
         txHeaders = .allocate(byteCount: batch.capacity * Self.vnetSize, alignment: 16)
         txHeaders.initializeMemory(as: UInt8.self, repeating: 0, count: batch.capacity * Self.vnetSize)
         self.wakeBudget = wakeBudget
+        do { loop = try PollLoop(queue: queue, busyPollLimit: UInt64(max(0, busyPollMicroseconds)) * 1000) } catch {
+            txHeaders.deallocate()
+            throw error
+        }
         // Every slot receives [virtio_net_hdr][frame] with the frame at the batch's frame offset.
         for i in 0..<batch.capacity {
             let base = batch.slotBase(i) + FrameBatch.frameOffset - Self.vnetSize
@@ -82,6 +89,7 @@ public final class SwitchRuntime: @unchecked Sendable {
             for h in eventHandlers { h(event) }
         }
         sw.onDiagnostic = { [logger] message in logger.warning("extension rule violation: \(message)") }
+        loop.start()
     }
 
     deinit { txHeaders.deallocate() }
@@ -91,15 +99,8 @@ public final class SwitchRuntime: @unchecked Sendable {
         let monitor = try LinkMonitor()
         try onQueue {
             self.monitor = monitor
-            let source = DispatchSource.makeReadSource(fileDescriptor: monitor.fileDescriptor, queue: queue)
-            source.setEventHandler { [unowned self] in self.drainLinkEvents() }
-            source.resume()
-            monitorSource = source
-            let timer = DispatchSource.makeTimerSource(queue: queue)
-            timer.schedule(deadline: .now() + 1, repeating: 1.0, leeway: .milliseconds(100))
-            timer.setEventHandler { [unowned self] in self.tick() }
-            timer.resume()
-            self.timer = timer
+            monitorWatch = try loop.watch(monitor.fileDescriptor) { [unowned self] _ in self.drainLinkEvents() }
+            loop.setTick(every: 1_000_000_000) { [unowned self] in self.tick() }
         }
     }
 
@@ -110,10 +111,10 @@ public final class SwitchRuntime: @unchecked Sendable {
             for p in self.ports.values { p.close() }
             self.ports.removeAll()
             self.byIndex.removeAll()
-            self.monitorSource?.cancel()
-            self.monitorSource = nil
-            self.timer?.cancel()
-            self.timer = nil
+            if let w = self.monitorWatch { self.loop.unwatch(w) }
+            self.monitorWatch = nil
+            self.monitor = nil
+            self.loop.stop()
         }
     }
 
@@ -121,35 +122,39 @@ public final class SwitchRuntime: @unchecked Sendable {
 
     /// Adds an observer of lifecycle events. It runs on the packet-loop queue: keep it short.
     public func addEventHandler(_ handler: @escaping @Sendable (LifecycleEvent) -> Void) {
-        queue.async { self.eventHandlers.append(handler) }
+        loop.async { self.eventHandlers.append(handler) }
     }
 
     /// Called (on the packet-loop queue) with a port's name after the switch removed it by itself
     /// because its device vanished or failed.
     public func setPortLostHandler(_ handler: @escaping @Sendable (String) -> Void) {
-        queue.async { self.portLostHandler = handler }
+        loop.async { self.portLostHandler = handler }
     }
 
     /// Runs `body` once a second from the packet loop's own queue: if the loop is stuck, the
     /// heartbeat stops (systemd's watchdog feeds on it).
     public func setHeartbeat(_ body: @escaping @Sendable () -> Void) {
-        queue.async { self.heartbeat = body }
+        loop.async { self.heartbeat = body }
+    }
+
+    /// Changes the busy-poll limit of the running loop (0 stops spinning).
+    public func setBusyPoll(microseconds: Int) async {
+        await onQueueAsync { self.loop.busyPollLimit = UInt64(max(0, microseconds)) * 1000 }
     }
 
     // MARK: - Queue hops
 
     func onQueue<T>(_ body: () throws -> T) throws -> T {
-        dispatchPrecondition(condition: .notOnQueue(queue))
-        return try queue.sync(execute: body)
+        try loop.sync(body)
     }
 
     func onQueueAsync<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
-        await withCheckedContinuation { c in queue.async { c.resume(returning: body()) } }
+        await withCheckedContinuation { c in loop.async { c.resume(returning: body()) } }
     }
 
     func onQueueThrowing<T: Sendable>(_ body: @escaping @Sendable () throws(DataPlaneError) -> T) async throws(DataPlaneError) -> T {
         let result: Result<T, DataPlaneError> = await withCheckedContinuation { c in
-            queue.async {
+            loop.async {
                 do throws(DataPlaneError) { c.resume(returning: .success(try body())) } catch { c.resume(returning: .failure(error)) }
             }
         }

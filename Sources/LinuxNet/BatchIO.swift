@@ -98,6 +98,23 @@ public final class ReceiveVector {
         }
     }
 
+    /// One non-blocking receive of a single datagram into slot `i` (the slot's length, flags and auxdata
+    /// then read as after ``receive(from:max:)``). Used for a frame a ``ReceiveRing`` could not hold
+    /// (``ReceiveRing/isCopied``). Retries `EINTR`.
+    public func receive(from fd: Int32, slot i: Int) -> IOResult {
+        precondition(i >= 0 && i < capacity, "slot \(i) out of range 0..<\(capacity)")
+        messages[i].msg_hdr.msg_controllen = controlStride
+        messages[i].msg_hdr.msg_namelen = socklen_t(MemoryLayout<sockaddr_ll>.size)
+        while true {
+            let received = ts_recvmmsg(fd, messages + i, 1, Int32(MSG_DONTWAIT), nil)
+            if received >= 0 { return .done(Int(received)) }
+            let code = errno
+            if code == EINTR { continue }
+            if code == EAGAIN { return .wouldBlock }
+            return .failed(code)
+        }
+    }
+
     /// Fills slots with one `read` each from a TUN/TAP fd (not a socket, so no `recvmmsg`) until `EAGAIN`
     /// or `min(max, capacity)` frames. The fd must be non-blocking. A failure after some frames reports
     /// those frames; the error recurs on the next call.

@@ -7,7 +7,7 @@ import Glibc
 /// The daemon's configuration file, after every check.
 ///
 /// Format: the TOML subset of ``TOMLParser`` with this shape (see `config/tapswitchd.toml`):
-/// `[switch]` (name, unknown_unicast, mac_aging_seconds, mac_table_size, mac_limit_per_port),
+/// `[switch]` (name, unknown_unicast, mac_aging_seconds, mac_table_size, mac_limit_per_port, busy_poll_us),
 /// `[control]` (group), `[extensions]` (enable), `[[internal]]` (name, mac, netns),
 /// `[[external]]` (device), `[[vm]]` (name) with `[[vm.nic]]` (tap, mac, owner, group, mtu, type, vlan).
 /// Every key is optional except the names (`vm.name`, `vm.nic.tap`, `internal.name`, `external.device`).
@@ -39,6 +39,7 @@ public struct DaemonConfig: Sendable, Equatable {
     /// Allowed ranges.
     public static let macAgingRange = 10...1_000_000
     public static let macTableSizeRange = 16...1_000_000
+    public static let busyPollRange = 0...1000
 }
 
 /// All problems found in a config file, one `file:line: message` per line.
@@ -300,7 +301,7 @@ private struct Builder {
     }
 
     mutating func buildSwitch(_ t: TOMLTable) -> SwitchSettings {
-        checkKeys(t, allowed: ["name", "unknown_unicast", "mac_aging_seconds", "mac_table_size", "mac_limit_per_port"])
+        checkKeys(t, allowed: ["name", "unknown_unicast", "mac_aging_seconds", "mac_table_size", "mac_limit_per_port", "busy_poll_us"])
         var s = SwitchSettings()
         if let (n, line) = string(t, "name"), let n = check(line, { () throws(FieldError) in try Validate.interfaceName(n, field: "switch.name") }) {
             s.name = n
@@ -326,6 +327,11 @@ private struct Builder {
             }
         } else if s.macLimitPerPort > s.macTableSize {
             s.macLimitPerPort = s.macTableSize
+        }
+        if let (n, line) = integer(t, "busy_poll_us") {
+            if DaemonConfig.busyPollRange.contains(n) { s.busyPollMicroseconds = n } else {
+                issue(line, "switch.busy_poll_us: \(n) is out of range \(DaemonConfig.busyPollRange.lowerBound)..\(DaemonConfig.busyPollRange.upperBound)")
+            }
         }
         return s
     }

@@ -40,7 +40,7 @@ public actor DataPlaneBackend: SwitchBackend {
                                          unknownUnicast: settings.unknownUnicast == .uplink ? .uplink : .flood)
         let rt: SwitchRuntime
         do {
-            rt = try SwitchRuntime(configuration: config, logger: logger)
+            rt = try SwitchRuntime(configuration: config, busyPollMicroseconds: settings.busyPollMicroseconds, logger: logger)
             try rt.start()
         } catch {
             throw BackendError(.system, "cannot start the data plane: \(error)")
@@ -55,6 +55,8 @@ public actor DataPlaneBackend: SwitchBackend {
     public func reload(_ settings: SwitchSettings, extensions: [String]) async throws(BackendError) {
         let rt = try running()
         await rt.setUnknownUnicast(settings.unknownUnicast == .uplink ? .uplink : .flood)
+        await rt.setBusyPoll(microseconds: settings.busyPollMicroseconds)
+        self.settings.busyPollMicroseconds = settings.busyPollMicroseconds
         if settings.macTableSize != self.settings.macTableSize || settings.macLimitPerPort != self.settings.macLimitPerPort
             || settings.macAgingSeconds != self.settings.macAgingSeconds || settings.name != self.settings.name {
             logger.warning("switch name and MAC table sizes/aging take effect at the next daemon start")

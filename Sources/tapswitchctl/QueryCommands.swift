@@ -46,7 +46,7 @@ struct ShowCommand: ParsableCommand {
 func formatSwitchLine(_ s: SwitchSnapshot) -> String {
     let st = s.settings
     return "switch \(st.name)  unknown-unicast=\(st.unknownUnicast.rawValue)  mac-aging=\(st.macAgingSeconds)s  "
-        + "mac-table=\(s.fdbEntries)/\(st.macTableSize)  mac-limit-per-port=\(st.macLimitPerPort)  ports=\(s.ports.count)  "
+        + "mac-table=\(s.fdbEntries)/\(st.macTableSize)  mac-limit-per-port=\(st.macLimitPerPort)  busy-poll=\(st.busyPollMicroseconds)us  ports=\(s.ports.count)  "
         + "uptime=\(Int(s.uptimeSeconds))s"
 }
 

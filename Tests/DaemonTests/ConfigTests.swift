@@ -91,7 +91,7 @@ struct ConfigTests {
     }
 
     @Test("semantic errors name file and line", arguments: [
-        ("[switch]\nbogus = 1\n", "t.toml:2: unknown key 'switch.bogus' (known: switch.name, switch.unknown_unicast, switch.mac_aging_seconds, switch.mac_table_size, switch.mac_limit_per_port)"),
+        ("[switch]\nbogus = 1\n", "t.toml:2: unknown key 'switch.bogus' (known: switch.name, switch.unknown_unicast, switch.mac_aging_seconds, switch.mac_table_size, switch.mac_limit_per_port, switch.busy_poll_us)"),
         ("[routing]\n", "t.toml:1: unknown table 'routing' (known: switch, control, extensions, internal, external, vm)"),
         ("name = \"x\"\n", "t.toml:1: key 'name' must be inside a table such as [switch]"),
         ("[switch]\nname = \"way-too-long-name0\"\n", "t.toml:2: switch.name: interface name 'way-too-long-name0' is 18 characters; the limit is 15"),
@@ -99,6 +99,7 @@ struct ConfigTests {
         ("[switch]\nmac_aging_seconds = \"300\"\n", "t.toml:2: 'switch.mac_aging_seconds' must be an integer, not a string"),
         ("[switch]\nmac_aging_seconds = 5\n", "t.toml:2: switch.mac_aging_seconds: 5 is out of range 10..1000000"),
         ("[switch]\nmac_table_size = 100\nmac_limit_per_port = 101\n", "t.toml:3: switch.mac_limit_per_port: 101 is out of range 1..100 (mac_table_size)"),
+        ("[switch]\nname = \"s\"\nbusy_poll_us = 5000\n", "t.toml:3: switch.busy_poll_us: 5000 is out of range 0..1000"),
         ("[control]\ngroup = \"nosuchgroup\"\n", "t.toml:2: control.group: group 'nosuchgroup' does not exist"),
         ("[extensions]\nenable = [\"firewall\"]\n", "t.toml:2: extensions.enable: unknown extension 'firewall' (available: duplicate-mac-guard, monitor)"),
         ("[extensions]\nenable = \"monitor\"\n", "t.toml:2: 'extensions.enable' must be an array of strings, not a string"),

@@ -20,6 +20,9 @@
 #include <linux/if_tun.h>
 #include <linux/virtio_net.h>
 #include <linux/sockios.h>
+// The packet loop's epoll set and the eventfd that wakes it (not in Swift's Glibc module).
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 
 // MARK: TUN ioctl numbers (defined with _IOW/_IOR, which Swift cannot evaluate).
 extern const unsigned long TS_TUNSETIFF;
@@ -73,6 +76,18 @@ size_t ts_cmsg_len(size_t payload);
 // MARK: ioctl with a pointer argument (ioctl is variadic; Swift can only call it through a fixed signature).
 int ts_ioctl_ptr(int fd, unsigned long request, void *_Nullable arg);
 int ts_ioctl_ulong(int fd, unsigned long request, unsigned long arg);
+
+// MARK: TPACKET_V2 receive ring (TPACKET_ALIGN / TPACKET2_HDRLEN are function-like macros).
+/// TPACKET2_HDRLEN: the aligned tpacket2_hdr plus the sockaddr_ll after it; the kernel's minimum frame size.
+extern const unsigned int TS_TPACKET2_HDRLEN;
+/// TPACKET_ALIGN(sizeof(struct tpacket2_hdr)): where the slot's sockaddr_ll starts.
+extern const unsigned int TS_TPACKET2_SLL_OFFSET;
+
+/// Acquire load of a ring slot's tp_status: the kernel fills the slot, then publishes TP_STATUS_USER with a
+/// write barrier, so the frame bytes must not be read before the status. Inline: it runs once per frame.
+static inline uint32_t ts_load_acquire_u32(const uint32_t *_Nonnull p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+/// Release store of a ring slot's tp_status: every read of the slot happens before the kernel may refill it.
+static inline void ts_store_release_u32(uint32_t *_Nonnull p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
 
 #endif // __linux__
 #endif // TAPSWITCH_CTAPSHIM_H
