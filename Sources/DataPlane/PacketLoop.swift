@@ -109,11 +109,12 @@ extension SwitchRuntime: FrameSink {
         guard let io = ports[port], !io.closed else { return TransmitResult(sent: 0, failure: .transmitError) }
         tx.reset()
         let headerSize = Self.vnetSize
-        for (j, index) in frames.enumerated() {
+        for index in frames {
             let i = Int(index)
-            let h = txHeaders + j * headerSize
+            // The header goes into the slot's headroom just before the frame: one iovec per message.
+            let h = batch.frame(i) - headerSize
             (batch.virtioHeader(i) ?? VirtioNetHeader()).store(to: h)
-            _ = tx.append(header: h, headerLength: headerSize, frame: batch.frame(i), frameLength: batch.length(i))
+            _ = tx.append(header: nil, headerLength: 0, frame: h, frameLength: batch.length(i) + headerSize)
         }
         let result = io.isTUN ? tx.write(to: io.fd) : tx.send(to: io.fd)
         switch result {
@@ -141,7 +142,8 @@ extension SwitchRuntime: FrameSink {
         tx.reset()
         for j in start..<frames.count {
             let i = Int(frames[j])
-            _ = tx.append(header: txHeaders + j * Self.vnetSize, headerLength: Self.vnetSize, frame: batch.frame(i), frameLength: batch.length(i))
+            // Headers are still in place before the frames (written by transmit).
+            _ = tx.append(header: nil, headerLength: 0, frame: batch.frame(i) - Self.vnetSize, frameLength: batch.length(i) + Self.vnetSize)
         }
         switch tx.send(to: io.segmentingFD) {
         case .sent(let n): return TransmitResult(sent: start + n)

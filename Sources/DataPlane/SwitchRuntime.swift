@@ -42,8 +42,6 @@ public final class SwitchRuntime: @unchecked Sendable {
     let batch: FrameBatch
     let rx: ReceiveVector
     let tx: SendVector
-    /// virtio-net headers staged for one sendmmsg (10 bytes each).
-    let txHeaders: UnsafeMutableRawPointer
     let wakeBudget: Int
     var ports: [PortID: PortIO] = [:]
     var byIndex: [Int32: PortIO] = [:]
@@ -73,13 +71,8 @@ public final class SwitchRuntime: @unchecked Sendable {
         batch = sw.makeBatch()
         rx = ReceiveVector(capacity: batch.capacity)
         tx = SendVector(capacity: batch.capacity)
-        txHeaders = .allocate(byteCount: batch.capacity * Self.vnetSize, alignment: 16)
-        txHeaders.initializeMemory(as: UInt8.self, repeating: 0, count: batch.capacity * Self.vnetSize)
         self.wakeBudget = wakeBudget
-        do { loop = try PollLoop(queue: queue, busyPollLimit: UInt64(max(0, busyPollMicroseconds)) * 1000) } catch {
-            txHeaders.deallocate()
-            throw error
-        }
+        loop = try PollLoop(queue: queue, busyPollLimit: UInt64(max(0, busyPollMicroseconds)) * 1000)
         // Every slot receives [virtio_net_hdr][frame] with the frame at the batch's frame offset.
         for i in 0..<batch.capacity {
             let base = batch.slotBase(i) + FrameBatch.frameOffset - Self.vnetSize
@@ -91,8 +84,6 @@ public final class SwitchRuntime: @unchecked Sendable {
         sw.onDiagnostic = { [logger] message in logger.warning("extension rule violation: \(message)") }
         loop.start()
     }
-
-    deinit { txHeaders.deallocate() }
 
     /// Starts link monitoring and the 1 s housekeeping timer. Call once.
     public func start() throws {
