@@ -138,3 +138,37 @@ func tcpFrame(dst: MACAddress, src: MACAddress, payload: Int) -> [UInt8] {
     for i in 0..<payload { data[i] = UInt8(truncatingIfNeeded: i &* 31) }
     return dst.bytes + src.bytes + [0x08, 0x00] + ip + data
 }
+
+extension ForwardingTests {
+    @Test("superframes (read from the socket queue) and small frames (read from the ring) keep their order")
+    func ringAndQueueKeepOrder() async throws {
+        try await withRuntime { rt, log, cleanup in
+            let taps = [names.name("oa"), names.name("ob")]
+            for (i, t) in taps.enumerated() { try await rt.startTestVM(t, mac: mac(UInt8(0x40 + i)), cleanup: cleanup) }
+            let vms = try taps.map { try FakeVM(tap: $0, vnetHeader: true) }
+            defer { vms.forEach { $0.close() } }
+            for vm in vms { try TapDevice.setOffload(fd: vm.fileDescriptor, csum: true, tso4: true, tso6: true) }
+            for t in taps { try log.waitFor(.nicConnect, port: t) }
+            try vms[1].send(vnetHeader: Array(repeating: 0, count: 10),
+                            frame: TestFrames.broadcast(src: mac(0x41).bytes, payload: Array(repeating: 0, count: 46)))
+            _ = try vms[0].receiveWithHeader(timeout: .seconds(2))
+
+            // Back to back, so they sit in the ring and the socket queue together before the loop reads them.
+            var sent: [[UInt8]] = []
+            for k in 0..<12 {
+                var frame = tcpFrame(dst: mac(0x41), src: mac(0x40), payload: k % 2 == 0 ? 100 : 9_000 + k)
+                frame[frame.count - 1] = UInt8(k)  // marker
+                let header: [UInt8] = k % 2 == 0 ? Array(repeating: 0, count: 10) : [1, 1, 66, 0, 0xA8, 0x05, 34, 0, 16, 0]
+                try vms[0].send(vnetHeader: header, frame: frame)
+                sent.append(frame)
+            }
+            for (k, frame) in sent.enumerated() {
+                let got = try #require(try vms[1].receiveWithHeader(timeout: .seconds(2)), "frame \(k) missing")
+                #expect(got.frame.count == frame.count, "frame \(k): length")
+                #expect(got.frame.last == UInt8(k), "frame \(k) out of order")
+                let same = got.frame == frame  // a Bool, so a failure does not print 9 KB arrays
+                #expect(same, "frame \(k): bytes differ")
+            }
+        }
+    }
+}
