@@ -71,6 +71,7 @@ extension SwitchRuntime: FrameSink {
             let length = ring.frameLength
             guard !ring.isTruncated, length <= room, let vnet = ring.vnetHeader else {
                 ring.release()  // cut to the slot and not queued (receive buffer full): not a frame
+                port.oversizedLost &+= 1
                 continue
             }
             let tci = ring.vlanTCI

@@ -22,6 +22,10 @@ final class PortIO {
     var isTUN: Bool { if case .internalTAP = backing { true } else { false } }
     /// The AF_PACKET socket's receive ring (VM TAPs, uplinks); nil for internal ports.
     var ring: ReceiveRing?
+    /// Frames the kernel dropped because the ring was full (`PACKET_STATISTICS`, summed by the tick).
+    var ringFull: UInt64 = 0
+    /// Frames bigger than a ring slot that the kernel could not also queue (receive buffer full).
+    var oversizedLost: UInt64 = 0
     var watch: PollLoop.Watch?
     weak var loop: PollLoop?
     var closed = false
@@ -42,6 +46,14 @@ final class PortIO {
     func start(on loop: PollLoop, _ handler: @escaping (UInt32) -> Void) throws(DataPlaneError) {
         watch = try loop.watch(fd, handler)
         self.loop = loop
+    }
+
+    /// Drops that happened before the switch saw the frame, as ingress drop reasons.
+    func addKernelDrops(to counters: inout PortCounters) {
+        if ringFull > 0 { counters.drops[.init(direction: .ingress, reason: "receive ring full"), default: 0] += ringFull }
+        if oversizedLost > 0 {
+            counters.drops[.init(direction: .ingress, reason: "oversized frame lost (receive buffer full)"), default: 0] += oversizedLost
+        }
     }
 
     /// Stops reading and closes the fd. Idempotent.

@@ -147,8 +147,11 @@ extension SwitchRuntime {
 
     public func snapshot() async -> SwitchSnapshot {
         await onQueueAsync {
+            self.collectRingStatistics()
             let statuses = self.sw.ports.map { p in
-                PortStatus(port: p, nic: self.sw.nic(of: p.id), counters: self.sw.counters(of: p.id) ?? PortCounters(),
+                var counters = self.sw.counters(of: p.id) ?? PortCounters()
+                if let io = self.ports[p.id] { io.addKernelDrops(to: &counters) }
+                return PortStatus(port: p, nic: self.sw.nic(of: p.id), counters: counters,
                            properties: self.sw.properties(of: p.id), device: self.ports[p.id]?.device ?? p.name,
                            backing: self.ports[p.id]?.backing ?? .vmTAP)
             }

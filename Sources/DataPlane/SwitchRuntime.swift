@@ -159,7 +159,15 @@ public final class SwitchRuntime: @unchecked Sendable {
         sw.now = (DispatchTime.now().uptimeNanoseconds - clockOrigin) / 1_000_000_000
         if ticks % 5 == 0 { sw.expireAddresses() }
         if sw.hasPendingFrames { sw.processPending(batch, to: self) }
+        collectRingStatistics()
         heartbeat?()
+    }
+
+    /// Adds the kernel's ring-full drops of every port to its counters (reading them resets them).
+    func collectRingStatistics() {
+        for io in ports.values where !io.closed {
+            if let ring = io.ring, let stats = try? ring.statistics() { io.ringFull &+= UInt64(stats.dropped) }
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 import DataPlane
 import FakeVM
+import Foundation
 import LinuxNet
 import SwitchCore
 import TestSupport
@@ -169,6 +170,39 @@ extension ForwardingTests {
                 let same = got.frame == frame  // a Bool, so a failure does not print 9 KB arrays
                 #expect(same, "frame \(k): bytes differ")
             }
+        }
+    }
+}
+
+extension ForwardingTests {
+    @Test("frames the kernel drops because a port's receive ring is full are counted on that port")
+    func ringOverflowIsCounted() async throws {
+        try await withRuntime { rt, log, cleanup in
+            let taps = [names.name("ra"), names.name("rb")]
+            for (i, t) in taps.enumerated() { try await rt.startTestVM(t, mac: mac(UInt8(0x48 + i)), cleanup: cleanup) }
+            let vms = try taps.map { try FakeVM(tap: $0, vnetHeader: false) }
+            defer { vms.forEach { $0.close() } }
+            for t in taps { try log.waitFor(.nicConnect, port: t) }
+            // Hold the packet loop's queue while the VM writes more frames than the ring has slots.
+            let fd = vms[0].fileDescriptor
+            let frame = TestFrames.broadcast(src: mac(0x48).bytes, payload: Array(repeating: 7, count: 46))
+            let written = await rt.withSwitch { _ in
+                var n = 0
+                for _ in 0..<2_000 where frame.withUnsafeBytes({ Glibc.write(fd, $0.baseAddress, $0.count) }) == frame.count { n += 1 }
+                return n
+            }
+            #expect(written == 2_000)
+            // 512 slots: the rest was dropped by the kernel and must show up, not vanish.
+            let deadline = Date().addingTimeInterval(5)
+            var seen: UInt64 = 0
+            var ringFull: UInt64 = 0
+            repeat {
+                let c = try #require(await rt.counters(taps[0]))
+                ringFull = c.drops[.init(direction: .ingress, reason: "receive ring full")] ?? 0
+                seen = c.framesIn + ringFull
+            } while seen < 2_000 && Date() < deadline
+            #expect(ringFull >= 1_000)
+            #expect(seen == 2_000)
         }
     }
 }
