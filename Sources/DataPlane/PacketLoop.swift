@@ -117,7 +117,7 @@ extension SwitchRuntime: FrameSink {
             (batch.virtioHeader(i) ?? VirtioNetHeader()).store(to: h)
             _ = tx.append(header: nil, headerLength: 0, frame: h, frameLength: batch.length(i) + headerSize)
         }
-        let result = io.isTUN ? tx.write(to: io.fd) : tx.send(to: io.fd)
+        let result = io.isTUN ? tx.write(to: io.fd) : tx.send(to: io.sendFD)
         switch result {
         case .sent(let n):
             return TransmitResult(sent: n)

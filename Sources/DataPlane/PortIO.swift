@@ -17,6 +17,12 @@ final class PortIO {
     /// superframe there when the TAP's reader has not enabled offloads, where the bypass socket
     /// refuses it with ENOBUFS (a guest before offload negotiation, or with offloads off).
     var segmentingFD: Int32 = -1
+    /// Transmit-only AF_PACKET socket with qdisc bypass (-1: send on `fd`). Not in the epoll set:
+    /// each sent frame's release calls the socket's write-space callback, which on a watched
+    /// socket walks its wait queue into epoll, once per frame.
+    var transmitFD: Int32 = -1
+    /// Where frames to this port are sent.
+    var sendFD: Int32 { transmitFD >= 0 ? transmitFD : fd }
     var interfaceIndex: Int32
     /// Internal ports: the fd is the TAP itself, read with read() and written with writev().
     var isTUN: Bool { if case .internalTAP = backing { true } else { false } }
@@ -61,6 +67,7 @@ final class PortIO {
         guard !closed else { return }
         closed = true
         if segmentingFD >= 0 { _ = Glibc.close(segmentingFD) }
+        if transmitFD >= 0 { _ = Glibc.close(transmitFD) }
         if let watch { loop?.unwatch(watch) }
         watch = nil
         ring = nil  // unmapped before the fd goes

@@ -235,7 +235,8 @@ extension SwitchRuntime {
             }
             let io = PortIO(id: id, device: device, backing: backing, fd: fd, interfaceIndex: index)
             io.ring = ring
-            if backing == .vmTAP { io.segmentingFD = Self.openSegmentingSocket(index: index) }
+            if backing == .vmTAP { io.segmentingFD = Self.openTransmitSocket(index: index, bypass: false) }
+            if geometry != nil { io.transmitFD = Self.openTransmitSocket(index: index, bypass: true) }
             self.ports[id] = io
             self.byIndex[index] = io
             do throws(DataPlaneError) {
@@ -262,17 +263,22 @@ extension SwitchRuntime {
     /// bigger ones (GSO superframes) come whole through the socket queue.
     static let ringGeometry = ReceiveRing.Geometry(frameSize: 2048, frameCount: 512)
 
-    /// A transmit-only AF_PACKET socket (protocol 0: it never receives) that sends through the
-    /// qdisc, with virtio-net headers. -1 if it cannot be opened (then GSO frames to a TAP without
-    /// offloads are dropped and counted).
-    static func openSegmentingSocket(index: Int32) -> Int32 {
+    /// A transmit-only AF_PACKET socket (protocol 0: it never receives) with virtio-net headers.
+    /// With `bypass`, straight to the driver (ENOBUFS when the TAP queue is full); without, through
+    /// the qdisc, which segments GSO frames for a TAP whose reader has no offloads. -1 if it cannot
+    /// be opened (then the port sends on its receive socket, or such GSO frames are dropped and counted).
+    static func openTransmitSocket(index: Int32, bypass: Bool) -> Int32 {
         let fd = socket(AF_PACKET, Int32(SOCK_RAW.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { return -1 }
         var on: Int32 = 1
         var address = sockaddr_ll()
         address.sll_family = UInt16(AF_PACKET)
         address.sll_ifindex = index
+        var sendBuffer: Int32 = 4 << 20
         let ok = setsockopt(fd, Int32(SOL_PACKET), Int32(PACKET_VNET_HDR), &on, socklen_t(MemoryLayout<Int32>.size)) == 0
+            && (!bypass || setsockopt(fd, Int32(SOL_PACKET), Int32(PACKET_QDISC_BYPASS), &on, socklen_t(MemoryLayout<Int32>.size)) == 0)
+            && (!bypass || setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &sendBuffer, socklen_t(MemoryLayout<Int32>.size)) == 0
+                || setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sendBuffer, socklen_t(MemoryLayout<Int32>.size)) == 0)
             && withUnsafePointer(to: &address) {
                 $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_ll>.size)) }
             } == 0
