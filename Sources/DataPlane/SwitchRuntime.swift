@@ -30,10 +30,11 @@ import Glibc
 ///
 /// ## Packet loop
 /// Each time a port's fd is readable the loop drains up to `wakeBudget` frames in batches of
-/// `batchCapacity`: one `recvmmsg` (or a run of `read`s on a TUN fd) fills the batch's
-/// preallocated slots, the switch runs the batch through the extension stack, and delivery does
-/// one `sendmmsg` per destination port. `ENOBUFS` from a full TAP queue drops the rest of that
-/// destination's batch. Nothing is allocated per frame.
+/// `batchCapacity`: frames are copied from the port's receive ring (a frame too big for a ring
+/// slot is read whole from the socket queue; internal ports are a run of `read`s on the TUN fd)
+/// into the batch's preallocated slots, the switch runs the batch through the extension stack,
+/// and delivery does one `sendmmsg` per destination port on its transmit-only socket. `ENOBUFS`
+/// from a full TAP queue drops the rest of that destination's batch. Nothing is allocated per frame.
 public final class SwitchRuntime: @unchecked Sendable {
     public let queue: DispatchQueue
     let logger: Logger
