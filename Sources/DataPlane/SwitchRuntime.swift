@@ -36,7 +36,8 @@ import Glibc
 /// and delivery does one `sendmmsg` per destination port on its transmit-only socket. `ENOBUFS`
 /// from a full TAP queue drops the rest of that destination's batch. Nothing is allocated per frame.
 public final class SwitchRuntime: @unchecked Sendable {
-    public let queue: DispatchQueue
+    /// Owns all state (see the concurrency model). Hop onto it with `loop.async`, never `queue.async`.
+    let queue: DispatchQueue
     let logger: Logger
     let sw: VirtualSwitch
     let net: RouteNetlink
