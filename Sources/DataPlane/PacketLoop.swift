@@ -64,7 +64,7 @@ extension SwitchRuntime: FrameSink {
                 case .failed(let code):
                     portFailed(port, errno: code)
                     return taken
-                default: break
+                default: port.oversizedLost &+= 1  // the kernel did not queue it after all
                 }
                 continue
             }

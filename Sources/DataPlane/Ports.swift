@@ -235,8 +235,8 @@ extension SwitchRuntime {
             }
             let io = PortIO(id: id, device: device, backing: backing, fd: fd, interfaceIndex: index)
             io.ring = ring
-            if backing == .vmTAP { io.segmentingFD = Self.openTransmitSocket(index: index, bypass: false) }
-            if geometry != nil { io.transmitFD = Self.openTransmitSocket(index: index, bypass: true) }
+            if backing == .vmTAP { io.segmentingFD = Self.openTransmitSocket(index: index, device: device, bypass: false) }
+            if geometry != nil { io.transmitFD = Self.openTransmitSocket(index: index, device: device, bypass: true) }
             self.ports[id] = io
             self.byIndex[index] = io
             do throws(DataPlaneError) {
@@ -263,30 +263,18 @@ extension SwitchRuntime {
     /// bigger ones (GSO superframes) come whole through the socket queue.
     static let ringGeometry = ReceiveRing.Geometry(frameSize: 2048, frameCount: 512)
 
-    /// A transmit-only AF_PACKET socket (protocol 0: it never receives) with virtio-net headers.
-    /// With `bypass`, straight to the driver (ENOBUFS when the TAP queue is full); without, through
-    /// the qdisc, which segments GSO frames for a TAP whose reader has no offloads. -1 if it cannot
-    /// be opened (then the port sends on its receive socket, or such GSO frames are dropped and counted).
-    static func openTransmitSocket(index: Int32, bypass: Bool) -> Int32 {
-        let fd = socket(AF_PACKET, Int32(SOCK_RAW.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { return -1 }
-        var on: Int32 = 1
-        var address = sockaddr_ll()
-        address.sll_family = UInt16(AF_PACKET)
-        address.sll_ifindex = index
-        var sendBuffer: Int32 = 4 << 20
-        let ok = setsockopt(fd, Int32(SOL_PACKET), Int32(PACKET_VNET_HDR), &on, socklen_t(MemoryLayout<Int32>.size)) == 0
-            && (!bypass || setsockopt(fd, Int32(SOL_PACKET), Int32(PACKET_QDISC_BYPASS), &on, socklen_t(MemoryLayout<Int32>.size)) == 0)
-            && (!bypass || setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &sendBuffer, socklen_t(MemoryLayout<Int32>.size)) == 0
-                || setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sendBuffer, socklen_t(MemoryLayout<Int32>.size)) == 0)
-            && withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_ll>.size)) }
-            } == 0
-        if !ok {
-            _ = Glibc.close(fd)
+    /// A transmit-only AF_PACKET socket with virtio-net headers. With `bypass`, straight to the
+    /// driver (ENOBUFS when the TAP queue is full); without, through the qdisc, which segments GSO
+    /// frames for a TAP whose reader has no offloads. -1 if it cannot be opened (then the port sends
+    /// on its receive socket, or such GSO frames are dropped and counted).
+    static func openTransmitSocket(index: Int32, device: String, bypass: Bool) -> Int32 {
+        let options = PacketSocket.Options(vnetHeader: true, auxData: false, ignoreOutgoing: false, qdiscBypass: bypass,
+                                           sendBuffer: bypass ? 4 << 20 : nil, receives: false)
+        do {
+            return try PacketSocket(interfaceIndex: index, interfaceName: device, options: options).release()
+        } catch {
             return -1
         }
-        return fd
     }
 
     static func setPromiscuous(_ fd: Int32, index: Int32, device: String) throws {

@@ -33,9 +33,13 @@ public struct PacketSocket: ~Copyable {
         /// plain receive queue ahead of the ring. Map it with ``ReceiveRing/init(fileDescriptor:geometry:interfaceName:)``.
         /// nil (the default) receives through `recvmmsg` only.
         public var receiveRing: ReceiveRing.Geometry?
+        /// false: bind with protocol 0, so the socket never receives (a transmit-only socket costs the
+        /// receive path nothing and has nobody waiting on it).
+        public var receives: Bool
 
         public init(vnetHeader: Bool = true, auxData: Bool = true, ignoreOutgoing: Bool = true, qdiscBypass: Bool = true,
-                    receiveBuffer: Int? = nil, sendBuffer: Int? = nil, receiveRing: ReceiveRing.Geometry? = nil) {
+                    receiveBuffer: Int? = nil, sendBuffer: Int? = nil, receiveRing: ReceiveRing.Geometry? = nil,
+                    receives: Bool = true) {
             self.vnetHeader = vnetHeader
             self.auxData = auxData
             self.ignoreOutgoing = ignoreOutgoing
@@ -43,6 +47,7 @@ public struct PacketSocket: ~Copyable {
             self.receiveBuffer = receiveBuffer
             self.sendBuffer = sendBuffer
             self.receiveRing = receiveRing
+            self.receives = receives
         }
     }
 
@@ -77,7 +82,7 @@ public struct PacketSocket: ~Copyable {
             if let geometry = options.receiveRing { try setUpReceiveRing(fd, geometry: geometry, device: interfaceName) }
             var address = sockaddr_ll()
             address.sll_family = UInt16(AF_PACKET)
-            address.sll_protocol = UInt16(ETH_P_ALL).bigEndian
+            address.sll_protocol = options.receives ? UInt16(ETH_P_ALL).bigEndian : 0
             address.sll_ifindex = interfaceIndex
             try systemCall("bind(AF_PACKET)", device: interfaceName) {
                 withUnsafePointer(to: &address) {

@@ -80,6 +80,27 @@ extension Privileged {
             #expect(vector.length(0) == 32)
         }
 
+        @Test("a transmit-only socket (receives: false) sends to the VM and never receives what the VM sends")
+        func transmitOnly() throws {
+            let cleanup = Cleanup()
+            defer { cleanup.run() }
+            let link = try makeTap("to", cleanup: cleanup)
+            let vm = try FakeVM(tap: link.name)
+            defer { vm.close() }
+            try waitForOperUp(link.name)
+            let sender = try Receiver(link, options: .init(vnetHeader: true, auxData: false, ignoreOutgoing: false, qdiscBypass: true,
+                                                           receives: false))
+            let control = try Receiver(link, options: Self.switchOptions)
+            let out = TestFrames.ethernet(dst: vmMAC, src: peerMAC, etherType: 0x88b5, payload: Array(repeating: 0x42, count: 50))
+            #expect(sendBatch([out], header: VirtioNetHeader().bytes, to: sender.fd) == .sent(1))
+            #expect(try vm.receive(timeout: .seconds(2)) == out)
+            let back = TestFrames.ethernet(dst: peerMAC, src: vmMAC, etherType: 0x88b5, payload: Array(0..<60))
+            try vm.send(back)
+            // The control socket proves the frame reached the device; the transmit-only one saw nothing.
+            #expect(try control.receive(timeout: .seconds(2)).map { Array($0.bytes.dropFirst(10)) } == [back])
+            #expect(try sender.receive(timeout: .milliseconds(100)).isEmpty)
+        }
+
         @Test("SendVector reaches the VM; with PACKET_IGNORE_OUTGOING the sender does not see its own sends")
         func sendsToVM() throws {
             let cleanup = Cleanup()
