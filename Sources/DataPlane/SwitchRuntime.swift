@@ -98,6 +98,7 @@ public final class SwitchRuntime: @unchecked Sendable {
     }
 
     /// Stops the packet loop: closes every socket and the monitor, leaves TAPs and VMs alone.
+    /// Call it before dropping the runtime: the loop's handlers refer to the runtime unowned.
     public func shutdown() async {
         await onQueueAsync {
             self.shutDown = true
