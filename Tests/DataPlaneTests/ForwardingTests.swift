@@ -74,17 +74,10 @@ struct ForwardingTests {
     @Test("a TSO superframe with a virtio-net header crosses intact")
     func tsoSuperframe() async throws {
         try await withRuntime { rt, log, cleanup in
-            let taps = [names.name("ga"), names.name("gb")]
-            for (i, t) in taps.enumerated() { try await rt.startTestVM(t, mac: mac(UInt8(0x30 + i)), cleanup: cleanup) }
-            let vms = try taps.map { try FakeVM(tap: $0, vnetHeader: true) }
-            defer { vms.forEach { $0.close() } }
             // As QEMU does once the guest negotiated offloads: the TAP may hand us superframes.
-            for vm in vms { try TapDevice.setOffload(fd: vm.fileDescriptor, csum: true, tso4: true, tso6: true) }
-            for t in taps { try log.waitFor(.nicConnect, port: t) }
-            // Learn B first so the superframe is unicast.
-            try vms[1].send(vnetHeader: Array(repeating: 0, count: 10),
-                            frame: TestFrames.broadcast(src: mac(0x31).bytes, payload: Array(repeating: 0, count: 46)))
-            _ = try vms[0].receiveWithHeader(timeout: .seconds(2))
+            let vms = try await twoLearnedVMs(rt, log, cleanup, names: [names.name("ga"), names.name("gb")], mac: 0x30,
+                                              offloads: [true, true])
+            defer { vms.forEach { $0.close() } }
 
             let payload = 20_000
             let frame = tcpFrame(dst: mac(0x31), src: mac(0x30), payload: payload)
@@ -105,15 +98,9 @@ extension ForwardingTests {
     @Test("a TSO superframe to a VM without offloads arrives segmented, not dropped")
     func tsoToVMWithoutOffloads() async throws {
         try await withRuntime { rt, log, cleanup in
-            let taps = [names.name("ha"), names.name("hb")]
-            for (i, t) in taps.enumerated() { try await rt.startTestVM(t, mac: mac(UInt8(0x38 + i)), cleanup: cleanup) }
-            let vms = try taps.map { try FakeVM(tap: $0, vnetHeader: true) }
+            let vms = try await twoLearnedVMs(rt, log, cleanup, names: [names.name("ha"), names.name("hb")], mac: 0x38,
+                                              offloads: [true, false])  // sender only
             defer { vms.forEach { $0.close() } }
-            try TapDevice.setOffload(fd: vms[0].fileDescriptor, csum: true, tso4: true, tso6: true)  // sender only
-            for t in taps { try log.waitFor(.nicConnect, port: t) }
-            try vms[1].send(vnetHeader: Array(repeating: 0, count: 10),
-                            frame: TestFrames.broadcast(src: mac(0x39).bytes, payload: Array(repeating: 0, count: 46)))
-            _ = try vms[0].receiveWithHeader(timeout: .seconds(2))
             let frame = tcpFrame(dst: mac(0x39), src: mac(0x38), payload: 20_000)
             try vms[0].send(vnetHeader: [1, 1, 66, 0, 0xA8, 0x05, 34, 0, 16, 0], frame: frame)
             var received = 0
@@ -144,15 +131,9 @@ extension ForwardingTests {
     @Test("superframes (read from the socket queue) and small frames (read from the ring) keep their order")
     func ringAndQueueKeepOrder() async throws {
         try await withRuntime { rt, log, cleanup in
-            let taps = [names.name("oa"), names.name("ob")]
-            for (i, t) in taps.enumerated() { try await rt.startTestVM(t, mac: mac(UInt8(0x40 + i)), cleanup: cleanup) }
-            let vms = try taps.map { try FakeVM(tap: $0, vnetHeader: true) }
+            let vms = try await twoLearnedVMs(rt, log, cleanup, names: [names.name("oa"), names.name("ob")], mac: 0x40,
+                                              offloads: [true, true])
             defer { vms.forEach { $0.close() } }
-            for vm in vms { try TapDevice.setOffload(fd: vm.fileDescriptor, csum: true, tso4: true, tso6: true) }
-            for t in taps { try log.waitFor(.nicConnect, port: t) }
-            try vms[1].send(vnetHeader: Array(repeating: 0, count: 10),
-                            frame: TestFrames.broadcast(src: mac(0x41).bytes, payload: Array(repeating: 0, count: 46)))
-            _ = try vms[0].receiveWithHeader(timeout: .seconds(2))
 
             // Back to back, so they sit in the ring and the socket queue together before the loop reads them.
             var sent: [[UInt8]] = []
@@ -205,4 +186,26 @@ extension ForwardingTests {
             #expect(seen == 2_000)
         }
     }
+}
+
+/// Two fake VMs on fresh TAPs, attached with virtio-net headers as QEMU does (`offloads[i]`: the
+/// guest negotiated TSO, so its TAP may carry superframes), connected, and B learned (it sent a
+/// broadcast that A received), so frames from A to B are unicast. MACs are `mac(base)`, `mac(base + 1)`.
+func twoLearnedVMs(_ rt: SwitchRuntime, _ log: EventLog, _ cleanup: Cleanup, names taps: [String], mac base: UInt8,
+                   offloads: [Bool]) async throws -> [FakeVM] {
+    for (i, t) in taps.enumerated() { try await rt.startTestVM(t, mac: mac(base + UInt8(i)), cleanup: cleanup) }
+    let vms = try taps.map { try FakeVM(tap: $0, vnetHeader: true) }
+    do {
+        for (vm, on) in zip(vms, offloads) where on {
+            try TapDevice.setOffload(fd: vm.fileDescriptor, csum: true, tso4: true, tso6: true)
+        }
+        for t in taps { try log.waitFor(.nicConnect, port: t) }
+        try vms[1].send(vnetHeader: Array(repeating: 0, count: 10),
+                        frame: TestFrames.broadcast(src: mac(base + 1).bytes, payload: Array(repeating: 0, count: 46)))
+        _ = try #require(try vms[0].receiveWithHeader(timeout: .seconds(2)), "B's broadcast did not reach A")
+    } catch {
+        vms.forEach { $0.close() }
+        throw error
+    }
+    return vms
 }
