@@ -82,20 +82,7 @@ public final class ReceiveVector {
 
     /// One non-blocking `recvmmsg` into slots `0..<min(max, capacity)`. Retries `EINTR`.
     public func receive(from fd: Int32, max: Int) -> IOResult {
-        let count = Swift.min(max, capacity)
-        for i in 0..<count {
-            // The kernel overwrites these on every call.
-            messages[i].msg_hdr.msg_controllen = controlStride
-            messages[i].msg_hdr.msg_namelen = socklen_t(MemoryLayout<sockaddr_ll>.size)
-        }
-        while true {
-            let received = ts_recvmmsg(fd, messages, UInt32(count), Int32(MSG_DONTWAIT), nil)
-            if received >= 0 { return .done(Int(received)) }
-            let code = errno
-            if code == EINTR { continue }
-            if code == EAGAIN { return .wouldBlock }
-            return .failed(code)
-        }
+        receive(fd, first: 0, count: Swift.min(max, capacity))
     }
 
     /// One non-blocking receive of a single datagram into slot `i` (the slot's length, flags and auxdata
@@ -103,10 +90,18 @@ public final class ReceiveVector {
     /// (``ReceiveRing/isCopied``). Retries `EINTR`.
     public func receive(from fd: Int32, slot i: Int) -> IOResult {
         precondition(i >= 0 && i < capacity, "slot \(i) out of range 0..<\(capacity)")
-        messages[i].msg_hdr.msg_controllen = controlStride
-        messages[i].msg_hdr.msg_namelen = socklen_t(MemoryLayout<sockaddr_ll>.size)
+        return receive(fd, first: i, count: 1)
+    }
+
+    /// `recvmmsg` into slots `first..<first + count`.
+    private func receive(_ fd: Int32, first: Int, count: Int) -> IOResult {
+        for i in first..<first + count {
+            // The kernel overwrites these on every call.
+            messages[i].msg_hdr.msg_controllen = controlStride
+            messages[i].msg_hdr.msg_namelen = socklen_t(MemoryLayout<sockaddr_ll>.size)
+        }
         while true {
-            let received = ts_recvmmsg(fd, messages + i, 1, Int32(MSG_DONTWAIT), nil)
+            let received = ts_recvmmsg(fd, messages + first, UInt32(count), Int32(MSG_DONTWAIT), nil)
             if received >= 0 { return .done(Int(received)) }
             let code = errno
             if code == EINTR { continue }
