@@ -10,7 +10,12 @@ import PackageDescription
 //   DataPlane       the Dispatch packet loop binding SwitchCore to LinuxNet.
 //   FakeVM          attaches to a TAP exactly as QEMU does (tests, benchmarks).
 //   ControlProtocol JSON messages between tapswitchctl and tapswitchd.
-//   TapswitchDaemon config, control socket, state dir, systemd notify, VM lifecycle.
+//   DaemonConfig    the TOML subset and the config loader (every problem with its line).
+//   StateStore      the VM/port records of the previous run (state.json).
+//   ServiceSupport  systemd notify and watchdog, logging, signals as events.
+//   SwitchService   ControlService (requests, records) and the backend over the switch, EventHub.
+//   ControlServer   the unix control socket: peer checks, one request line, the answer.
+//   TapswitchDaemon the daemon's life: config, adoption, socket, READY, signals.
 let package = Package(
     name: "tapswitch",
     platforms: [.macOS(.v15)],
@@ -45,16 +50,30 @@ let package = Package(
         ),
         .target(name: "FakeVM", dependencies: ["LinuxNet", "CTapShim"]),
         .target(name: "ControlProtocol"),
+        .target(name: "StateStore", dependencies: ["ControlProtocol"]),
+        .target(name: "DaemonConfig", dependencies: ["ControlProtocol", "StateStore"]),
+        .target(name: "ServiceSupport", dependencies: ["ControlProtocol", .product(name: "Logging", package: "swift-log")]),
+        .target(
+            name: "SwitchService",
+            dependencies: [
+                "ControlProtocol", "DaemonConfig", "DataPlane", "ServiceSupport", "StateStore", "SwitchCore",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
+            name: "ControlServer",
+            dependencies: ["ControlProtocol", "SwitchService", .product(name: "Logging", package: "swift-log")]
+        ),
         .target(
             name: "TapswitchDaemon",
             dependencies: [
-                "ControlProtocol", "DataPlane", "SwitchCore",
+                "ControlProtocol", "ControlServer", "DaemonConfig", "ServiceSupport", "StateStore", "SwitchService",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .executableTarget(
             name: "tapswitchd",
-            dependencies: ["TapswitchDaemon", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["TapswitchDaemon", "ServiceSupport", "SwitchService", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .executableTarget(
             name: "tapswitchctl",
@@ -69,7 +88,13 @@ let package = Package(
         .testTarget(name: "SwitchCoreTests", dependencies: ["SwitchCore", "EmbeddedSwitch"]),
         .testTarget(name: "LinuxNetTests", dependencies: ["LinuxNet", "FakeVM", "TestSupport"]),
         .testTarget(name: "DataPlaneTests", dependencies: ["DataPlane", "FakeVM", "LinuxNet", "TestSupport"]),
-        .testTarget(name: "DaemonTests", dependencies: ["TapswitchDaemon", "ControlProtocol", "FakeVM", "TestSupport"]),
+        .testTarget(
+            name: "DaemonTests",
+            dependencies: [
+                "TapswitchDaemon", "ControlServer", "DaemonConfig", "ServiceSupport", "StateStore", "SwitchService",
+                "ControlProtocol", "FakeVM", "TestSupport",
+            ]
+        ),
         .testTarget(name: "QEMUTests", dependencies: ["ControlProtocol", "TestSupport"]),
     ]
 )

@@ -1,6 +1,8 @@
 import ControlProtocol
 import Foundation
+import Glibc
 import Logging
+import SwitchService
 import Synchronization
 #if canImport(Glibc)
 import Glibc

@@ -1,5 +1,7 @@
 import ControlProtocol
 import Foundation
+import Glibc
+import StateStore
 #if canImport(Glibc)
 import Glibc
 #endif

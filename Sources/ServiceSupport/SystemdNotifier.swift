@@ -135,7 +135,7 @@ public final class Heartbeat: Sendable {
         return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
     }
 
-    static func nanos(_ d: Duration) -> Int64 {
+    package static func nanos(_ d: Duration) -> Int64 {
         let (s, atto) = d.components
         return s * 1_000_000_000 + atto / 1_000_000_000
     }

@@ -1,6 +1,8 @@
 import ControlProtocol
+import DaemonConfig
 import Foundation
 import Logging
+import StateStore
 
 /// Version of tapswitchd.
 public enum TapswitchVersion {

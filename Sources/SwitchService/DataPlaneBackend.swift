@@ -3,6 +3,8 @@ import DataPlane
 import Dispatch
 import Foundation
 import Logging
+import ServiceSupport
+import StateStore
 import SwitchCore
 
 /// The real backend: the switch core on the Linux data plane (TAPs, AF_PACKET, netlink).
@@ -10,7 +12,7 @@ import SwitchCore
 /// An actor: VM bookkeeping (which TAPs belong to which VM) is serialised here; the switch itself
 /// lives on the DataPlane's packet-loop queue (see ``SwitchRuntime``).
 /// The daemon's error type, spelled out: SwitchCore has a `SwitchError` too.
-public typealias BackendError = TapswitchDaemon.SwitchError
+public typealias BackendError = ControlProtocol.SwitchError
 
 public actor DataPlaneBackend: SwitchBackend {
     public nonisolated var kind: String { "dataplane" }

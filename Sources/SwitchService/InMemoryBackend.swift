@@ -1,6 +1,8 @@
 import ControlProtocol
 import Dispatch
 import Foundation
+import ServiceSupport
+import StateStore
 
 /// A ``SwitchBackend`` without devices: ports, NICs, the MAC table and lifecycle events live in
 /// memory only, and no frame ever moves.

@@ -1,4 +1,6 @@
 import ControlProtocol
+import ServiceSupport
+import StateStore
 
 /// The seam between the daemon (config, control socket, state, systemd) and the switch itself.
 ///
@@ -80,29 +82,6 @@ public struct ExtensionDescriptor: Sendable, Equatable {
         self.class = `class`
         self.summary = summary
     }
-}
-
-/// What the backend reports to the operator when an operation fails.
-public struct SwitchError: Error, Sendable, Equatable, CustomStringConvertible {
-    public enum Code: String, Sendable {
-        case invalidArgument, notFound, exists, invalidState, vetoed, system
-    }
-
-    public var code: Code
-    /// One line naming what failed and why, e.g. `vetoed by extension 'duplicate-mac-guard': ...`.
-    public var message: String
-
-    public init(_ code: Code, _ message: String) {
-        self.code = code
-        self.message = message
-    }
-
-    /// An extension refused a lifecycle step.
-    public static func vetoed(extension name: String, reason: String) -> SwitchError {
-        SwitchError(.vetoed, "vetoed by extension '\(name)': \(reason)")
-    }
-
-    public var description: String { message }
 }
 
 /// A subscription to lifecycle events: the retained history, then everything after it.

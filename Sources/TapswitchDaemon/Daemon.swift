@@ -1,6 +1,12 @@
 import ControlProtocol
+import ControlServer
+import DaemonConfig
 import Foundation
+import Glibc
 import Logging
+import ServiceSupport
+import StateStore
+import SwitchService
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -1,6 +1,8 @@
 import ArgumentParser
 import ControlProtocol
 import Foundation
+import ServiceSupport
+import SwitchService
 import TapswitchDaemon
 
 /// `tapswitchd`: parses the command line and hands over to ``Daemon``.

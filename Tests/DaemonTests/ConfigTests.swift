@@ -1,7 +1,8 @@
 import ControlProtocol
 import Foundation
 import Testing
-@testable import TapswitchDaemon
+@testable import DaemonConfig
+import StateStore
 
 @Suite("Config file")
 struct ConfigTests {

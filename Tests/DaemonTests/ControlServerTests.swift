@@ -2,7 +2,9 @@ import ControlProtocol
 import Foundation
 import Logging
 import Testing
-@testable import TapswitchDaemon
+@testable import ControlServer
+import StateStore
+@testable import SwitchService
 #if canImport(Glibc)
 import Glibc
 #endif

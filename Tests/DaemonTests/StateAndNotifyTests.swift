@@ -1,7 +1,9 @@
 import ControlProtocol
 import Foundation
 import Testing
-@testable import TapswitchDaemon
+@testable import ServiceSupport
+@testable import StateStore
+@testable import SwitchService
 #if canImport(Glibc)
 import Glibc
 #endif
