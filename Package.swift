@@ -2,6 +2,7 @@
 import PackageDescription
 
 // Module map (each named after what it does):
+//   SwitchTypes     the shared vocabulary: ids, MAC, VLAN, port/NIC kinds and states, counters, SwitchError.
 //   SwitchCore      pure Swift: ports, NICs, lifecycle, extension stack, frames, L2 learning.
 //   EmbeddedSwitch  in-memory switch harness for unit tests of the core and of extensions.
 //   CNetlink        system library: libnl-3 and libnl-route-3 (pkg-config).
@@ -23,6 +24,7 @@ let package = Package(
         .executable(name: "tapswitchd", targets: ["tapswitchd"]),
         .executable(name: "tapswitchctl", targets: ["tapswitchctl"]),
         .executable(name: "tapswitch-fakevm", targets: ["tapswitch-fakevm"]),
+        .library(name: "SwitchTypes", targets: ["SwitchTypes"]),
         .library(name: "SwitchCore", targets: ["SwitchCore"]),
         .library(name: "EmbeddedSwitch", targets: ["EmbeddedSwitch"]),
         .library(name: "DataPlane", targets: ["DataPlane"]),
@@ -32,7 +34,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
     targets: [
-        .target(name: "SwitchCore"),
+        .target(name: "SwitchTypes"),
+        .target(name: "SwitchCore", dependencies: ["SwitchTypes"]),
         .target(name: "EmbeddedSwitch", dependencies: ["SwitchCore"]),
         .systemLibrary(
             name: "CNetlink",

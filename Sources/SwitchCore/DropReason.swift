@@ -1,10 +1,3 @@
-/// Direction of a drop report, as in Hyper-V's ReportFilteredNetBufferLists: `ingress` means the
-/// port was the frame's source, `egress` means it was a destination.
-public enum Direction: UInt8, Sendable, CustomStringConvertible {
-    case ingress = 0, egress = 1
-    public var description: String { self == .ingress ? "ingress" : "egress" }
-}
-
 /// A reason a frame was dropped or a destination excluded. Reasons are small integer codes so
 /// per-frame counting costs an array increment; the text lives in the switch's registry.
 /// Extensions register their own with ``VirtualSwitch/registerDropReason(_:)`` when enabled.
@@ -67,28 +60,3 @@ public struct DropReport: Sendable, Equatable {
     public let reporter: String?
 }
 
-/// Per-port traffic counters. `in` = frames received from the port, `out` = delivered to it.
-public struct PortCounters: Sendable, Equatable {
-    public var framesIn: UInt64 = 0
-    public var bytesIn: UInt64 = 0
-    public var framesOut: UInt64 = 0
-    public var bytesOut: UInt64 = 0
-    /// Drops by direction and reason text; only non-zero entries.
-    public var drops: [DropKey: UInt64] = [:]
-
-    public init() {}
-
-    public struct DropKey: Hashable, Sendable, Comparable {
-        public let direction: Direction
-        public let reason: String
-        public init(direction: Direction, reason: String) {
-            self.direction = direction
-            self.reason = reason
-        }
-        public static func < (a: DropKey, b: DropKey) -> Bool {
-            (a.direction.rawValue, a.reason) < (b.direction.rawValue, b.reason)
-        }
-    }
-
-    public var totalDrops: UInt64 { drops.values.reduce(0, +) }
-}

@@ -1,20 +1,3 @@
-/// Port and NIC types (Hyper-V's NDIS_SWITCH_PORT_TYPE / NIC_TYPE). On Linux: a VM's TAP is
-/// `synthetic` (virtio offloads) or `emulated`, a host-side TAP is `internal`, an uplink `external`.
-public enum PortType: String, Sendable, CaseIterable, Codable {
-    case external, `internal`, synthetic, emulated
-}
-
-public enum PortState: String, Sendable, Codable {
-    case created
-    /// PORT_TEARDOWN was issued; PORT_DELETE follows once references drain.
-    case tearingDown = "teardown"
-    case deleted
-}
-
-public enum NICState: String, Sendable, Codable {
-    case created, connected, disconnected, deleted
-}
-
 /// What the switch tells extensions about a port (NDIS_SWITCH_PORT_PARAMETERS).
 public struct PortParameters: Sendable, Equatable {
     public var id: PortID
@@ -57,15 +40,6 @@ public struct NICParameters: Sendable, Equatable {
         self.currentMAC = currentMAC ?? permanentMAC
         self.state = state
     }
-}
-
-/// Port-level VLAN policy (the standard VLAN port property). No property = VLAN-transparent:
-/// the port carries frames of every VLAN exactly as tagged.
-public enum VLANPolicy: Sendable, Equatable {
-    /// Untagged on the wire, VLAN `id` inside the switch.
-    case access(VLANID)
-    /// Tagged for the allowed VLANs; untagged frames belong to `native` (nil: dropped).
-    case trunk(allowed: Set<VLANID>, native: VLANID?)
 }
 
 /// The standard security port property.
@@ -149,11 +123,7 @@ public enum ControlOutcome: Sendable, Equatable {
 
 /// A lifecycle event, as the daemon's event stream and tests see it.
 public struct LifecycleEvent: Sendable, Equatable, CustomStringConvertible {
-    public enum Kind: String, Sendable, CaseIterable {
-        case portCreate = "port-create", nicCreate = "nic-create", nicConnect = "nic-connect"
-        case nicDisconnect = "nic-disconnect", nicDelete = "nic-delete", portTeardown = "port-teardown"
-        case portDelete = "port-delete", nicUpdated = "nic-updated", portUpdated = "port-updated", veto
-    }
+    public typealias Kind = EventKind
     public let kind: Kind
     public let port: PortParameters
     public let nic: NICParameters?

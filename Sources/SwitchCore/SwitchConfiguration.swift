@@ -1,12 +1,3 @@
-/// What the built-in forwarding does with unicast frames to an address it has not learned.
-public enum UnknownUnicastPolicy: String, Sendable, CaseIterable {
-    /// Flood to every connected NIC in the VLAN except the source (Linux bridge behaviour).
-    case flood
-    /// Send only to the uplink (external ports); drop when there is none or the uplink is the
-    /// source (Hyper-V's default).
-    case uplink
-}
-
 /// Switch-wide settings.
 public struct SwitchConfiguration: Sendable, Equatable {
     public var name: String

@@ -1,16 +1,3 @@
-/// The three extension classes, in stack order from the top (Hyper-V's capture, filter, forward).
-public enum ExtensionClass: String, Sendable, Comparable, CaseIterable {
-    /// Read-only: inspects frames and control requests, may inject on ingress; never drops or vetoes.
-    case capture
-    /// May drop on ingress, exclude destinations on egress, modify, clone, inject, pend, and veto.
-    case filtering
-    /// At most one per switch: sets destinations on ingress (replacing the built-in learning switch).
-    case forwarding
-
-    var rank: Int { self == .capture ? 0 : self == .filtering ? 1 : 2 }
-    public static func < (a: ExtensionClass, b: ExtensionClass) -> Bool { a.rank < b.rank }
-}
-
 /// An in-process switch extension (a Hyper-V capture, filtering or forwarding extension).
 ///
 /// All callbacks run on the queue that owns the ``VirtualSwitch``. Control requests travel down the

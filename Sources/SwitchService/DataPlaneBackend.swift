@@ -259,7 +259,7 @@ public actor DataPlaneBackend: SwitchBackend {
     }
 
     nonisolated static func publish(_ e: LifecycleEvent, to hub: EventHub) {
-        guard let kind = EventKind(rawValue: e.kind.rawValue) else { return }
+        guard let kind = ControlProtocol.EventKind(rawValue: e.kind.rawValue) else { return }
         var detail: String?
         if let ext = e.vetoingExtension {
             detail = "\(ext): \(e.vetoReason ?? "")"

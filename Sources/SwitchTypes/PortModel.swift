@@ -1,0 +1,75 @@
+/// Port and NIC types (Hyper-V's NDIS_SWITCH_PORT_TYPE / NIC_TYPE). On Linux: a VM's TAP is
+/// `synthetic` (virtio offloads) or `emulated`, a host-side TAP is `internal`, an uplink `external`.
+/// The raw values are the wire names.
+public enum PortType: String, Sendable, CaseIterable {
+    /// The uplink: an existing host device.
+    case external
+    /// A host-side interface on the switch.
+    case `internal`
+    /// A VM's paravirtual NIC (virtio-net), Hyper-V's "synthetic" adapter.
+    case synthetic
+    /// A VM's emulated NIC (e1000, rtl8139), Hyper-V's "legacy" adapter.
+    case emulated
+
+    /// The types a VM NIC can have.
+    public static let vmNICTypes: [PortType] = [.synthetic, .emulated]
+    public var isVMNIC: Bool { self == .synthetic || self == .emulated }
+}
+
+/// Port states, following the PORT_CREATE … PORT_TEARDOWN … PORT_DELETE lifecycle.
+public enum PortState: String, Sendable, CaseIterable {
+    case created
+    /// PORT_TEARDOWN was issued; PORT_DELETE follows once references drain.
+    case tearingDown = "teardown"
+    case deleted
+}
+
+/// NIC states, following NIC_CREATE, NIC_CONNECT, NIC_DISCONNECT and NIC_DELETE.
+public enum NICState: String, Sendable, CaseIterable {
+    case created, connected, disconnected, deleted
+}
+
+/// Port-level VLAN policy (the standard VLAN port property). No property = VLAN-transparent:
+/// the port carries frames of every VLAN exactly as tagged.
+public enum VLANPolicy: Sendable, Equatable {
+    /// Untagged on the wire, VLAN `id` inside the switch.
+    case access(VLANID)
+    /// Tagged for the allowed VLANs; untagged frames belong to `native` (nil: dropped).
+    case trunk(allowed: Set<VLANID>, native: VLANID?)
+}
+
+/// The three extension classes, in stack order from the top (Hyper-V's capture, filter, forward).
+public enum ExtensionClass: String, Sendable, Comparable, CaseIterable {
+    /// Read-only: inspects frames and control requests, may inject on ingress; never drops or vetoes.
+    case capture
+    /// May drop on ingress, exclude destinations on egress, modify, clone, inject, pend, and veto.
+    case filtering
+    /// At most one per switch: sets destinations on ingress (replacing the built-in learning switch).
+    case forwarding
+
+    var rank: Int { self == .capture ? 0 : self == .filtering ? 1 : 2 }
+    public static func < (a: ExtensionClass, b: ExtensionClass) -> Bool { a.rank < b.rank }
+}
+
+/// What the built-in forwarding does with unicast frames to an address it has not learned.
+public enum UnknownUnicastPolicy: String, Sendable, CaseIterable {
+    /// Flood to every connected NIC in the VLAN except the source (Linux bridge behaviour).
+    case flood
+    /// Send only to the uplink (external ports); drop when there is none or the uplink is the
+    /// source (Hyper-V's default).
+    case uplink
+}
+
+/// Lifecycle event kinds, spelled the same in the core, the event stream and every output.
+public enum EventKind: String, Sendable, CaseIterable {
+    case portCreate = "port-create"
+    case nicCreate = "nic-create"
+    case nicConnect = "nic-connect"
+    case nicDisconnect = "nic-disconnect"
+    case nicDelete = "nic-delete"
+    case portTeardown = "port-teardown"
+    case portDelete = "port-delete"
+    case nicUpdated = "nic-updated"
+    case portUpdated = "port-updated"
+    case veto
+}
