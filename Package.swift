@@ -52,7 +52,7 @@ let package = Package(
             dependencies: ["SwitchCore", "LinuxNet", "CTapShim", .product(name: "Logging", package: "swift-log")]
         ),
         .target(name: "FakeVM", dependencies: ["LinuxNet", "CTapShim"]),
-        .target(name: "ControlProtocol"),
+        .target(name: "ControlProtocol", dependencies: ["SwitchTypes"]),
         .target(name: "StateStore", dependencies: ["ControlProtocol"]),
         .target(name: "DaemonConfig", dependencies: ["ControlProtocol", "StateStore"]),
         .target(name: "ServiceSupport", dependencies: ["ControlProtocol", .product(name: "Logging", package: "swift-log")]),

@@ -117,7 +117,9 @@ extension ControlRequest: Codable {
     }
 }
 
-/// One response line. `ok` is always present; on failure only `error` is set.
+/// One response line. `ok` is always present; on failure `error` (the operator's one line) and
+/// `code` (a ``SwitchError/Code`` wire name, e.g. `exists`) are set, plus `vetoingExtension` and
+/// `vetoReason` when an extension refused the request.
 ///
 /// Successful responses carry the payload for their request: `snapshot` (show), `fdb`, `extensions`,
 /// `events` (events without follow, and the backlog sent first when following), `event` (each
@@ -126,6 +128,10 @@ extension ControlRequest: Codable {
 public struct ControlResponse: Codable, Sendable, Equatable {
     public var ok: Bool
     public var error: String?
+    /// Why the request failed; nil on success (and from daemons older than the field).
+    public var code: SwitchError.Code?
+    public var vetoingExtension: String?
+    public var vetoReason: String?
     public var snapshot: SwitchSnapshot?
     public var fdb: [FDBEntry]?
     public var extensions: [ExtensionInfo]?
@@ -134,11 +140,15 @@ public struct ControlResponse: Codable, Sendable, Equatable {
     public var ports: [PortInfo]?
     public var version: VersionInfo?
 
-    public init(ok: Bool = true, error: String? = nil, snapshot: SwitchSnapshot? = nil, fdb: [FDBEntry]? = nil,
+    public init(ok: Bool = true, error: String? = nil, code: SwitchError.Code? = nil, vetoingExtension: String? = nil,
+                vetoReason: String? = nil, snapshot: SwitchSnapshot? = nil, fdb: [FDBEntry]? = nil,
                 extensions: [ExtensionInfo]? = nil, events: [SwitchEvent]? = nil, event: SwitchEvent? = nil,
                 ports: [PortInfo]? = nil, version: VersionInfo? = nil) {
         self.ok = ok
         self.error = error
+        self.code = code
+        self.vetoingExtension = vetoingExtension
+        self.vetoReason = vetoReason
         self.snapshot = snapshot
         self.fdb = fdb
         self.extensions = extensions
@@ -148,5 +158,22 @@ public struct ControlResponse: Codable, Sendable, Equatable {
         self.version = version
     }
 
-    public static func failure(_ message: String) -> ControlResponse { ControlResponse(ok: false, error: message) }
+    /// A failed request, carrying the error's code (and veto) to the client.
+    public static func failure(_ error: SwitchError) -> ControlResponse {
+        ControlResponse(ok: false, error: error.message, code: error.code, vetoingExtension: error.vetoingExtension,
+                        vetoReason: error.vetoReason)
+    }
+
+    /// A request the server could not decode: the message names the field.
+    public static func failure(_ error: FieldError) -> ControlResponse {
+        failure(SwitchError(.invalidArgument, error.description))
+    }
+
+    /// The error a failed response carries, as the daemon threw it; nil on success. A response
+    /// without a code (a daemon older than the field) is reported as ``SwitchError/Code/system``.
+    public var switchError: SwitchError? {
+        guard !ok else { return nil }
+        return SwitchError(code ?? .system, error ?? "the daemon reported a failure without a message",
+                           vetoingExtension: vetoingExtension, vetoReason: vetoReason)
+    }
 }

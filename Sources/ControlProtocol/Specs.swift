@@ -3,14 +3,6 @@
 /// These types are decoded strictly (unknown fields and bad values are errors naming the field),
 /// because they arrive from the control socket, the state file and the CLI.
 
-/// How the guest sees a NIC. Both are TAP-backed here; the type is reported and may steer policy.
-public enum NICType: String, Codable, Sendable, CaseIterable {
-    /// A paravirtual NIC (virtio-net), the Hyper-V "synthetic" adapter.
-    case synthetic
-    /// An emulated NIC (e1000, rtl8139), the Hyper-V "legacy" adapter.
-    case emulated
-}
-
 /// One VM NIC: a persistent TAP the daemon creates and QEMU attaches to.
 public struct NICSpec: Sendable, Equatable, Codable {
     /// TAP interface name (QEMU: `-netdev tap,ifname=TAP,script=no,downscript=no`).
@@ -23,12 +15,14 @@ public struct NICSpec: Sendable, Equatable, Codable {
     public var group: String?
     /// TAP MTU; nil means 1500.
     public var mtu: Int?
-    public var type: NICType
+    /// How the guest sees the NIC: `synthetic` (virtio-net) or `emulated` (e1000, rtl8139). Both
+    /// are TAP-backed here; the type is reported and may steer policy.
+    public var type: PortType
     /// Access VLAN; nil means untagged.
     public var vlan: Int?
 
     public init(tap: String, mac: MACAddress? = nil, owner: String? = nil, group: String? = nil,
-                mtu: Int? = nil, type: NICType = .synthetic, vlan: Int? = nil) {
+                mtu: Int? = nil, type: PortType = .synthetic, vlan: Int? = nil) {
         self.tap = tap
         self.mac = mac
         self.owner = owner
@@ -49,6 +43,7 @@ public struct NICSpec: Sendable, Equatable, Codable {
         if let group { _ = try Validate.principal(group, field: f("group"), what: "group") }
         if let mtu { _ = try Validate.mtu(mtu, field: f("mtu")) }
         if let vlan { _ = try Validate.vlan(vlan, field: f("vlan")) }
+        _ = try Validate.nicType(type.rawValue, field: f("type"))
     }
 
     enum Keys { static let all: Set<String> = ["tap", "mac", "owner", "group", "mtu", "type", "vlan"] }

@@ -2,97 +2,14 @@ import Foundation
 
 /// What the daemon reports about the switch: ports, NICs, counters, the MAC table, extensions
 /// and lifecycle events. Plain Codable (the client decodes leniently, so newer daemons may add fields).
-
-/// Hyper-V port types.
-public enum PortType: String, Codable, Sendable, CaseIterable {
-    /// The uplink: an existing host device.
-    case external
-    /// A host-side interface on the switch.
-    case `internal`
-    /// A VM's paravirtual NIC.
-    case synthetic
-    /// A VM's emulated NIC.
-    case emulated
-}
-
-/// Port states, following the PORT_CREATE … PORT_TEARDOWN … PORT_DELETE lifecycle.
-public enum PortState: String, Codable, Sendable, CaseIterable {
-    case created
-    case tearingDown = "teardown"
-    case deleted
-}
-
-/// NIC states, following NIC_CREATE, NIC_CONNECT, NIC_DISCONNECT and NIC_DELETE.
-public enum NICState: String, Codable, Sendable, CaseIterable {
-    case created, connected, disconnected, deleted
-}
-
-public enum ExtensionClass: String, Codable, Sendable, CaseIterable {
-    case capture, filtering, forwarding
-}
-
-/// What the switch does with a frame for an unknown unicast destination.
-public enum UnknownUnicastPolicy: String, Codable, Sendable, CaseIterable {
-    /// Send it to every port in the VLAN (learning-bridge behaviour).
-    case flood
-    /// Send it only to the external port (VM MACs are known, so unknown means "outside").
-    case uplink
-}
-
-public enum Direction: String, Codable, Sendable, CaseIterable {
-    case ingress, egress
-}
-
-/// Lifecycle event kinds, spelled the same in every output.
-public enum EventKind: String, Codable, Sendable, CaseIterable {
-    case portCreate = "port-create"
-    case nicCreate = "nic-create"
-    case nicConnect = "nic-connect"
-    case nicDisconnect = "nic-disconnect"
-    case nicDelete = "nic-delete"
-    case portTeardown = "port-teardown"
-    case portDelete = "port-delete"
-    case nicUpdated = "nic-updated"
-    case portUpdated = "port-updated"
-    case veto
-}
-
-public struct DropCount: Codable, Sendable, Equatable {
-    public var direction: Direction
-    /// Why the frames were dropped, e.g. `vlan-mismatch`, `vetoed:mac-guard`, `queue-full`.
-    public var reason: String
-    public var frames: UInt64
-
-    public init(direction: Direction, reason: String, frames: UInt64) {
-        self.direction = direction
-        self.reason = reason
-        self.frames = frames
-    }
-}
-
-/// Per-port traffic counters. "In" is from the port into the switch (ingress).
-public struct PortCounters: Codable, Sendable, Equatable {
-    public var framesIn: UInt64
-    public var bytesIn: UInt64
-    public var framesOut: UInt64
-    public var bytesOut: UInt64
-    public var drops: [DropCount]
-
-    public init(framesIn: UInt64 = 0, bytesIn: UInt64 = 0, framesOut: UInt64 = 0, bytesOut: UInt64 = 0, drops: [DropCount] = []) {
-        self.framesIn = framesIn
-        self.bytesIn = bytesIn
-        self.framesOut = framesOut
-        self.bytesOut = bytesOut
-        self.drops = drops
-    }
-
-    public var totalDrops: UInt64 { drops.reduce(0) { $0 + $1.frames } }
-}
+/// The field types are the shared vocabulary (``SwitchTypes``), which owns their JSON form
+/// (`SwitchTypes/WireCoding.swift`): an unknown enum value is a decode error naming the field.
 
 /// The NIC on a port (NIC index 0; a port carries at most one NIC here).
 public struct NICInfo: Codable, Sendable, Equatable {
-    public var index: UInt32
-    public var type: NICType
+    public var index: NICIndex
+    /// `synthetic` or `emulated`.
+    public var type: PortType
     public var vmName: String
     public var mtu: Int
     /// The MAC the host assigned (from the spec, or generated).
@@ -103,7 +20,7 @@ public struct NICInfo: Codable, Sendable, Equatable {
     public var owner: String?
     public var group: String?
 
-    public init(index: UInt32 = 0, type: NICType, vmName: String, mtu: Int, assignedMAC: MACAddress,
+    public init(index: NICIndex = 0, type: PortType, vmName: String, mtu: Int, assignedMAC: MACAddress,
                 currentMAC: MACAddress? = nil, state: NICState, owner: String? = nil, group: String? = nil) {
         self.index = index
         self.type = type
@@ -119,27 +36,32 @@ public struct NICInfo: Codable, Sendable, Equatable {
 
 public struct PortInfo: Codable, Sendable, Equatable {
     /// Port id, > 0 (0 is the switch itself).
-    public var id: UInt32
+    public var id: PortID
     /// Unique name: the TAP for VM ports, the interface for internal ports, the device for external ports.
     public var name: String
     public var friendlyName: String
     public var type: PortType
     public var state: PortState
+    /// The access VLAN, for an access port (kept beside `vlanPolicy` for older clients).
     public var vlan: Int?
+    /// The port's whole VLAN policy (access, or trunk with its allowed VLANs and native VLAN); nil
+    /// when the port has no VLAN property.
+    public var vlanPolicy: VLANPolicy?
     /// The MAC of an internal port (VM ports report theirs in `nic`).
     public var mac: MACAddress?
     public var netns: String?
     public var nic: NICInfo?
     public var counters: PortCounters
 
-    public init(id: UInt32, name: String, friendlyName: String, type: PortType, state: PortState, vlan: Int? = nil,
+    public init(id: PortID, name: String, friendlyName: String, type: PortType, state: PortState, vlanPolicy: VLANPolicy? = nil,
                 mac: MACAddress? = nil, netns: String? = nil, nic: NICInfo? = nil, counters: PortCounters = PortCounters()) {
         self.id = id
         self.name = name
         self.friendlyName = friendlyName
         self.type = type
         self.state = state
-        self.vlan = vlan
+        self.vlanPolicy = vlanPolicy
+        if case .access(let id) = vlanPolicy { self.vlan = Int(id) }
         self.mac = mac
         self.netns = netns
         self.nic = nic
@@ -187,13 +109,13 @@ public struct FDBEntry: Codable, Sendable, Equatable {
     public var mac: MACAddress
     /// nil for untagged.
     public var vlan: Int?
-    public var portId: UInt32
+    public var portId: PortID
     public var portName: String
     /// Seconds since the entry was last refreshed; static entries report 0.
     public var ageSeconds: Int
     public var isStatic: Bool
 
-    public init(mac: MACAddress, vlan: Int?, portId: UInt32, portName: String, ageSeconds: Int, isStatic: Bool = false) {
+    public init(mac: MACAddress, vlan: Int?, portId: PortID, portName: String, ageSeconds: Int, isStatic: Bool = false) {
         self.mac = mac
         self.vlan = vlan
         self.portId = portId
@@ -226,16 +148,16 @@ public struct SwitchEvent: Codable, Sendable, Equatable {
     public var seq: UInt64
     public var time: Date
     public var kind: EventKind
-    public var portId: UInt32
+    public var portId: PortID
     public var portName: String
-    public var nicIndex: UInt32?
+    public var nicIndex: NICIndex?
     public var vmName: String?
     /// Free text; for `veto`: `extension-name: reason`.
     public var detail: String?
     /// True when replayed while re-adopting ports after a daemon restart.
     public var restore: Bool
 
-    public init(seq: UInt64, time: Date, kind: EventKind, portId: UInt32, portName: String, nicIndex: UInt32? = nil,
+    public init(seq: UInt64, time: Date, kind: EventKind, portId: PortID, portName: String, nicIndex: NICIndex? = nil,
                 vmName: String? = nil, detail: String? = nil, restore: Bool = false) {
         self.seq = seq
         self.time = time

@@ -106,9 +106,10 @@ public enum Validate {
         return v
     }
 
-    public static func nicType(_ text: String, field: String) throws(FieldError) -> NICType {
-        guard let t = NICType(rawValue: text) else {
-            throw FieldError(field: field, message: "'\(text)' is not a NIC type (expected one of: \(NICType.allCases.map(\.rawValue).joined(separator: ", ")))")
+    /// A VM NIC's type: one of the VM port types (`synthetic`, `emulated`).
+    public static func nicType(_ text: String, field: String) throws(FieldError) -> PortType {
+        guard let t = PortType(rawValue: text), t.isVMNIC else {
+            throw FieldError(field: field, message: "'\(text)' is not a NIC type (expected one of: \(PortType.vmNICTypes.map(\.rawValue).joined(separator: ", ")))")
         }
         return t
     }

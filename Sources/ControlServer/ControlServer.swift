@@ -147,7 +147,7 @@ public final class ControlServer: Sendable {
             }
             guard admitted else {
                 UnixSocket.setSendTimeout(fd, seconds: 1)
-                UnixSocket.sendAll(fd, Wire.encodeLine(ControlResponse.failure("too many control connections (limit \(options.maxConnections)); try again")))
+                UnixSocket.sendAll(fd, Wire.encodeLine(ControlResponse.failure(SwitchError(.busy, "too many control connections (limit \(options.maxConnections)); try again"))))
                 close(fd)
                 continue
             }
@@ -170,21 +170,21 @@ public final class ControlServer: Sendable {
     private func serve(_ fd: Int32) {
         UnixSocket.setSendTimeout(fd, seconds: options.sendTimeout)
         guard let cred = UnixSocket.peerCredentials(fd) else {
-            reply(fd, .failure("permission denied: cannot read peer credentials"))
+            reply(fd, .failure(SwitchError(.permissionDenied, "permission denied: cannot read peer credentials")))
             return
         }
         if let refusal = authorize(cred) {
             logger.warning("control client refused", metadata: ["uid": "\(cred.uid)", "pid": "\(cred.pid)"])
-            reply(fd, .failure(refusal))
+            reply(fd, .failure(SwitchError(.permissionDenied, refusal)))
             return
         }
         let line: Data
         switch UnixSocket.readLine(fd, limit: Wire.maxRequestBytes, timeout: options.requestTimeout) {
         case .closedEmpty:
             return
-        case .failure(let message):
-            logger.info("bad control request", metadata: ["uid": "\(cred.uid)", "error": "\(message)"])
-            reply(fd, .failure(message))
+        case .failure(let error):
+            logger.info("bad control request", metadata: ["uid": "\(cred.uid)", "error": "\(error.message)"])
+            reply(fd, .failure(error))
             return
         case .line(let l):
             line = l
@@ -194,7 +194,7 @@ public final class ControlServer: Sendable {
             request = try Wire.decodeRequest(line)
         } catch {
             logger.info("bad control request", metadata: ["uid": "\(cred.uid)", "error": "\(error.description)"])
-            reply(fd, .failure("bad request: \(error.description)"))
+            reply(fd, .failure(SwitchError(.invalidArgument, "bad request: \(error.description)")))
             return
         }
         logger.debug("control request", metadata: ["op": "\(request.op)", "uid": "\(cred.uid)", "pid": "\(cred.pid)"])
@@ -227,7 +227,7 @@ public final class ControlServer: Sendable {
         guard UnixSocket.sendAll(fd, Wire.encodeLine(ControlResponse(events: sub.history))) else { return }
 
         guard let (wakeR, wakeW) = UnixSocket.makePipe() else {
-            reply(fd, .failure("cannot follow events: pipe: \(errnoText())"))
+            reply(fd, .failure(SwitchError(.system, "cannot follow events: pipe: \(errnoText())")))
             return
         }
         let outbox = Mutex<(lines: [Data], ended: Bool)>(([], false))

@@ -152,7 +152,7 @@ enum UnixSocket {
         case line(Data)
         /// The peer closed before sending anything.
         case closedEmpty
-        case failure(String)
+        case failure(SwitchError)
     }
 
     /// Reads one newline-terminated line of at most `limit` bytes before `deadline`.
@@ -163,34 +163,34 @@ enum UnixSocket {
         while true {
             let remaining = deadline.timeIntervalSinceNow
             if remaining <= 0 {
-                return .failure("timed out after \(formatSeconds(timeout)) waiting for a complete request line (got \(buffer.count) bytes)")
+                return .failure(SwitchError(.invalidArgument, "timed out after \(formatSeconds(timeout)) waiting for a complete request line (got \(buffer.count) bytes)"))
             }
             var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
             let pr = poll(&pfd, 1, Int32(min(remaining * 1000, 60_000)) + 1)
             if pr < 0 {
                 if errno == EINTR { continue }
-                return .failure("poll: \(errnoText())")
+                return .failure(SwitchError(.system, "poll: \(errnoText())"))
             }
             if pr == 0 { continue }
             let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
             if n < 0 {
                 if errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK { continue }
-                return .failure("recv: \(errnoText())")
+                return .failure(SwitchError(.system, "recv: \(errnoText())"))
             }
             if n == 0 {
                 if buffer.isEmpty { return .closedEmpty }
-                return .failure("incomplete request: the connection was closed after \(buffer.count) bytes without a newline")
+                return .failure(SwitchError(.invalidArgument, "incomplete request: the connection was closed after \(buffer.count) bytes without a newline"))
             }
             if let nl = chunk[0..<n].firstIndex(of: 0x0A) {
                 buffer.append(contentsOf: chunk[0..<nl])
                 if buffer.count + 1 > limit {
-                    return .failure("request is larger than the limit of \(limit) bytes")
+                    return .failure(SwitchError(.invalidArgument, "request is larger than the limit of \(limit) bytes"))
                 }
                 return .line(buffer)
             }
             buffer.append(contentsOf: chunk[0..<n])
             if buffer.count >= limit {
-                return .failure("request is larger than the limit of \(limit) bytes")
+                return .failure(SwitchError(.invalidArgument, "request is larger than the limit of \(limit) bytes"))
             }
         }
     }

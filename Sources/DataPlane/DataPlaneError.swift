@@ -1,15 +1,16 @@
-/// A failed data-plane request, with a message an operator can act on (it names the port or device).
-public struct DataPlaneError: Error, CustomStringConvertible, Sendable {
-    public let message: String
-    /// Set when an extension vetoed the request.
-    public let vetoingExtension: String?
-    public let vetoReason: String?
+import SwitchCore
 
+/// The data plane throws the one ``SwitchError``; this name stays while the data-plane sources
+/// still spell it (they are being reworked; new code writes `SwitchError`).
+public typealias DataPlaneError = SwitchError
+
+extension SwitchError {
+    /// A data-plane failure without a more specific code: ``SwitchError/Code/system``. Throw sites
+    /// whose meaning a caller acts on (exists, not found, bad name) give their code instead.
     public init(_ message: String, vetoingExtension: String? = nil, vetoReason: String? = nil) {
-        self.message = message
-        self.vetoingExtension = vetoingExtension
-        self.vetoReason = vetoReason
+        self.init(vetoingExtension == nil ? .system : .vetoed, message, vetoingExtension: vetoingExtension, vetoReason: vetoReason)
     }
 
-    public var description: String { message }
+    /// The core's error as it is (kept so call sites written for the old wrapper compile).
+    init(_ error: SwitchError) { self = error }
 }

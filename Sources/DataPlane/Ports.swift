@@ -21,10 +21,10 @@ extension SwitchRuntime {
         var created = false
         if let existing {
             guard isRestore else {
-                throw DataPlaneError("cannot create TAP \(spec.tap): a network device with that name already exists (ifindex \(existing.index))")
+                throw SwitchError(.exists, "cannot create TAP \(spec.tap): a network device with that name already exists (ifindex \(existing.index))")
             }
             guard TapDevice.isTap(spec.tap) else {
-                throw DataPlaneError("cannot adopt \(spec.tap): it exists but is not a TAP device")
+                throw SwitchError(.exists, "cannot adopt \(spec.tap): it exists but is not a TAP device")
             }
         } else {
             do {
@@ -61,7 +61,7 @@ extension SwitchRuntime {
     @discardableResult
     public func addInternalPort(name: String, mac: MACAddress, netns: String? = nil, mtu: UInt32 = 1500) async throws(DataPlaneError) -> PortID {
         let ifname = try validName(name)
-        if try link(name) != nil { throw DataPlaneError("cannot create internal port \(name): a network device with that name already exists") }
+        if try link(name) != nil { throw SwitchError(.exists, "cannot create internal port \(name): a network device with that name already exists") }
         var fd: Int32 = -1
         do {
             try TapDevice.createPersistent(name: ifname, owner: nil, group: nil)
@@ -105,7 +105,7 @@ extension SwitchRuntime {
     @discardableResult
     public func addExternalPort(device: String) async throws(DataPlaneError) -> PortID {
         _ = try validName(device)
-        guard let info = try link(device) else { throw DataPlaneError("cannot add external port \(device): no such network device") }
+        guard let info = try link(device) else { throw SwitchError(.notFound, "cannot add external port \(device): no such network device") }
         do { try net.setLink(device, up: true) } catch { throw DataPlaneError("cannot bring up \(device): \(error)") }
         let mac = info.mac.count == 6 ? MACAddress(info.mac[0], info.mac[1], info.mac[2], info.mac[3], info.mac[4], info.mac[5]) : MACAddress(rawValue: 0)
         return try await plug(device: device, backing: .external, isRestore: false, promiscuous: true) { (sw: VirtualSwitch) throws(SwitchError) -> PortID in
@@ -121,7 +121,7 @@ extension SwitchRuntime {
         let backing: PortBacking = try await withCheckedContinuation { (c: CheckedContinuation<Result<PortBacking, DataPlaneError>, Never>) in
             loop.async {
                 guard let port = self.sw.port(named: name), let io = self.ports[port.id] else {
-                    c.resume(returning: .failure(DataPlaneError("no port named \(name)")))
+                    c.resume(returning: .failure(SwitchError(.notFound, "no port named \(name)")))
                     return
                 }
                 let backing = io.backing
@@ -189,7 +189,7 @@ extension SwitchRuntime {
     // MARK: - Helpers
 
     func validName(_ s: String) throws(DataPlaneError) -> InterfaceName {
-        do { return try InterfaceName(s) } catch { throw DataPlaneError(error.description) }
+        do { return try InterfaceName(s) } catch { throw SwitchError(.invalidArgument, error.description) }
     }
 
     func link(_ name: String) throws(DataPlaneError) -> LinkInfo? {

@@ -173,9 +173,3 @@ public final class SwitchRuntime: @unchecked Sendable {
         }
     }
 }
-
-extension DataPlaneError {
-    init(_ error: SwitchError) {
-        self.init(error.message, vetoingExtension: error.vetoingExtension, vetoReason: error.vetoReason)
-    }
-}

@@ -80,7 +80,7 @@ public actor ControlService {
         do {
             return try await body()
         } catch {
-            return .failure(error.message)
+            return .failure(error)
         }
     }
 

@@ -11,8 +11,9 @@ import SwitchCore
 ///
 /// An actor: VM bookkeeping (which TAPs belong to which VM) is serialised here; the switch itself
 /// lives on the DataPlane's packet-loop queue (see ``SwitchRuntime``).
-/// The daemon's error type, spelled out: SwitchCore has a `SwitchError` too.
-public typealias BackendError = ControlProtocol.SwitchError
+/// Errors are the shared ``SwitchError``: the core's and the data plane's codes (exists, not
+/// found, vetoed...) reach the control client unchanged.
+public typealias BackendError = SwitchError
 
 public actor DataPlaneBackend: SwitchBackend {
     public nonisolated var kind: String { "dataplane" }
@@ -31,15 +32,14 @@ public actor DataPlaneBackend: SwitchBackend {
 
     public nonisolated func availableExtensions() -> [ExtensionDescriptor] {
         BuiltinExtensions.all.map {
-            ExtensionDescriptor(name: $0.name, class: ControlProtocol.ExtensionClass(rawValue: $0.extensionClass.rawValue) ?? .filtering,
-                                summary: $0.summary)
+            ExtensionDescriptor(name: $0.name, class: $0.extensionClass, summary: $0.summary)
         }
     }
 
     public func configure(_ settings: SwitchSettings, extensions: [String]) async throws(BackendError) {
         let config = SwitchConfiguration(name: settings.name, macTableSize: settings.macTableSize, macLimitPerPort: settings.macLimitPerPort,
                                          macAgingSeconds: UInt64(settings.macAgingSeconds),
-                                         unknownUnicast: settings.unknownUnicast == .uplink ? .uplink : .flood)
+                                         unknownUnicast: settings.unknownUnicast)
         let rt: SwitchRuntime
         do {
             rt = try SwitchRuntime(configuration: config, busyPollMicroseconds: settings.busyPollMicroseconds, logger: logger)
@@ -56,7 +56,7 @@ public actor DataPlaneBackend: SwitchBackend {
 
     public func reload(_ settings: SwitchSettings, extensions: [String]) async throws(BackendError) {
         let rt = try running()
-        await rt.setUnknownUnicast(settings.unknownUnicast == .uplink ? .uplink : .flood)
+        await rt.setUnknownUnicast(settings.unknownUnicast)
         await rt.setBusyPoll(microseconds: settings.busyPollMicroseconds)
         self.settings.busyPollMicroseconds = settings.busyPollMicroseconds
         if settings.macTableSize != self.settings.macTableSize || settings.macLimitPerPort != self.settings.macLimitPerPort
@@ -74,7 +74,7 @@ public actor DataPlaneBackend: SwitchBackend {
                 throw BackendError(.invalidArgument, "unknown extension '\(name)' (available: \(BuiltinExtensions.all.map(\.name).joined(separator: ", ")))")
             }
             do { try await rt.enableExtension(entry.make) } catch {
-                throw BackendError(.invalidState, "cannot enable extension '\(name)': \(error.message)")
+                throw error.context("cannot enable extension '\(name)'")
             }
             enabled.append(name)
         }
@@ -97,12 +97,9 @@ public actor DataPlaneBackend: SwitchBackend {
             do throws(BackendError) {
                 let owner = try nic.owner.map { n throws(BackendError) in try Self.uid(n) }
                 let group = try nic.group.map { n throws(BackendError) in try Self.gid(n) }
-                try await Self.map { () async throws(DataPlaneError) in
-                    try await rt.startVMNIC(VMNICSpec(vmName: spec.name, tap: nic.tap, mac: SwitchCore.MACAddress(rawValue: mac.value),
-                                                      owner: owner, group: group, mtu: UInt32(nic.mtu ?? NICSpec.defaultMTU),
-                                                      type: nic.type == .emulated ? .emulated : .synthetic,
-                                                      vlan: nic.vlan.map { VLANID($0) }), isRestore: restore)
-                }
+                try await rt.startVMNIC(VMNICSpec(vmName: spec.name, tap: nic.tap, mac: mac, owner: owner, group: group,
+                                                  mtu: UInt32(nic.mtu ?? NICSpec.defaultMTU), type: nic.type,
+                                                  vlan: nic.vlan.map { VLANID($0) }), isRestore: restore)
                 created.append(nic.tap)
             } catch {
                 // Roll back the NICs this call already plugged in: nothing stays behind.
@@ -122,7 +119,7 @@ public actor DataPlaneBackend: SwitchBackend {
         for nic in spec.nics {
             do { try await rt.removePort(named: nic.tap) } catch {
                 // A TAP deleted by hand already took its port with it.
-                if !error.message.hasPrefix("no port named") { failures.append(error.message) }
+                if error.code != .notFound { failures.append(error.message) }
             }
         }
         vms[name] = nil
@@ -134,9 +131,7 @@ public actor DataPlaneBackend: SwitchBackend {
     public func addInternalPort(_ spec: InternalPortSpec) async throws(BackendError) -> PortInfo {
         let rt = try running()
         let mac = spec.mac ?? Self.randomMAC()
-        try await Self.map { () async throws(DataPlaneError) in
-            try await rt.addInternalPort(name: spec.name, mac: SwitchCore.MACAddress(rawValue: mac.value), netns: spec.netns)
-        }
+        try await rt.addInternalPort(name: spec.name, mac: mac, netns: spec.netns)
         var recorded = spec
         recorded.mac = mac
         internals[spec.name] = recorded
@@ -148,7 +143,7 @@ public actor DataPlaneBackend: SwitchBackend {
         if let other = externals.keys.first {
             throw BackendError(.exists, "the switch already has an external port (\(other)); remove it first")
         }
-        try await Self.map { () async throws(DataPlaneError) in try await rt.addExternalPort(device: spec.device) }
+        try await rt.addExternalPort(device: spec.device)
         externals[spec.device] = spec
         return try await portInfo(spec.device)
     }
@@ -161,7 +156,7 @@ public actor DataPlaneBackend: SwitchBackend {
         guard internals[name] != nil || externals[name] != nil else {
             throw BackendError(.notFound, "no port named '\(name)'")
         }
-        try await Self.map { () async throws(DataPlaneError) in try await rt.removePort(named: name, deleteDevice: false) }
+        try await rt.removePort(named: name, deleteDevice: false)
         internals[name] = nil
         externals[name] = nil
     }
@@ -207,8 +202,8 @@ public actor DataPlaneBackend: SwitchBackend {
         guard let rt = runtime else { return [] }
         let names = Dictionary(await rt.snapshot().ports.map { ($0.port.id, $0.port.name) }, uniquingKeysWith: { a, _ in a })
         return await rt.macEntries().map {
-            FDBEntry(mac: ControlProtocol.MACAddress(value: $0.mac.rawValue), vlan: $0.vlan == 0 ? nil : Int($0.vlan),
-                     portId: $0.port.rawValue, portName: names[$0.port] ?? "?", ageSeconds: Int($0.age))
+            FDBEntry(mac: $0.mac, vlan: $0.vlan == 0 ? nil : Int($0.vlan),
+                     portId: $0.port, portName: names[$0.port] ?? "?", ageSeconds: Int($0.age))
         }
     }
 
@@ -216,7 +211,7 @@ public actor DataPlaneBackend: SwitchBackend {
         let live = await runtime?.extensions() ?? []
         return BuiltinExtensions.all.map { e in
             let on = live.first { $0.name == e.name }
-            return ControlProtocol.ExtensionInfo(name: e.name, class: ControlProtocol.ExtensionClass(rawValue: e.extensionClass.rawValue) ?? .filtering,
+            return ControlProtocol.ExtensionInfo(name: e.name, class: e.extensionClass,
                                                  enabled: on != nil, position: on?.position, summary: e.summary)
         }
     }
@@ -246,20 +241,7 @@ public actor DataPlaneBackend: SwitchBackend {
         return p
     }
 
-    @discardableResult
-    private static func map<T>(_ body: () async throws(DataPlaneError) -> T) async throws(BackendError) -> T {
-        do { return try await body() } catch {
-            if let ext = error.vetoingExtension {
-                throw BackendError.vetoed(extension: ext, reason: error.vetoReason ?? error.message)
-            }
-            let code: BackendError.Code = error.message.contains("already exists") ? .exists
-                : error.message.hasPrefix("no port") || error.message.contains("no such") ? .notFound : .system
-            throw BackendError(code, error.message)
-        }
-    }
-
     nonisolated static func publish(_ e: LifecycleEvent, to hub: EventHub) {
-        guard let kind = ControlProtocol.EventKind(rawValue: e.kind.rawValue) else { return }
         var detail: String?
         if let ext = e.vetoingExtension {
             detail = "\(ext): \(e.vetoReason ?? "")"
@@ -274,37 +256,28 @@ public actor DataPlaneBackend: SwitchBackend {
            let slash = e.port.friendlyName.lastIndex(of: "/") {
             vm = String(e.port.friendlyName[..<slash])
         }
-        hub.publish(kind, portId: e.port.id.rawValue, portName: e.port.name, nicIndex: e.nic.map { UInt32($0.index) },
+        hub.publish(e.kind, portId: e.port.id, portName: e.port.name, nicIndex: e.nic?.index,
                     vmName: vm, detail: detail, restore: e.isRestore)
     }
 
     static func portInfo(_ p: PortStatus, vms: [String: VMSpec], internals: [String: InternalPortSpec]) -> PortInfo {
-        let type = ControlProtocol.PortType(rawValue: p.port.type.rawValue) ?? .synthetic
-        let state = ControlProtocol.PortState(rawValue: p.port.state.rawValue) ?? .created
-        var vlan: Int?
-        for case .vlan(.access(let id)) in p.properties { vlan = Int(id) }
+        var vlan: VLANPolicy?
+        for case .vlan(let policy) in p.properties { vlan = policy }
         let nicSpec = vms.values.lazy.flatMap(\.nics).first { $0.tap == p.port.name }
         let nic = p.nic.map { n in
-            NICInfo(index: UInt32(n.index), type: n.type == .emulated ? .emulated : .synthetic, vmName: n.vmName, mtu: Int(n.mtu),
-                    assignedMAC: ControlProtocol.MACAddress(value: n.permanentMAC.rawValue),
-                    currentMAC: ControlProtocol.MACAddress(value: n.currentMAC.rawValue),
-                    state: ControlProtocol.NICState(rawValue: n.state.rawValue) ?? .created, owner: nicSpec?.owner, group: nicSpec?.group)
+            NICInfo(index: n.index, type: n.type, vmName: n.vmName, mtu: Int(n.mtu), assignedMAC: n.permanentMAC,
+                    currentMAC: n.currentMAC, state: n.state, owner: nicSpec?.owner, group: nicSpec?.group)
         }
-        let drops = p.counters.drops.sorted { $0.key < $1.key }.map {
-            DropCount(direction: $0.key.direction == .ingress ? .ingress : .egress, reason: $0.key.reason, frames: $0.value)
-        }
-        let counters = ControlProtocol.PortCounters(framesIn: p.counters.framesIn, bytesIn: p.counters.bytesIn,
-                                                    framesOut: p.counters.framesOut, bytesOut: p.counters.bytesOut, drops: drops)
         var netns: String?
         if case .internalTAP(let ns) = p.backing { netns = ns }
-        return PortInfo(id: p.port.id.rawValue, name: p.port.name, friendlyName: p.port.friendlyName, type: type, state: state,
-                        vlan: vlan, mac: p.nic.map { ControlProtocol.MACAddress(value: $0.permanentMAC.rawValue) } ?? internals[p.port.name]?.mac,
-                        netns: netns, nic: nic, counters: counters)
+        return PortInfo(id: p.port.id, name: p.port.name, friendlyName: p.port.friendlyName, type: p.port.type, state: p.port.state,
+                        vlanPolicy: vlan, mac: p.nic?.permanentMAC ?? internals[p.port.name]?.mac,
+                        netns: netns, nic: nic, counters: p.counters)
     }
 
-    static func randomMAC() -> ControlProtocol.MACAddress {
+    static func randomMAC() -> MACAddress {
         // QEMU's locally administered 52:54:00 prefix, random host part.
-        ControlProtocol.MACAddress(value: 0x5254_0000_0000 | UInt64.random(in: 0...0xFF_FFFF))
+        MACAddress(rawValue: 0x5254_0000_0000 | UInt64.random(in: 0...0xFF_FFFF))
     }
 
     static func uid(_ name: String) throws(BackendError) -> UInt32 {

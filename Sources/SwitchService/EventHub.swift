@@ -30,7 +30,7 @@ public final class EventHub: Sendable {
 
     /// Records and delivers one event; returns it with its sequence number and timestamp.
     @discardableResult
-    public func publish(_ kind: EventKind, portId: UInt32, portName: String, nicIndex: UInt32? = nil,
+    public func publish(_ kind: EventKind, portId: PortID, portName: String, nicIndex: NICIndex? = nil,
                         vmName: String? = nil, detail: String? = nil, restore: Bool = false) -> SwitchEvent {
         state.withLock { s in
             let event = SwitchEvent(seq: s.nextSeq, time: Date(), kind: kind, portId: portId, portName: portName,

@@ -17,9 +17,9 @@ public actor InMemoryBackend: SwitchBackend {
     private let hub = EventHub()
     private var settings = SwitchSettings()
     private var enabledExtensions: [String] = []
-    private var ports: [UInt32: PortInfo] = [:]
+    private var ports: [PortID: PortInfo] = [:]
     /// VM of each VM port, also before its NIC exists (events name the VM throughout).
-    private var portVM: [UInt32: String] = [:]
+    private var portVM: [PortID: String] = [:]
     private var nextPortId: UInt32 = 1
     private let started = Date()
     private var heartbeatTimer: (any DispatchSourceTimer)?
@@ -40,7 +40,7 @@ public actor InMemoryBackend: SwitchBackend {
 
     public func reload(_ settings: SwitchSettings, extensions: [String]) async throws(SwitchError) {
         try apply(settings, extensions: extensions)
-        hub.publish(.portUpdated, portId: 0, portName: settings.name, detail: "switch settings reloaded")
+        hub.publish(.portUpdated, portId: .switchItself, portName: settings.name, detail: "switch settings reloaded")
     }
 
     private func apply(_ settings: SwitchSettings, extensions: [String]) throws(SwitchError) {
@@ -65,14 +65,14 @@ public actor InMemoryBackend: SwitchBackend {
         for nic in spec.nics where port(named: nic.tap) != nil {
             throw SwitchError(.exists, "port '\(nic.tap)' already exists")
         }
-        var created: [UInt32] = []
+        var created: [PortID] = []
         for (i, nicSpec) in spec.nics.enumerated() {
-            let id = nextPortId
+            let id = PortID(nextPortId)
             nextPortId += 1
             let mac = nicSpec.mac ?? generateMAC()
-            let type: PortType = nicSpec.type == .emulated ? .emulated : .synthetic
+            let type = nicSpec.type
             var port = PortInfo(id: id, name: nicSpec.tap, friendlyName: "\(spec.name) nic\(i)", type: type, state: .created,
-                                vlan: nicSpec.vlan)
+                                vlanPolicy: nicSpec.vlan.map { .access(VLANID($0)) })
             ports[id] = port
             portVM[id] = spec.name
             hub.publish(.portCreate, portId: id, portName: port.name, vmName: spec.name, restore: restore)
@@ -100,7 +100,7 @@ public actor InMemoryBackend: SwitchBackend {
     }
 
     /// The full removal sequence for one port; no veto is possible on the way down.
-    private func teardown(portId id: UInt32) {
+    private func teardown(portId id: PortID) {
         guard var port = ports[id] else { return }
         let vm = portVM.removeValue(forKey: id)
         if var nic = port.nic {
@@ -138,7 +138,7 @@ public actor InMemoryBackend: SwitchBackend {
 
     private func addInternal(_ spec: InternalPortSpec, restore: Bool) throws(SwitchError) -> PortInfo {
         if port(named: spec.name) != nil { throw SwitchError(.exists, "port '\(spec.name)' already exists") }
-        let id = nextPortId
+        let id = PortID(nextPortId)
         nextPortId += 1
         let mac = spec.mac ?? generateMAC()
         let port = PortInfo(id: id, name: spec.name, friendlyName: "internal \(spec.name)", type: .internal, state: .created,
@@ -157,7 +157,7 @@ public actor InMemoryBackend: SwitchBackend {
         if ports.values.contains(where: { $0.type == .external }) {
             throw SwitchError(.exists, "the switch already has an external port")
         }
-        let id = nextPortId
+        let id = PortID(nextPortId)
         nextPortId += 1
         let port = PortInfo(id: id, name: spec.device, friendlyName: "uplink \(spec.device)", type: .external, state: .created)
         ports[id] = port
@@ -253,7 +253,7 @@ public actor InMemoryBackend: SwitchBackend {
         var reason: String
     }
 
-    private func vetoNIC(mac: MACAddress, portId: UInt32) -> Veto? {
+    private func vetoNIC(mac: MACAddress, portId: PortID) -> Veto? {
         guard enabledExtensions.contains("duplicate-mac-guard") else { return nil }
         if let other = ports.values.first(where: { $0.id != portId && ($0.nic?.assignedMAC == mac || $0.mac == mac) }) {
             return Veto(extensionName: "duplicate-mac-guard", reason: "MAC \(mac) is already in use on port '\(other.name)'")
@@ -264,7 +264,7 @@ public actor InMemoryBackend: SwitchBackend {
     /// A locally administered unicast address (52:54:00 is QEMU's prefix) not used by any port.
     private func generateMAC() -> MACAddress {
         while true {
-            let mac = MACAddress(value: 0x52_54_00_00_00_00 | UInt64.random(in: 1...0xFF_FFFF))
+            let mac = MACAddress(rawValue: 0x52_54_00_00_00_00 | UInt64.random(in: 1...0xFF_FFFF))
             if !ports.values.contains(where: { $0.nic?.assignedMAC == mac || $0.mac == mac }) { return mac }
         }
     }

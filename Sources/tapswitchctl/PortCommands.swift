@@ -89,7 +89,7 @@ struct PortRemove: ParsableCommand {
 
 func printPorts(_ ports: [PortInfo], verb: String, json: Bool) {
     if json {
-        printJSON(ports)
+        printJSON(ports, key: "ports")
         return
     }
     for p in ports {

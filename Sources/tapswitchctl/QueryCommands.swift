@@ -17,7 +17,7 @@ struct ShowCommand: ParsableCommand {
     @OptionGroup var globals: GlobalOptions
 
     func run() throws {
-        guard let s = try call(.show, globals).snapshot else { throw CtlFailure(code: CtlExit.daemonError, message: "the daemon sent no snapshot") }
+        guard let s = try call(.show, globals).snapshot else { throw CtlFailure.missing("snapshot") }
         if globals.json {
             printJSON(s)
             return
@@ -30,16 +30,29 @@ struct ShowCommand: ParsableCommand {
         var rows = [["ID", "NAME", "TYPE", "VM", "NIC", "MAC", "MTU", "VLAN", "FRAMES-IN", "BYTES-IN", "FRAMES-OUT", "BYTES-OUT", "DROPS"]]
         for p in s.ports {
             let mac = p.nic.map { ($0.currentMAC ?? $0.assignedMAC).description } ?? p.mac?.description ?? "-"
-            rows.append([String(p.id), p.name, p.type.rawValue, p.nic?.vmName ?? "-", p.nic?.state.rawValue ?? "-", mac,
-                         p.nic.map { String($0.mtu) } ?? "-", p.vlan.map(String.init) ?? "-",
+            let vlan = formatVLAN(p.vlanPolicy)
+            rows.append([p.id.description, p.name, p.type.rawValue, p.nic?.vmName ?? "-", p.nic?.state.rawValue ?? "-", mac,
+                         p.nic.map { String($0.mtu) } ?? "-", vlan,
                          String(p.counters.framesIn), String(p.counters.bytesIn), String(p.counters.framesOut),
                          String(p.counters.bytesOut), String(p.counters.totalDrops)])
         }
         printTable(rows, numeric: [0, 6, 7, 8, 9, 10, 11, 12])
         for p in s.ports where !p.counters.drops.isEmpty {
-            let detail = p.counters.drops.map { "\($0.direction.rawValue) \($0.reason)=\($0.frames)" }.joined(separator: ", ")
+            let detail = p.counters.drops.sorted { $0.key < $1.key }.map { "\($0.key.direction) \($0.key.reason)=\($0.value)" }
+                .joined(separator: ", ")
             print("drops on \(p.name): \(detail)")
         }
+    }
+}
+
+/// The VLAN column: the access VLAN (`10`), `trunk:10,20` with `+native N` when untagged frames
+/// belong to a VLAN, or `-` for a VLAN-transparent port.
+func formatVLAN(_ policy: VLANPolicy?) -> String {
+    switch policy {
+    case nil: "-"
+    case .access(let id): String(id)
+    case .trunk(let allowed, let native):
+        "trunk:" + (allowed.isEmpty ? "none" : allowed.sorted().map(String.init).joined(separator: ",")) + (native.map { "+native\($0)" } ?? "")
     }
 }
 
@@ -62,12 +75,12 @@ struct FDBCommand: ParsableCommand {
     func run() throws {
         let entries = try call(.fdb, globals).fdb ?? []
         if globals.json {
-            printJSON(entries)
+            printJSON(entries, key: "fdb")
             return
         }
         var rows = [["MAC", "VLAN", "PORT", "NAME", "AGE"]]
         for e in entries {
-            rows.append([e.mac.description, e.vlan.map(String.init) ?? "-", String(e.portId), e.portName,
+            rows.append([e.mac.description, e.vlan.map(String.init) ?? "-", e.portId.description, e.portName,
                          e.isStatic ? "static" : String(e.ageSeconds)])
         }
         printTable(rows, numeric: [1, 2, 4])
@@ -98,7 +111,7 @@ struct EventsCommand: ParsableCommand {
         if !follow {
             let events = try call(.events(follow: false), globals).events ?? []
             if globals.json {
-                printJSON(events)
+                printJSON(events, key: "events")
             } else {
                 for e in events { print(formatEvent(e)) }
             }
@@ -109,12 +122,11 @@ struct EventsCommand: ParsableCommand {
             connection = try ControlConnection(path: globals.socketPath, timeout: nil)
             try connection.send(.events(follow: true))
         } catch {
-            throw CtlFailure(code: CtlExit.unreachable, message: error.description)
+            throw CtlFailure.unreachable(error.description)
         }
-        let encoder = Wire.makeEncoder()
         // Written straight to fd 1 (not through print's buffer) so a pipe sees each event at once.
         func emit(_ e: SwitchEvent) {
-            var line = globals.json ? ((try? encoder.encode(e)) ?? Data()) : Data(formatEvent(e).utf8)
+            var line = globals.json ? JSONOutput.object(e, pretty: false) : Data(formatEvent(e).utf8)
             line.append(0x0A)
             FileHandle.standardOutput.write(line)
         }
@@ -123,12 +135,12 @@ struct EventsCommand: ParsableCommand {
             do {
                 response = try connection.readResponse()
             } catch {
-                throw CtlFailure(code: CtlExit.unreachable, message: error.description)
+                throw CtlFailure.unreachable(error.description)
             }
             guard let response else {
-                throw CtlFailure(code: CtlExit.unreachable, message: "tapswitchd closed the event stream")
+                throw CtlFailure.unreachable("tapswitchd closed the event stream")
             }
-            guard response.ok else { throw CtlFailure(code: CtlExit.daemonError, message: response.error ?? "request failed") }
+            if let error = response.switchError { throw CtlFailure.daemon(error) }
             for e in response.events ?? [] { emit(e) }
             if let e = response.event { emit(e) }
         }
@@ -156,7 +168,7 @@ struct ExtensionsCommand: ParsableCommand {
     func run() throws {
         let list = try call(.extensions, globals).extensions ?? []
         if globals.json {
-            printJSON(list)
+            printJSON(list, key: "extensions")
             return
         }
         var rows = [["NAME", "CLASS", "ENABLED", "POSITION", "SUMMARY"]]
@@ -176,7 +188,7 @@ struct VersionCommand: ParsableCommand {
     @OptionGroup var globals: GlobalOptions
 
     func run() throws {
-        guard let v = try call(.version, globals).version else { throw CtlFailure(code: CtlExit.daemonError, message: "the daemon sent no version") }
+        guard let v = try call(.version, globals).version else { throw CtlFailure.missing("version") }
         if globals.json {
             printJSON(v)
         } else {

@@ -62,7 +62,7 @@ struct TapswitchCtl: ParsableCommand {
             try command.run()
             code = CtlExit.success
         } catch let e as CtlFailure {
-            printError(e.message)
+            report(e)
             code = e.code
         } catch {
             switch exitCode(for: error) {
@@ -71,10 +71,10 @@ struct TapswitchCtl: ParsableCommand {
                 print(fullMessage(for: error))
                 code = CtlExit.success
             case .validationFailure:
-                printError("\(message(for: error)) (see 'tapswitchctl help')")
+                report(CtlFailure(code: CtlExit.usage, message: "\(message(for: error)) (see 'tapswitchctl help')", errorCode: "usage"))
                 code = CtlExit.usage
             default:
-                printError(message(for: error))
+                report(CtlFailure(code: exitCode(for: error).rawValue, message: message(for: error), errorCode: "usage"))
                 code = exitCode(for: error).rawValue
             }
         }
@@ -86,6 +86,37 @@ struct TapswitchCtl: ParsableCommand {
 struct CtlFailure: Error {
     var code: Int32
     var message: String
+    /// The `code` of the JSON error: the daemon's ``SwitchError/Code`` wire name, `usage` or `unreachable`.
+    var errorCode: String
+    var vetoingExtension: String?
+    var vetoReason: String?
+
+    /// The daemon could not be reached or the connection broke.
+    static func unreachable(_ message: String) -> CtlFailure {
+        CtlFailure(code: CtlExit.unreachable, message: message, errorCode: "unreachable")
+    }
+
+    /// The daemon refused the request: its error, code and veto as it sent them.
+    static func daemon(_ error: SwitchError) -> CtlFailure {
+        CtlFailure(code: CtlExit.daemonError, message: error.message, errorCode: error.code.rawValue,
+                   vetoingExtension: error.vetoingExtension, vetoReason: error.vetoReason)
+    }
+
+    /// The daemon answered `ok` without the payload the request calls for.
+    static func missing(_ what: String) -> CtlFailure {
+        daemon(SwitchError(.system, "the daemon sent no \(what)"))
+    }
+}
+
+/// One failure, as a stderr line, or with `--json` as a JSON error document on stdout.
+func report(_ failure: CtlFailure) {
+    if JSONOutput.requested {
+        let body = JSONOutput.ErrorBody(code: failure.errorCode, message: failure.message, exitCode: failure.code,
+                                        vetoingExtension: failure.vetoingExtension, vetoReason: failure.vetoReason)
+        print(String(decoding: JSONOutput.error(body), as: UTF8.self))
+    } else {
+        printError(failure.message)
+    }
 }
 
 func printError(_ text: String) {
@@ -101,14 +132,8 @@ func call(_ request: ControlRequest, _ globals: GlobalOptions) throws -> Control
     do {
         response = try ControlConnection.roundTrip(request, path: globals.socketPath)
     } catch {
-        throw CtlFailure(code: CtlExit.unreachable, message: error.description)
+        throw CtlFailure.unreachable(error.description)
     }
-    guard response.ok else { throw CtlFailure(code: CtlExit.daemonError, message: response.error ?? "request failed") }
+    if let error = response.switchError { throw CtlFailure.daemon(error) }
     return response
-}
-
-/// Prints a value as pretty JSON on stdout.
-func printJSON<T: Encodable>(_ value: T) {
-    let data = (try? Wire.makeEncoder(pretty: true).encode(value)) ?? Data("null".utf8)
-    print(String(decoding: data, as: UTF8.self))
 }

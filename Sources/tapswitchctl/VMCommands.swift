@@ -70,17 +70,17 @@ struct VMStart: ParsableCommand {
         let response = try call(.vmStart(spec), globals)
         let ports = response.ports ?? []
         if globals.json {
-            printJSON(ports)
+            printJSON(ports, key: "ports")
             return
         }
         print("started VM \(vm):")
         var rows = [["PORT", "TAP", "TYPE", "MAC", "MTU", "VLAN", "OWNER", "NIC"]]
         for p in ports {
-            rows.append([String(p.id), p.name, p.type.rawValue, p.nic.map { $0.assignedMAC.description } ?? "-",
-                         p.nic.map { String($0.mtu) } ?? "-", p.vlan.map(String.init) ?? "-", p.nic?.owner ?? "root",
+            rows.append([p.id.description, p.name, p.type.rawValue, p.nic.map { $0.assignedMAC.description } ?? "-",
+                         p.nic.map { String($0.mtu) } ?? "-", formatVLAN(p.vlanPolicy), p.nic?.owner ?? "root",
                          p.nic?.state.rawValue ?? "-"])
         }
-        printTable(rows, numeric: [0, 4, 5], indent: 2)
+        printTable(rows, numeric: [0, 4], indent: 2)
     }
 }
 

@@ -106,7 +106,8 @@ struct ControlServerTests {
         let lines = try await f.exchange(Data(request.utf8), halfClose: halfClose)
         #expect(lines.count == 1)
         let reply = try Wire.decodeResponse(Data((lines.first ?? "").utf8))
-        #expect(reply == .failure(expected))
+        #expect(reply.ok == false && reply.error == expected)
+        #expect(reply.code == .invalidArgument)
         #expect(try await f.ping())
     }
 

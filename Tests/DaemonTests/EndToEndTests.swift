@@ -43,7 +43,7 @@ struct EndToEndTests {
         let start = try await d.ctl("vm", "start", "web1", "--nic", "web1-0", "--mac", "52:54:00:12:34:56", "--owner", "nobody", "--mtu", "9000",
                                     "--nic", "web1-1,type=emulated,vlan=20", "--json")
         #expect(start.status == 0, "\(start.stderr)")
-        let ports = try Wire.makeDecoder().decode([PortInfo].self, from: Data(start.stdout.utf8))
+        let ports = try CLIJSON.decode([PortInfo].self, start.stdout)
         #expect(ports.map(\.name) == ["web1-0", "web1-1"])
         #expect(ports[0].nic?.mtu == 9000 && ports[0].nic?.owner == "nobody" && ports[0].type == .synthetic)
         #expect(ports[1].type == .emulated && ports[1].vlan == 20)
@@ -51,8 +51,8 @@ struct EndToEndTests {
         // --json after or before the subcommand.
         let j1 = try await d.ctl("show", "--json")
         let j2 = try await run(try Products.path("tapswitchctl"), ["--json", "--socket", d.socket, "show"])
-        let s1 = try Wire.makeDecoder().decode(SwitchSnapshot.self, from: Data(j1.stdout.utf8))
-        let s2 = try Wire.makeDecoder().decode(SwitchSnapshot.self, from: Data(j2.stdout.utf8))
+        let s1 = try CLIJSON.decode(SwitchSnapshot.self, j1.stdout)
+        let s2 = try CLIJSON.decode(SwitchSnapshot.self, j2.stdout)
         #expect(s1.ports.map(\.name) == ["boot1-0", "web1-0", "web1-1"])
         #expect(s2.ports.map(\.name) == s1.ports.map(\.name))
 
@@ -66,7 +66,7 @@ struct EndToEndTests {
         let fdb = try await d.ctl("fdb")
         #expect(fdb.stdout.contains("52:54:00:12:34:56") && fdb.stdout.contains("web1-0"))
         let ext = try await d.ctl("extensions", "--json")
-        let exts = try Wire.makeDecoder().decode([ExtensionInfo].self, from: Data(ext.stdout.utf8))
+        let exts = try CLIJSON.decode([ExtensionInfo].self, ext.stdout)
         #expect(exts.first { $0.name == "duplicate-mac-guard" }?.enabled == true)
 
         #expect(try await d.ctl("vm", "stop", "web1").status == 0)
@@ -109,13 +109,15 @@ struct EndToEndTests {
         #expect(try await waitUntil { out.text.contains("boot1-0") }, "history first")
         #expect(try await d.ctl("vm", "start", "f1", "--nic", "f1-0").status == 0)
         #expect(try await waitUntil { out.text.contains(#""portName":"f1-0""#) && out.text.contains("nic-create") })
-        let kinds = try out.text.split(separator: "\n").map { try Wire.makeDecoder().decode(SwitchEvent.self, from: Data($0.utf8)).kind }
+        let kinds = try out.text.split(separator: "\n").map { try CLIJSON.decode(SwitchEvent.self, String($0)).kind }
         #expect(kinds == [.portCreate, .nicCreate, .portCreate, .nicCreate])
         // The daemon stopping ends the stream; the client says so and exits 3.
         #expect(try await d.stop() == 0)
         #expect(try await waitUntil { !follower.isRunning })
         #expect(follower.terminationStatus == 3)
-        #expect(out.text.hasSuffix("tapswitchctl: tapswitchd closed the event stream\n"))
+        // With --json the end is a JSON error line, like the events before it.
+        let last = try #require(out.text.split(separator: "\n").last.map(String.init))
+        #expect(try CLIJSON.failure(last) == CLIJSON.Failure(code: "unreachable", message: "tapswitchd closed the event stream", exitCode: 3))
     }
 
     @Test("a restart re-adopts recorded VMs (restore events) and SIGHUP reloads the config")
@@ -131,10 +133,10 @@ struct EndToEndTests {
         // Same state dir, socket and config: a restart.
         try await d.start()
         let restored = try await d.ctl("events", "--json")
-        let evs = try Wire.makeDecoder().decode([SwitchEvent].self, from: Data(restored.stdout.utf8))
+        let evs = try CLIJSON.decode([SwitchEvent].self, restored.stdout)
         #expect(evs.allSatisfy { $0.restore })
         #expect(Set(evs.map(\.portName)) == ["boot1-0", "keep-0", "tsw-h0"])
-        let snap = try Wire.makeDecoder().decode(SwitchSnapshot.self, from: Data(try await d.ctl("show", "--json").stdout.utf8))
+        let snap = try CLIJSON.decode(SwitchSnapshot.self, try await d.ctl("show", "--json").stdout)
         #expect(snap.ports.first { $0.name == "keep-0" }?.nic?.assignedMAC.description == "52:54:00:bb:00:01")
 
         // SIGHUP with a bad file: logged, old config kept, still answering.
@@ -148,7 +150,7 @@ struct EndToEndTests {
         try (Self.config + "\n[[vm]]\nname = \"late\"\n[[vm.nic]]\ntap = \"late-0\"\n").write(toFile: d.configPath, atomically: true, encoding: .utf8)
         d.signal(SIGHUP)
         #expect(try await waitUntil { d.logText.contains("config reloaded") })
-        let after = try Wire.makeDecoder().decode(SwitchSnapshot.self, from: Data(try await d.ctl("show", "--json").stdout.utf8))
+        let after = try CLIJSON.decode(SwitchSnapshot.self, try await d.ctl("show", "--json").stdout)
         #expect(after.ports.map(\.name) == ["tsw-h0", "keep-0", "boot1-0", "late-0"] || Set(after.ports.map(\.name)) == ["tsw-h0", "keep-0", "boot1-0", "late-0"])
         let news = try await d.events().filter { !$0.restore }
         #expect(news.map(\.portName) == ["late-0", "late-0"], "nothing but the new VM changed")
@@ -245,15 +247,28 @@ struct EndToEndTests {
         (["port", "add-external", "this-is-too-long"], 2,
          "tapswitchctl: <device>: interface name 'this-is-too-long' is 16 characters; the limit is 15 (see 'tapswitchctl help')\n"),
         (["show", "--bogus"], 2, "tapswitchctl: Unknown option '--bogus' (see 'tapswitchctl help')\n"),
-        (["--json", "show"], 3, "tapswitchctl: cannot connect to tapswitchd at /nonexistent/tapswitch.sock: No such file or directory\n"),
-        (["show", "--json"], 3, "tapswitchctl: cannot connect to tapswitchd at /nonexistent/tapswitch.sock: No such file or directory\n"),
-        (["vm", "start", "w", "--nic", "w0", "--json"], 3, "tapswitchctl: cannot connect to tapswitchd at /nonexistent/tapswitch.sock: No such file or directory\n"),
+        (["show"], 3, "tapswitchctl: cannot connect to tapswitchd at /nonexistent/tapswitch.sock: No such file or directory\n"),
     ])
     func cli(args: [String], status: Int32, stderr: String) async throws {
         let r = try await run(try Products.path("tapswitchctl"), ["--socket", "/nonexistent/tapswitch.sock"] + args)
         #expect(r.status == status)
         #expect(r.stderr == stderr)
         #expect(r.stdout.isEmpty)
+    }
+
+    @Test("with --json (before or after the subcommand) errors are one JSON line on stdout, with code and exit code",
+          arguments: [
+        (["--json", "show"], CLIJSON.Failure(code: "unreachable", message: "cannot connect to tapswitchd at /nonexistent/tapswitch.sock: No such file or directory", exitCode: 3)),
+        (["vm", "start", "w", "--nic", "w0", "--json"], CLIJSON.Failure(code: "unreachable", message: "cannot connect to tapswitchd at /nonexistent/tapswitch.sock: No such file or directory", exitCode: 3)),
+        (["vm", "start", "w", "--nic", "w0,vlan=9999", "--json"], CLIJSON.Failure(code: "usage", message: "--nic w0,vlan=9999: VLAN 9999 is out of range 1..4094 (see 'tapswitchctl help')", exitCode: 2)),
+        (["show", "--bogus", "--json"], CLIJSON.Failure(code: "usage", message: "Unknown option '--bogus' (see 'tapswitchctl help')", exitCode: 2)),
+    ])
+    func cliJSONErrors(args: [String], expected: CLIJSON.Failure) async throws {
+        let r = try await run(try Products.path("tapswitchctl"), ["--socket", "/nonexistent/tapswitch.sock"] + args)
+        #expect(r.status == expected.exitCode)
+        #expect(r.stderr.isEmpty)
+        #expect(r.stdout.split(separator: "\n").count == 1, "one line: \(r.stdout)")
+        #expect(try CLIJSON.failure(r.stdout) == expected)
     }
 
     @Test("TAPSWITCH_SOCKET selects the socket when --socket is absent")

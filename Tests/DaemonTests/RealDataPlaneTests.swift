@@ -36,7 +36,7 @@ struct RealDataPlaneTests {
         try #require(startA.status == 0, "vm start va: \(startA.stderr)\n\(d.log)")
         let startB = try await d.ctl("vm", "start", "vb", "--nic", "\(taps.b),mac=\(Self.macB)", "--json")
         try #require(startB.status == 0, "vm start vb: \(startB.stderr)\n\(d.log)")
-        let portsA = try Wire.makeDecoder().decode([PortInfo].self, from: Data(startA.stdout.utf8))
+        let portsA = try CLIJSON.decode([PortInfo].self, startA.stdout)
         #expect(portsA.map(\.name) == [taps.a])
         #expect(portsA.first?.nic?.assignedMAC.description == Self.macA)
         #expect(portsA.first?.nic?.state == .created, "not connected before anything attaches")

@@ -246,7 +246,7 @@ public final class DaemonUnderTest: Sendable {
             throw TestHelperError("tapswitchctl \(args.joined(separator: " ")) --json exited \(r.status): \(r.stderr)\n\(log)")
         }
         do {
-            return try Wire.makeDecoder().decode(T.self, from: Data(r.stdout.utf8))
+            return try CLIJSON.decode(T.self, r.stdout)
         } catch {
             throw TestHelperError("cannot decode `tapswitchctl \(args.joined(separator: " ")) --json` as \(T.self): \(error)\n\(r.stdout)")
         }
