@@ -120,7 +120,7 @@ public final class ControlConnection {
             return try Wire.decodeResponse(line)
         } catch {
             let text = String(decoding: line.prefix(200), as: UTF8.self)
-            throw .badResponse("'\(text)'")
+            throw .badResponse("\(error.description): '\(text)'")
         }
     }
 

@@ -74,8 +74,13 @@ public enum Wire {
         }
     }
 
-    /// Decodes one response line. Lenient about unknown fields, so a newer daemon still works.
-    public static func decodeResponse(_ line: Data) throws -> ControlResponse {
-        try makeDecoder().decode(ControlResponse.self, from: line)
+    /// Decodes one response line. Lenient about unknown fields, so a newer daemon still works; an
+    /// unknown value of a known field (a port type, an error code...) is a ``FieldError`` naming it.
+    public static func decodeResponse(_ line: Data) throws(FieldError) -> ControlResponse {
+        do {
+            return try makeDecoder().decode(ControlResponse.self, from: line)
+        } catch {
+            throw fieldError(from: error)
+        }
     }
 }

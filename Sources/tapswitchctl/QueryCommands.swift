@@ -9,7 +9,8 @@ struct ShowCommand: ParsableCommand {
         discussion: """
         First line: the switch and its settings. Then one row per port: ID, NAME, TYPE (external, \
         internal, synthetic, emulated), VM, NIC state (created, connected, disconnected; "-" for \
-        host ports), MAC (the one in use, else the assigned one), MTU, VLAN, frames and bytes IN \
+        host ports), MAC (the one in use, else the assigned one), MTU, VLAN (the access VLAN, \
+        "trunk:10,20+native1" for a trunk, "-" when the port has no VLAN policy), frames and bytes IN \
         (from the port into the switch) and OUT, and DROPS; drop reasons follow the table.
         """
     )

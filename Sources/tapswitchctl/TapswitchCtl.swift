@@ -21,7 +21,9 @@ struct GlobalOptions: ParsableArguments {
         valueName: "path"))
     var socket: String?
 
-    @Flag(name: .long, help: "Print JSON instead of tables (events --follow: one JSON object per line).")
+    @Flag(name: .long, help: ArgumentHelp(
+        "Print JSON instead of tables (events --follow: one JSON object per line).",
+        discussion: "Every output is an object with a \"version\" field (schema: docs/json.md); errors too, on stdout: {\"error\": {\"code\", \"message\", \"exitCode\"}}."))
     var json = false
 
     var socketPath: String {

@@ -46,7 +46,7 @@ struct EndToEndTests {
         let ports = try CLIJSON.decode([PortInfo].self, start.stdout)
         #expect(ports.map(\.name) == ["web1-0", "web1-1"])
         #expect(ports[0].nic?.mtu == 9000 && ports[0].nic?.owner == "nobody" && ports[0].type == .synthetic)
-        #expect(ports[1].type == .emulated && ports[1].vlan == 20)
+        #expect(ports[1].type == .emulated && ports[1].vlan == 20 && ports[1].vlanPolicy == .access(20))
 
         // --json after or before the subcommand.
         let j1 = try await d.ctl("show", "--json")

@@ -295,6 +295,46 @@ struct RealDataPlaneTests {
         #expect(try await d.stop() == 0, "\(d.log)")
     }
 
+    @Test("error codes from the core and the data plane reach tapswitchctl --json unchanged; the VLAN policy is shown")
+    func errorCodesEndToEnd() async throws {
+        try Privilege.requireNetAdmin()
+        let cleanup = Cleanup()
+        defer { cleanup.run() }
+        let names = UniqueNames()
+        let tapX = names.name("x0"), tapZ = names.name("z0"), missing = names.name("no0")
+        for tap in [tapX, tapZ] { cleanup.deleteLink(tap) }
+        let macM = "52:54:00:d0:00:6d"
+        let d = try DaemonUnderTest(config: .shipped, cleanup: cleanup)
+        try await d.start()
+        let x = try await d.ctl("vm", "start", "x", "--nic", tapX, "--mac", macM, "--vlan", "20")
+        try #require(x.status == 0, "vm start x: \(x.stderr)\n\(d.log)")
+        // The core's VLAN property, as the wire shows it.
+        let port = try await d.port(named: tapX)
+        #expect(port?.vlanPolicy == .access(20) && port?.vlan == 20, "\(String(describing: port))")
+
+        /// Runs `tapswitchctl ARGS --json`, expecting exit 1 and a JSON error on stdout.
+        func failure(_ args: String...) async throws -> CLIJSON.Failure {
+            let r = try await d.ctl(args + ["--json"])
+            #expect(r.status == 1 && r.stderr.isEmpty, "\(args): exit \(r.status) \(r.stderr)")
+            return try CLIJSON.failure(r.stdout)
+        }
+        // The core's veto (duplicate-mac-guard in the shipped config), with the extension named.
+        let veto = try await failure("vm", "start", "z", "--nic", tapZ, "--mac", macM)
+        #expect(veto.code == "vetoed" && veto.vetoingExtension == "duplicate-mac-guard" && veto.vetoReason?.contains(macM) == true, "\(veto)")
+        // The data plane refusing a device name in use (a VM's TAP) as an internal port.
+        let exists = try await failure("port", "add-internal", tapX)
+        #expect(exists.code == "exists" && exists.message.contains(tapX), "\(exists)")
+        // The data plane not finding a device for the uplink.
+        let noDevice = try await failure("port", "add-external", missing)
+        #expect(noDevice.code == "notFound" && noDevice.message.contains(missing), "\(noDevice)")
+        #expect(try await failure("vm", "stop", "nosuch").code == "notFound")
+        #expect(try await failure("vm", "start", "x", "--nic", tapZ).code == "exists")
+        #expect(try await !linkExists(tapZ), "nothing created by the refused requests")
+
+        #expect(try await d.ctl("vm", "stop", "x").status == 0)
+        #expect(try await d.stop() == 0, "\(d.log)")
+    }
+
     // MARK: - 4. Crash and re-adoption
 
     /// A paced A→B flow and a counter on B, each on a thread of its own.
