@@ -14,6 +14,27 @@ public enum IOResult: Sendable, Equatable {
     case failed(Int32)
 }
 
+/// Why the kernel refused a send, in the terms a forwarder acts on.
+public enum SendRefusal: Sendable, Equatable {
+    /// `ENOBUFS` (the TAP queue is full, or nobody is attached, under qdisc bypass).
+    case noBuffers
+    /// `EAGAIN` (a full socket send buffer or TUN queue).
+    case wouldBlock
+    /// `ENETDOWN`, `ENXIO`, `ENODEV`: the device went down or away under the socket.
+    case deviceGone
+    /// Anything else.
+    case other
+
+    public init(errno code: Int32) {
+        switch code {
+        case ENOBUFS: self = .noBuffers
+        case EAGAIN: self = .wouldBlock
+        case ENETDOWN, ENXIO, ENODEV: self = .deviceGone
+        default: self = .other
+        }
+    }
+}
+
 /// Outcome of one batched send.
 public enum SendResult: Sendable, Equatable {
     /// Every queued message went out.
@@ -78,6 +99,24 @@ public final class ReceiveVector {
     public func setBuffer(_ i: Int, base: UnsafeMutableRawPointer, length: Int) {
         precondition(i >= 0 && i < capacity, "slot \(i) out of range 0..<\(capacity)")
         iovecs[i] = iovec(iov_base: base, iov_len: length)
+    }
+
+    /// One non-blocking `recvmmsg` on `socket` into slots `0..<min(max, capacity)`. Retries `EINTR`.
+    @inline(__always)
+    public func receive(from socket: PacketSocket, max: Int) -> IOResult {
+        receive(socket.fileDescriptor, first: 0, count: Swift.min(max, capacity))
+    }
+
+    /// One non-blocking receive of a single datagram from `socket` into slot `i` (see ``receive(from:slot:)``).
+    @inline(__always)
+    public func receive(from socket: PacketSocket, slot i: Int) -> IOResult {
+        receive(from: socket.fileDescriptor, slot: i)
+    }
+
+    /// ``read(from:max:)`` on an owned TAP queue.
+    @inline(__always)
+    public func read(from queue: TunQueue, max: Int) -> IOResult {
+        read(from: queue.fileDescriptor, max: max)
     }
 
     /// One non-blocking `recvmmsg` into slots `0..<min(max, capacity)`. Retries `EINTR`.
@@ -228,6 +267,14 @@ public final class SendVector {
         count += 1
         return true
     }
+
+    /// ``send(to:)-(Int32)`` on an owned socket.
+    @inline(__always)
+    public func send(to socket: PacketSocket) -> SendResult { send(to: socket.fileDescriptor) }
+
+    /// ``write(to:)-(Int32)`` on an owned TAP queue.
+    @inline(__always)
+    public func write(to queue: TunQueue) -> SendResult { write(to: queue.fileDescriptor) }
 
     /// Sends the queued messages with `sendmmsg` (repeated if the kernel takes only part), retrying `EINTR`.
     /// Stops at the first refusal and reports how many went. Does not reset the vector.

@@ -17,7 +17,7 @@ public enum LinkEvent: Sendable, Equatable {
 
 /// Link notifications (`RTNLGRP_LINK`) from a non-blocking rtnetlink socket.
 ///
-/// Register ``fileDescriptor`` with a Dispatch read source and call ``drain(_:)`` from its handler.
+/// Watch ``pollHandle`` with an ``EventPoll`` and call ``drain(_:)`` when it is readable.
 /// The kernel sends most notifications twice; handle them idempotently.
 ///
 /// ## Concurrency model
@@ -57,6 +57,9 @@ public final class LinkMonitor {
 
     /// The socket's fd, for a Dispatch read source. Owned by the monitor.
     public var fileDescriptor: Int32 { nl_socket_get_fd(sock) }
+
+    /// What an ``EventPoll`` watches (readable: notifications pending).
+    public var pollHandle: PollHandle { PollHandle(descriptor: fileDescriptor) }
 
     /// Reads every pending notification without blocking and reports each one.
     ///

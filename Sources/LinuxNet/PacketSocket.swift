@@ -7,9 +7,12 @@ import Glibc
 /// An `AF_PACKET`/`SOCK_RAW` socket for all protocols (`ETH_P_ALL`) bound to one interface, non-blocking.
 ///
 /// This is how the switch moves frames on a TAP's kernel side: what the VM writes to its queue fd arrives
-/// here, and what is sent here is queued for the VM to read. The socket owns its fd and closes it in `deinit`
-/// unless ``release()`` hands it on. Needs `CAP_NET_RAW`.
-public struct PacketSocket: ~Copyable {
+/// here, and what is sent here is queued for the VM to read. The socket owns its fd and closes it in ``close()``
+/// or `deinit` unless ``release()`` hands it on. Needs `CAP_NET_RAW`.
+///
+/// ## Concurrency model
+/// Not `Sendable`: confine it (and any ``ReceiveRing`` mapped on it) to one serial queue.
+public final class PacketSocket {
     /// Socket options applied before binding.
     public struct Options: Sendable, Equatable {
         /// `PACKET_VNET_HDR`: every frame read or written starts with a 10-byte `struct virtio_net_hdr`, which
@@ -51,8 +54,11 @@ public struct PacketSocket: ~Copyable {
         }
     }
 
-    /// The socket's fd, owned by this value.
-    public let fileDescriptor: Int32
+    /// The socket's fd, owned by this value (-1 once closed or released). For LinuxNet and its tests:
+    /// other modules use the socket's methods and ``pollHandle``.
+    public private(set) var fileDescriptor: Int32
+    /// The interface the socket is bound to, for error messages.
+    public let interfaceName: String
 
     /// Opens the socket, applies `options` and binds it to `interfaceIndex`.
     ///
@@ -92,13 +98,36 @@ public struct PacketSocket: ~Copyable {
                 }
             }
         } catch {
-            close(fd)
+            _ = Glibc.close(fd)
             throw error
         }
         fileDescriptor = fd
+        self.interfaceName = interfaceName
     }
 
-    deinit { close(fileDescriptor) }
+    deinit { close() }
+
+    /// Closes the socket. Idempotent; afterwards every call on it fails with `EBADF`.
+    public func close() {
+        guard fileDescriptor >= 0 else { return }
+        _ = Glibc.close(fileDescriptor)
+        fileDescriptor = -1
+    }
+
+    /// What an ``EventPoll`` watches for this socket (readable: frames or a pending error).
+    public var pollHandle: PollHandle { PollHandle(descriptor: fileDescriptor) }
+
+    /// Joins the interface in promiscuous mode (`PACKET_ADD_MEMBERSHIP`, `PACKET_MR_PROMISC`) for the
+    /// socket's lifetime: an uplink must see frames for every VM's MAC, not only its own.
+    public func addPromiscuousMembership(interfaceIndex: Int32) throws(SystemError) {
+        var request = packet_mreq()
+        request.mr_ifindex = interfaceIndex
+        request.mr_type = UInt16(PACKET_MR_PROMISC)
+        try systemCall("PACKET_ADD_MEMBERSHIP(PROMISC)", device: interfaceName) {
+            setsockopt(fileDescriptor, Int32(SOL_PACKET), Int32(PACKET_ADD_MEMBERSHIP), &request,
+                       socklen_t(MemoryLayout<packet_mreq>.size))
+        }
+    }
 
     /// The pending socket error (`SO_ERROR`), cleared by reading it; 0 if none. `ENETDOWN` after the
     /// interface was deleted under the socket.
@@ -115,9 +144,9 @@ public struct PacketSocket: ~Copyable {
     }
 
     /// Gives up ownership: returns the fd without closing it (e.g. for a Dispatch source's cancel handler).
-    public consuming func release() -> Int32 {
+    public func release() -> Int32 {
         let fd = fileDescriptor
-        discard self
+        fileDescriptor = -1
         return fd
     }
 }

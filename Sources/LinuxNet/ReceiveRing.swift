@@ -35,8 +35,9 @@ import Glibc
 /// IP at 90, not 4-byte aligned: parse with unaligned loads), 66 without.
 ///
 /// ## Concurrency model
-/// Not `Sendable`. Confine it to one serial queue (a packet-loop worker), like ``ReceiveVector``. It does
-/// not own the fd: keep the ``PacketSocket`` alive at least as long as the ring is read. `deinit` unmaps.
+/// Not `Sendable`. Confine it to one serial queue (a packet-loop worker), like ``ReceiveVector``. Mapped with
+/// ``init(socket:geometry:)`` it keeps its ``PacketSocket`` alive; mapped from a bare fd it does not own it.
+/// ``close()`` or `deinit` unmaps.
 public final class ReceiveRing {
     /// Size and number of ring slots. Blocks (the kernel's allocation unit) are derived.
     public struct Geometry: Sendable, Equatable {
@@ -104,6 +105,9 @@ public final class ReceiveRing {
     public var position: Int { index }
 
     private let fd: Int32
+    /// The socket the ring belongs to, when mapped with ``init(socket:geometry:)``.
+    private let socket: PacketSocket?
+    private var isMapped = true
     private let base: UnsafeMutableRawPointer
     /// Start of every slot: slots are not evenly spaced when a block has room left over.
     private let slots: UnsafeMutablePointer<UnsafeMutableRawPointer>
@@ -118,7 +122,17 @@ public final class ReceiveRing {
     /// Maps the ring of `fileDescriptor`, a socket set up with ``PacketSocket/Options/receiveRing`` = `geometry`.
     /// - Throws: ``SystemError`` if the geometry is invalid, the socket is not `TPACKET_V2`, or `mmap` fails
     ///   (`EINVAL` when the socket's ring has another size).
-    public init(fileDescriptor: Int32, geometry: Geometry, interfaceName: String) throws(SystemError) {
+    public convenience init(fileDescriptor: Int32, geometry: Geometry, interfaceName: String) throws(SystemError) {
+        try self.init(fd: fileDescriptor, socket: nil, geometry: geometry, interfaceName: interfaceName)
+    }
+
+    /// Maps the ring of `socket` (created with ``PacketSocket/Options/receiveRing`` = `geometry`) and keeps
+    /// the socket alive as long as the ring.
+    public convenience init(socket: PacketSocket, geometry: Geometry) throws(SystemError) {
+        try self.init(fd: socket.fileDescriptor, socket: socket, geometry: geometry, interfaceName: socket.interfaceName)
+    }
+
+    private init(fd fileDescriptor: Int32, socket: PacketSocket?, geometry: Geometry, interfaceName: String) throws(SystemError) {
         if let problem = geometry.problem {
             throw SystemError(operation: "ReceiveRing", device: interfaceName, errno: EINVAL, detail: problem)
         }
@@ -137,6 +151,7 @@ public final class ReceiveRing {
                                   : nil)
         }
         fd = fileDescriptor
+        self.socket = socket
         base = mapped
         self.geometry = geometry
         self.interfaceName = interfaceName
@@ -151,8 +166,15 @@ public final class ReceiveRing {
     }
 
     deinit {
-        munmap(base, geometry.mappedSize)
+        close()
         slots.deallocate()
+    }
+
+    /// Unmaps the ring. Idempotent. Afterwards nothing may read it (``next()`` would touch unmapped memory).
+    public func close() {
+        guard isMapped else { return }
+        isMapped = false
+        munmap(base, geometry.mappedSize)
     }
 
     // MARK: Hot path

@@ -123,3 +123,51 @@ func readSmallFile(_ path: String) -> String? {
     while text.last == "\n" || text.last == " " { text.removeLast() }
     return text
 }
+
+/// One attached queue of a TAP: the fd QEMU would hold, owned. Closing it detaches (carrier drops), and
+/// destroys the TAP if it is not persistent.
+///
+/// ## Concurrency model
+/// Not `Sendable`: confine it to one serial queue (the packet loop's) once it carries frames; before that
+/// it may be set up on any one thread.
+public final class TunQueue {
+    /// The TAP's name.
+    public let name: String
+    /// The queue's fd (-1 once closed). Read only inside LinuxNet; others use the methods and ``pollHandle``.
+    private(set) var fileDescriptor: Int32
+
+    /// Attaches to the TAP `name` as ``TapDevice/attach(name:vnetHeader:nonBlocking:createIfMissing:)`` does.
+    public init(attachingTo name: InterfaceName, vnetHeader: Bool, nonBlocking: Bool, createIfMissing: Bool = false) throws {
+        fileDescriptor = try TapDevice.attach(name: name, vnetHeader: vnetHeader, nonBlocking: nonBlocking,
+                                              createIfMissing: createIfMissing)
+        self.name = name.value
+    }
+
+    deinit { close() }
+
+    /// Detaches. Idempotent.
+    public func close() {
+        guard fileDescriptor >= 0 else { return }
+        _ = Glibc.close(fileDescriptor)
+        fileDescriptor = -1
+    }
+
+    /// `TUNSETPERSIST`: whether the TAP outlives its last attached fd.
+    public func setPersistent(_ persistent: Bool) throws(SystemError) {
+        try systemCall("TUNSETPERSIST \(persistent ? 1 : 0)", device: name) {
+            ts_ioctl_ulong(fileDescriptor, TS_TUNSETPERSIST, persistent ? 1 : 0)
+        }
+    }
+
+    /// `TUNSETOFFLOAD` for this reader (see ``TapDevice/setOffload(fd:csum:tso4:tso6:)``).
+    public func setOffload(csum: Bool, tso4: Bool, tso6: Bool) throws {
+        do { try TapDevice.setOffload(fd: fileDescriptor, csum: csum, tso4: tso4, tso6: tso6) } catch let error as SystemError {
+            var named = error
+            named.device = name
+            throw named
+        }
+    }
+
+    /// What an ``EventPoll`` watches (readable: frames from the kernel side).
+    public var pollHandle: PollHandle { PollHandle(descriptor: fileDescriptor) }
+}
