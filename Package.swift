@@ -7,9 +7,11 @@ import PackageDescription
 //   EmbeddedSwitch  in-memory switch harness for unit tests of the core and of extensions.
 //   CNetlink        system library: libnl-3 and libnl-route-3 (pkg-config).
 //   CTapShim        thin C: TUN ioctls, AF_PACKET constants, mmsghdr/recvmmsg/sendmmsg.
-//   LinuxNet        Swift owners of netlink sockets, TAPs and AF_PACKET sockets.
-//   DataPlane       the Dispatch packet loop binding SwitchCore to LinuxNet.
+//   LinuxNet        every syscall: owners of netlink sockets, TAPs, AF_PACKET sockets and rings, epoll/eventfd.
+//   DataPlane       the Dispatch packet loop binding SwitchCore to the devices: PortDriver (AF_PACKET ring,
+//                   TUN queue) and the DeviceLayer seam (LinuxNet by default). Makes no syscalls itself.
 //   FakeVM          attaches to a TAP exactly as QEMU does (tests, benchmarks).
+//   FakeDevices     (Tests/) in-memory DeviceLayer: the real runtime without root, for tests.
 //   ControlProtocol JSON messages between tapswitchctl and tapswitchd.
 //   DaemonConfig    the TOML subset and the config loader (every problem with its line).
 //   StateStore      the VM/port records of the previous run (state.json).
@@ -49,7 +51,7 @@ let package = Package(
         .target(name: "LinuxNet", dependencies: ["CNetlink", "CTapShim"]),
         .target(
             name: "DataPlane",
-            dependencies: ["SwitchCore", "LinuxNet", "CTapShim", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["SwitchCore", "LinuxNet", .product(name: "Logging", package: "swift-log")]
         ),
         .target(name: "FakeVM", dependencies: ["LinuxNet", "CTapShim"]),
         .target(name: "ControlProtocol", dependencies: ["SwitchTypes"]),
@@ -88,9 +90,11 @@ let package = Package(
         ),
         // Shared by the privileged test suites: privilege probe, unique names, netns, deadline polls.
         .target(name: "TestSupport", dependencies: ["LinuxNet", "ControlProtocol"], path: "Tests/TestSupport"),
+        // In-memory devices behind DataPlane's DeviceLayer: the real runtime without root (see its file header).
+        .target(name: "FakeDevices", dependencies: ["DataPlane", "LinuxNet", "SwitchCore"], path: "Tests/FakeDevices"),
         .testTarget(name: "SwitchCoreTests", dependencies: ["SwitchCore", "EmbeddedSwitch"]),
         .testTarget(name: "LinuxNetTests", dependencies: ["LinuxNet", "FakeVM", "TestSupport"]),
-        .testTarget(name: "DataPlaneTests", dependencies: ["DataPlane", "FakeVM", "LinuxNet", "TestSupport"]),
+        .testTarget(name: "DataPlaneTests", dependencies: ["DataPlane", "FakeDevices", "FakeVM", "LinuxNet", "TestSupport"]),
         .testTarget(
             name: "DaemonTests",
             dependencies: [

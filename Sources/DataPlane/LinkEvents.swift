@@ -5,13 +5,13 @@ extension SwitchRuntime {
     /// Reads every pending link notification and maps it onto the NIC lifecycle. Runs on `queue`.
     ///
     /// Carrier up on a VM TAP means QEMU attached (NIC_CONNECT); carrier down means it is gone
-    /// (NIC_DISCONNECT; the port stays so a QEMU restart reconnects it). A TAP deleted by someone
+    /// (NIC_DISCONNECT; the port stays so a QEMU restart reconnects it). A device deleted by someone
     /// else drives the whole stop sequence. MTU or MAC changes drive NIC_UPDATED. Notifications
     /// arrive duplicated: each handler compares with the last state seen.
     func drainLinkEvents() {
-        guard let monitor, !shutDown else { return }
+        guard let linkEvents, !shutDown else { return }
         do {
-            try monitor.drain { event in
+            try linkEvents.drain { event in
                 switch event {
                 case .changed(let info): linkChanged(info)
                 case .removed(let index, _): if let io = byIndex[index] { linkRemoved(io) }
@@ -25,8 +25,8 @@ extension SwitchRuntime {
     }
 
     func linkChanged(_ info: LinkInfo) {
-        guard let io = byIndex[info.index], io.device == info.name, !io.closed else { return }
-        if case .internalTAP = io.backing { return }  // we hold its fd: always attached
+        // A driver that holds the device's only queue is always attached: carrier does not apply.
+        guard let io = byIndex[info.index], io.device == info.name, !io.closed, io.driver.followsCarrier else { return }
         if io.lastCarrier != info.hasCarrier {
             io.lastCarrier = info.hasCarrier
             let state = sw.nic(of: io.id)?.state
@@ -59,14 +59,15 @@ extension SwitchRuntime {
         removeLostPort(io)
     }
 
-    /// After lost notifications: re-read every port's link and apply the differences.
+    /// After lost notifications: re-read every port's link (on the loop's own socket) and apply the
+    /// differences. Ports whose device lives in another namespace are not visible here.
     func resyncLinks() {
+        guard let links = loopLinks else { return }
         for io in Array(ports.values) {
-            guard let lookup = try? net.link(named: io.device) as LinkInfo?? else { continue }
+            guard let index = io.linkIndex, let lookup = try? links.link(named: io.device) as LinkInfo?? else { continue }
             if let info = lookup {
-                if info.index == io.interfaceIndex { linkChanged(info) }
+                if info.index == index { linkChanged(info) }
             } else {
-                if case .internalTAP(netns: .some) = io.backing { continue }  // lives in another namespace
                 linkRemoved(io)
             }
         }

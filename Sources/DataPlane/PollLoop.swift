@@ -1,17 +1,15 @@
-import CTapShim
 import Dispatch
+import LinuxNet
+import SwitchCore
 
-#if canImport(Glibc)
-import Glibc
-#endif
-
-/// The packet loop's readiness wait: one level-triggered `epoll` set over the ports' fds and the
-/// link monitor, waited on *inside* the packet-loop queue, in slices.
+/// The packet loop's readiness wait: one level-triggered ``EventPoll`` over the ports' drivers and
+/// the link-event source, waited on *inside* the packet-loop queue, in slices.
 ///
 /// A slice is one block on the serial queue: it waits in `epoll_wait`, runs the handlers of the
 /// ready fds, and keeps waiting until some other block is queued (``async(_:)`` writes an eventfd
 /// that is in the set), the tick is due, or the loop stops. Then it re-queues itself behind that
 /// block and returns, so control requests still run between two batches, on the same queue.
+/// (`EventPoll` and `EventFD` are LinuxNet's owners of the epoll set and the eventfd.)
 ///
 /// Why not `DispatchSourceRead`: on Linux every wake-up of a source is an `epoll_wait` on
 /// libdispatch's manager thread, a hand-off to a worker thread (futex), an `ioctl(FIONREAD)` and
@@ -30,18 +28,17 @@ final class PollLoop: @unchecked Sendable {
     struct Watch {
         fileprivate let slot: Int
         fileprivate let generation: UInt32
-        let fd: Int32
+        let handle: PollHandle
     }
 
     let queue: DispatchQueue
     private static let wakeToken = UInt64.max
     private static let maxEvents = 64
-    private let epfd: Int32
-    private let wakeFD: Int32
-    private let events: UnsafeMutablePointer<epoll_event>
+    private let poll: EventPoll
+    private let wake: EventFD
 
     // Queue-confined state.
-    private var handlers: [((UInt32) -> Void)?] = []
+    private var handlers: [((PollEvents) -> Void)?] = []
     private var generations: [UInt32] = []
     private var freeSlots: [Int] = []
     private var tickHandler: (() -> Void)?
@@ -57,26 +54,16 @@ final class PollLoop: @unchecked Sendable {
     }
 
     /// - Parameter busyPollLimit: longest spin before sleeping, in ns (0 disables it).
-    init(queue: DispatchQueue, busyPollLimit: UInt64 = 50_000) throws(DataPlaneError) {
+    init(queue: DispatchQueue, busyPollLimit: UInt64 = 50_000) throws(SwitchError) {
         self.queue = queue
         self.busyPollLimit = busyPollLimit
-        epfd = epoll_create1(Int32(EPOLL_CLOEXEC))
-        guard epfd >= 0 else { throw DataPlaneError("epoll_create1 for the packet loop failed: \(String(cString: strerror(errno)))") }
-        wakeFD = eventfd(0, Int32(EFD_NONBLOCK) | Int32(EFD_CLOEXEC))
-        guard wakeFD >= 0 else {
-            let code = errno
-            _ = Glibc.close(epfd)
-            throw DataPlaneError("eventfd for the packet loop failed: \(String(cString: strerror(code)))")
+        do {
+            poll = try EventPoll(capacity: Self.maxEvents)
+            wake = try EventFD()
+            try poll.add(wake.pollHandle, token: Self.wakeToken)
+        } catch {
+            throw SwitchError("cannot set up the packet loop's wait: \(error)")
         }
-        var event = epoll_event(events: EPOLLIN.rawValue, data: epoll_data_t(u64: Self.wakeToken))
-        _ = epoll_ctl(epfd, EPOLL_CTL_ADD, wakeFD, &event)
-        events = .allocate(capacity: Self.maxEvents)
-    }
-
-    deinit {
-        events.deallocate()
-        _ = Glibc.close(wakeFD)
-        _ = Glibc.close(epfd)
     }
 
     /// Starts waiting (the first slice). Call once.
@@ -125,16 +112,13 @@ final class PollLoop: @unchecked Sendable {
     }
 
     /// Wakes the slice so it yields the queue.
-    private func poke() {
-        var one: UInt64 = 1
-        _ = Glibc.write(wakeFD, &one, 8)
-    }
+    private func poke() { wake.signal() }
 
     // MARK: - On the queue
 
-    /// Calls `handler` with the epoll event mask whenever `fd` is readable (or failed or hung up),
+    /// Calls `handler` with the events whenever `handle` is readable (or failed or hung up),
     /// level-triggered: a handler that leaves data unread is called again next round.
-    func watch(_ fd: Int32, _ handler: @escaping (UInt32) -> Void) throws(DataPlaneError) -> Watch {
+    func watch(_ handle: PollHandle, _ handler: @escaping (PollEvents) -> Void) throws(SwitchError) -> Watch {
         dispatchPrecondition(condition: .onQueue(queue))
         let slot: Int
         if let free = freeSlots.popLast() {
@@ -145,20 +129,18 @@ final class PollLoop: @unchecked Sendable {
             handlers.append(handler)
             generations.append(0)
         }
-        let watch = Watch(slot: slot, generation: generations[slot], fd: fd)
-        var event = epoll_event(events: EPOLLIN.rawValue, data: epoll_data_t(u64: UInt64(watch.generation) << 32 | UInt64(slot)))
-        guard epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &event) == 0 else {
-            let code = errno
+        let watch = Watch(slot: slot, generation: generations[slot], handle: handle)
+        do { try poll.add(handle, token: UInt64(watch.generation) << 32 | UInt64(slot)) } catch {
             release(slot)
-            throw DataPlaneError("epoll_ctl(ADD) of fd \(fd) failed: \(String(cString: strerror(code)))")
+            throw SwitchError("cannot watch a port in the packet loop: \(error)")
         }
         return watch
     }
 
-    /// Stops watching; call before closing the fd. Idempotent for a given watch.
+    /// Stops watching; call before the handle's owner closes. Idempotent for a given watch.
     func unwatch(_ watch: Watch) {
         guard watch.slot < handlers.count, generations[watch.slot] == watch.generation, handlers[watch.slot] != nil else { return }
-        _ = epoll_ctl(epfd, EPOLL_CTL_DEL, watch.fd, nil)
+        poll.remove(watch.handle)
         release(watch.slot)
     }
 
@@ -186,23 +168,22 @@ final class PollLoop: @unchecked Sendable {
     /// shorter than the limit (spinning would have caught it) and halves when it was longer,
     /// so steady traffic with long gaps (and an idle switch) does not pay for spinning.
     @inline(__always)
-    private func wait(now: UInt64) -> Int32 {
-        let maxEvents = Int32(Self.maxEvents)
-        var n = epoll_wait(epfd, events, maxEvents, 0)
+    private func wait(now: UInt64) -> Int {
+        var n = poll.wait(timeoutMilliseconds: 0)
         if n != 0 { return n }
         if pollWindow > 0 {
             let deadline = now &+ pollWindow
             repeat {
                 // Yield between looks: on a small host the VMs' threads need this CPU more.
-                sched_yield()
-                n = epoll_wait(epfd, events, maxEvents, 0)
+                EventPoll.yieldProcessor()
+                n = poll.wait(timeoutMilliseconds: 0)
                 if n != 0 { return n }
             } while Self.now() < deadline
         }
         // Round up so the wait does not end just before the deadline.
         let sleepStart = Self.now()
         let timeout = Int32(clamping: (nextTick &- min(sleepStart, nextTick) + 999_999) / 1_000_000)
-        n = epoll_wait(epfd, events, maxEvents, timeout)
+        n = poll.wait(timeoutMilliseconds: timeout)
         if busyPollLimit > 0 {
             let slept = Self.now() &- sleepStart &+ pollWindow
             if slept < busyPollLimit {
@@ -224,19 +205,17 @@ final class PollLoop: @unchecked Sendable {
                 break  // also lets any block queued without a poke run (at worst a tick late)
             }
             let n = wait(now: now)
-            if n < 0 { continue }  // EINTR; nothing else fails on a valid epoll fd
             var yield = false
-            for i in 0..<Int(n) where !stopped {
-                let token = events[i].data.u64
+            for i in 0..<n where !stopped {
+                let token = poll.token(i)
                 if token == Self.wakeToken {
-                    var count: UInt64 = 0
-                    _ = Glibc.read(wakeFD, &count, 8)
+                    wake.drain()
                     yield = true
                     continue
                 }
                 let slot = Int(token & 0xffff_ffff)
                 guard slot < handlers.count, generations[slot] == UInt32(token >> 32), let handler = handlers[slot] else { continue }
-                handler(events[i].events)
+                handler(poll.events(i))
             }
             if yield { break }
         }

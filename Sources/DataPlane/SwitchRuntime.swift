@@ -1,55 +1,54 @@
-import CTapShim
 import Dispatch
 import LinuxNet
 import Logging
 import SwitchCore
 
-#if canImport(Glibc)
-import Glibc
-#endif
-
-/// The running switch on Linux: a ``VirtualSwitch`` wired to TAPs, AF_PACKET sockets and netlink
-/// link monitoring, driven by a batched Dispatch packet loop.
+/// The running switch: a ``VirtualSwitch`` wired to the host's devices through a ``DeviceLayer``
+/// (TAPs, AF_PACKET sockets and netlink on Linux; in memory in tests), driven by a batched Dispatch
+/// packet loop.
 ///
 /// ## Concurrency model
 /// One serial queue, `queue`, owns everything mutable: the `VirtualSwitch`, the frame batch and
-/// the receive/send vectors, the port table (`ports`, `byIndex`, `byName`), every port's fd, and
-/// the link monitor. The packet loop (``PollLoop``: epoll over the ports' fds and the link
-/// monitor, plus the 1 s tick) runs as blocks on that queue, so no state is ever touched from two
-/// threads and the packet path takes no locks. (That is what the `@unchecked Sendable` promises.)
+/// its receive/send vectors, the port table (`ports`, `byIndex`), every port's ``PortDriver``, the
+/// link-event source and the loop's own link query. The packet loop (``PollLoop``: epoll over the
+/// drivers' readiness and the link events, plus the 1 s tick) runs as blocks on that queue, so no
+/// state is ever touched from two threads and the packet path takes no locks. (That is what the
+/// `@unchecked Sendable` promises.)
 ///
 /// Control requests (`startVM`, `removePort`, `snapshot`, ...) are `async` and hop onto the queue
 /// with `loop.async` (queue.async plus a poke that makes the waiting loop yield) and a
-/// continuation; blocking device work (creating a TAP, netlink link setup) happens before the
-/// hop, in the caller's task, so the packet loop never waits on it. A control step therefore
-/// always runs between two batches, never inside one.
+/// continuation; blocking device work (creating a TAP, netlink link setup, opening a driver)
+/// happens before the hop, in the caller's task, so the packet loop never waits on it, and the
+/// driver is handed over once. A control step therefore always runs between two batches, never
+/// inside one. The loop's only netlink request (``refreshCarrier(_:)``) goes through its own socket.
 ///
-/// fds: a port's fd is unwatched and closed by ``PortIO/close()``, on the queue, when the port is
-/// deleted, its device fails, or the runtime shuts down. TAPs of VMs are never deleted on
+/// Devices: a port's driver is unwatched and closed by ``PortIO/close()``, on the queue, when the
+/// port is deleted, its device fails, or the runtime shuts down. TAPs of VMs are never deleted on
 /// shutdown: a restarting daemon re-adopts them and QEMU is not disturbed.
 ///
 /// ## Packet loop
-/// Each time a port's fd is readable the loop drains up to `wakeBudget` frames in batches of
-/// `batchCapacity`: frames are copied from the port's receive ring (a frame too big for a ring
-/// slot is read whole from the socket queue; internal ports are a run of `read`s on the TUN fd)
-/// into the batch's preallocated slots, the switch runs the batch through the extension stack,
-/// and delivery does one `sendmmsg` per destination port on its transmit-only socket. `ENOBUFS`
-/// from a full TAP queue drops the rest of that destination's batch. Nothing is allocated per frame.
+/// Each time a port's driver is ready the loop drains up to `wakeBudget` frames in batches of
+/// `batchCapacity`: the driver fills the batch's preallocated slots (from an AF_PACKET receive
+/// ring, or `read`s of an internal port's TAP queue), the switch runs the batch through the
+/// extension stack, and delivery hands each destination port's frames to its driver in one call
+/// (one `sendmmsg` on a transmit-only socket; `ENOBUFS` from a full TAP queue drops the rest of that
+/// destination's batch). Nothing is allocated per frame.
 public final class SwitchRuntime: @unchecked Sendable {
     /// Owns all state (see the concurrency model). Hop onto it with `loop.async`, never `queue.async`.
     let queue: DispatchQueue
     let logger: Logger
     let sw: VirtualSwitch
-    let net: RouteNetlink
+    let devices: any DeviceLayer
     let batch: FrameBatch
-    let rx: ReceiveVector
-    let tx: SendVector
+    let buffers: BatchBuffers
     let wakeBudget: Int
     var ports: [PortID: PortIO] = [:]
     var byIndex: [Int32: PortIO] = [:]
     let loop: PollLoop
-    var monitor: LinkMonitor?
-    var monitorWatch: PollLoop.Watch?
+    var linkEvents: (any LinkEventSource)?
+    var linkEventsWatch: PollLoop.Watch?
+    /// The loop's own link queries (never the control plane's socket or lock).
+    var loopLinks: (any LinkQuerying)?
     var heartbeat: (@Sendable () -> Void)?
     var eventHandlers: [@Sendable (LifecycleEvent) -> Void] = []
     /// Called when a port's device disappeared or failed and the port was removed by the switch itself.
@@ -58,28 +57,21 @@ public final class SwitchRuntime: @unchecked Sendable {
     var ticks: UInt64 = 0
     var shutDown = false
 
-    static let vnetSize = VirtioNetHeader.size
-
     /// - Parameters:
     ///   - configuration: switch settings (ports, batch size, MAC table).
+    ///   - devices: the host's devices; nil means ``LinuxDeviceLayer`` (tests pass an in-memory one).
     ///   - wakeBudget: most frames handled per wake-up of one port, so a busy port cannot starve the others.
     ///   - busyPollMicroseconds: longest spin of the loop before it sleeps (see ``PollLoop``); 0 never spins.
-    public init(configuration: SwitchConfiguration, wakeBudget: Int = 256, busyPollMicroseconds: Int = 50,
-                logger: Logger = Logger(label: "tapswitch.dataplane")) throws {
+    public init(configuration: SwitchConfiguration, devices: (any DeviceLayer)? = nil, wakeBudget: Int = 256,
+                busyPollMicroseconds: Int = 50, logger: Logger = Logger(label: "tapswitch.dataplane")) throws {
         queue = DispatchQueue(label: "tapswitch.packet-loop", qos: .userInteractive)
         self.logger = logger
         sw = VirtualSwitch(configuration: configuration)
-        net = try RouteNetlink()
+        self.devices = try devices ?? LinuxDeviceLayer()
         batch = sw.makeBatch()
-        rx = ReceiveVector(capacity: batch.capacity)
-        tx = SendVector(capacity: batch.capacity)
+        buffers = BatchBuffers(batch: batch)
         self.wakeBudget = wakeBudget
         loop = try PollLoop(queue: queue, busyPollLimit: UInt64(max(0, busyPollMicroseconds)) * 1000)
-        // Every slot receives [virtio_net_hdr][frame] with the frame at the batch's frame offset.
-        for i in 0..<batch.capacity {
-            let base = batch.slotBase(i) + FrameBatch.frameOffset - Self.vnetSize
-            rx.setBuffer(i, base: base, length: batch.slotSize - FrameBatch.frameOffset + Self.vnetSize - FrameBatch.headroom)
-        }
         sw.onEvent = { [unowned self] event in
             for h in eventHandlers { h(event) }
         }
@@ -89,15 +81,17 @@ public final class SwitchRuntime: @unchecked Sendable {
 
     /// Starts link monitoring and the 1 s housekeeping timer. Call once.
     public func start() throws {
-        let monitor = try LinkMonitor()
+        let events = try devices.makeLinkEvents()
+        let links = try devices.makeLoopLinkQuery()
         try onQueue {
-            self.monitor = monitor
-            monitorWatch = try loop.watch(monitor.fileDescriptor) { [unowned self] _ in self.drainLinkEvents() }
+            self.linkEvents = events
+            self.loopLinks = links
+            linkEventsWatch = try loop.watch(events.readiness) { [unowned self] _ in self.drainLinkEvents() }
             loop.setTick(every: 1_000_000_000) { [unowned self] in self.tick() }
         }
     }
 
-    /// Stops the packet loop: closes every socket and the monitor, leaves TAPs and VMs alone.
+    /// Stops the packet loop: closes every driver and the link events, leaves TAPs and VMs alone.
     /// Call it before dropping the runtime: the loop's handlers refer to the runtime unowned.
     public func shutdown() async {
         await onQueueAsync {
@@ -105,9 +99,10 @@ public final class SwitchRuntime: @unchecked Sendable {
             for p in self.ports.values { p.close() }
             self.ports.removeAll()
             self.byIndex.removeAll()
-            if let w = self.monitorWatch { self.loop.unwatch(w) }
-            self.monitorWatch = nil
-            self.monitor = nil
+            if let w = self.linkEventsWatch { self.loop.unwatch(w) }
+            self.linkEventsWatch = nil
+            self.linkEvents = nil
+            self.loopLinks = nil
             self.loop.stop()
         }
     }
@@ -146,10 +141,10 @@ public final class SwitchRuntime: @unchecked Sendable {
         await withCheckedContinuation { c in loop.async { c.resume(returning: body()) } }
     }
 
-    func onQueueThrowing<T: Sendable>(_ body: @escaping @Sendable () throws(DataPlaneError) -> T) async throws(DataPlaneError) -> T {
-        let result: Result<T, DataPlaneError> = await withCheckedContinuation { c in
+    func onQueueThrowing<T: Sendable>(_ body: @escaping @Sendable () throws(SwitchError) -> T) async throws(SwitchError) -> T {
+        let result: Result<T, SwitchError> = await withCheckedContinuation { c in
             loop.async {
-                do throws(DataPlaneError) { c.resume(returning: .success(try body())) } catch { c.resume(returning: .failure(error)) }
+                do throws(SwitchError) { c.resume(returning: .success(try body())) } catch { c.resume(returning: .failure(error)) }
             }
         }
         return try result.get()
@@ -162,14 +157,12 @@ public final class SwitchRuntime: @unchecked Sendable {
         sw.now = (DispatchTime.now().uptimeNanoseconds - clockOrigin) / 1_000_000_000
         if ticks % 5 == 0 { sw.expireAddresses() }
         if sw.hasPendingFrames { sw.processPending(batch, to: self) }
-        collectRingStatistics()
+        collectDeviceStatistics()
         heartbeat?()
     }
 
-    /// Adds the kernel's ring-full drops of every port to its counters (reading them resets them).
-    func collectRingStatistics() {
-        for io in ports.values where !io.closed {
-            if let ring = io.ring, let stats = try? ring.statistics() { io.ringFull &+= UInt64(stats.dropped) }
-        }
+    /// Collects the drops every port's device counted (the kernel's ring-full drops: reading resets them).
+    func collectDeviceStatistics() {
+        for io in ports.values where !io.closed { io.driver.collectStatistics() }
     }
 }

@@ -1,4 +1,5 @@
 import DataPlane
+import Foundation
 import FakeVM
 import LinuxNet
 import SwitchCore
@@ -124,4 +125,45 @@ struct LifecycleTests {
             #expect(await rt.snapshot().ports.count == 1)
         }
     }
+
+    @Test("an internal port whose link setup fails leaves no device and no TAP fd open")
+    func internalPortSetupFailureLeaksNothing() async throws {
+        try await withRuntime { rt, _, cleanup in
+            let name = names.name("il")
+            cleanup.deleteLink(name)
+            let before = tunQueues()
+            // MTU 10 is below the TAP's minimum (68): the link setup fails after the queue is attached,
+            // made non-persistent and given its offloads.
+            do {
+                try await rt.addInternalPort(name: name, mac: mac(0x90), mtu: 10)
+                Issue.record("MTU 10 must be refused")
+            } catch {
+                #expect("\(error)".contains(name), "the error names the port: \(error)")
+            }
+            #expect(try RouteNetlink().link(named: name) == nil, "no device left")
+            // A leaked queue fd shows as a new TUN fd, detached (its TAP was deleted) or still on the TAP.
+            let leaked = tunQueues().filter { fd, iff in before[fd] == nil && (iff.isEmpty || iff == name) }
+            #expect(leaked.isEmpty, "TAP queue fds left open: \(leaked)")
+            #expect(await rt.snapshot().ports.isEmpty)
+            // The name is usable again, and the port's queue goes with the port.
+            try await rt.addInternalPort(name: name, mac: mac(0x90))
+            #expect(tunQueues().values.filter { $0 == name }.count == 1)
+            try await rt.removePort(named: name)
+            #expect(tunQueues().values.filter { $0 == name }.isEmpty)
+        }
+    }
+}
+
+/// This process's TUN queue fds: fd number -> the interface each is attached to ("" once detached),
+/// from tun's fdinfo line `iff:\tNAME`.
+func tunQueues() -> [String: String] {
+    let dir = "/proc/self/fdinfo"
+    var result: [String: String] = [:]
+    for fd in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [] {
+        guard let text = try? String(contentsOfFile: dir + "/" + fd, encoding: .utf8) else { continue }
+        for line in text.split(separator: "\n") where line.hasPrefix("iff:") {
+            result[fd] = String(line.dropFirst(4)).trimmingCharacters(in: .whitespaces)
+        }
+    }
+    return result
 }

@@ -1,14 +1,11 @@
 @testable import DataPlane
 import Dispatch
 import Foundation
+import LinuxNet
 import Synchronization
 import Testing
 
-#if canImport(Glibc)
-import Glibc
-#endif
-
-/// The packet loop's wait, on plain pipes (no privileges): it must serve fds, yield the queue to
+/// The packet loop's wait, on eventfds (no privileges): it must serve fds, yield the queue to
 /// control blocks at once although it is blocked in epoll, tick, and stop.
 @Suite("PollLoop", .serialized)
 struct PollLoopTests {
@@ -18,18 +15,12 @@ struct PollLoopTests {
         var count: Int { value.withLock { $0 } }
     }
 
-    func pipe() throws -> (Int32, Int32) {
-        var fds: [Int32] = [0, 0]
-        try #require(Glibc.pipe(&fds) == 0)
-        _ = fcntl(fds[0], F_SETFL, O_NONBLOCK)
-        return (fds[0], fds[1])
-    }
 
     func waitUntil(_ what: String, timeout: Double = 5, _ condition: () -> Bool) throws {
         let deadline = Date().addingTimeInterval(timeout)
         while !condition() {
             try #require(Date() < deadline, "timed out waiting for \(what)")
-            usleep(1000)
+            Thread.sleep(forTimeInterval: 0.001)
         }
     }
 
@@ -39,25 +30,22 @@ struct PollLoopTests {
         let loop = try PollLoop(queue: queue, busyPollLimit: UInt64(busyPollMicroseconds) * 1000)
         loop.start()
         defer { loop.stop() }
-        let (r, w) = try pipe()
-        defer { close(r); close(w) }
+        let source = try EventFD()
         let hits = Flag()
         let watch = try loop.sync {
-            try loop.watch(r) { _ in
+            try loop.watch(source.pollHandle) { _ in
                 dispatchPrecondition(condition: .onQueue(queue))
-                var buffer = [UInt8](repeating: 0, count: 64)
-                while read(r, &buffer, 64) > 0 {}
+                source.drain()
                 hits.add()
             }
         }
-        var byte: UInt8 = 1
-        #expect(write(w, &byte, 1) == 1)
+        source.signal()
         try waitUntil("the handler") { hits.count >= 1 }
         try loop.sync { loop.unwatch(watch) }
         let before = hits.count
-        #expect(write(w, &byte, 1) == 1)
+        source.signal()
         // A sync round trip after the write: had the fd still been watched, the handler would have run by now
-        // or in the same slice (level-triggered, a byte is pending).
+        // or in the same slice (level-triggered, the counter is set).
         try loop.sync {}
         try loop.sync {}
         #expect(hits.count == before)
@@ -105,14 +93,12 @@ struct PollLoopTests {
     func stops() throws {
         let loop = try PollLoop(queue: DispatchQueue(label: "test.poll"))
         loop.start()
-        let (r, w) = try pipe()
-        defer { close(r); close(w) }
+        let source = try EventFD()
         let hits = Flag()
-        _ = try loop.sync { try loop.watch(r) { _ in hits.add() } }
+        _ = try loop.sync { try loop.watch(source.pollHandle) { _ in hits.add() } }
         loop.stop()
         try loop.sync {}
-        var byte: UInt8 = 1
-        #expect(write(w, &byte, 1) == 1)
+        source.signal()
         try loop.sync {}
         try loop.sync {}
         #expect(hits.count == 0)

@@ -1,0 +1,160 @@
+import LinuxNet
+import SwitchCore
+
+/// Everything ``SwitchRuntime`` needs from the host's network devices: persistent TAPs, link
+/// queries and configuration, the ``PortDriver`` of each port, and link notifications.
+///
+/// ``LinuxDeviceLayer`` (netlink, TUN ioctls, AF_PACKET) is the default. Tests inject an in-memory
+/// implementation (the `FakeDevices` test-support target) to run the real runtime without root.
+///
+/// ## Concurrency model
+/// The control-plane methods (everything but ``makeLinkEvents()`` and ``makeLoopLinkQuery()``'s
+/// results) are called from control tasks, possibly concurrently, and may block for a netlink round
+/// trip; never from the packet loop. The link-event source and the loop's link query are created
+/// once and then used only on the packet-loop queue, so the loop never waits on a lock or a socket
+/// the control plane uses.
+public protocol DeviceLayer: AnyObject, Sendable {
+    /// The link called `name` in tapswitch's namespace, nil if there is none.
+    func link(named name: String) throws -> LinkInfo?
+
+    /// Whether `name` is a TUN/TAP device (one tapswitch may adopt on restore).
+    func isTAP(_ name: String) -> Bool
+
+    /// Creates the persistent TAP `name`, attachable by `owner`/`group` (nil: root only), admin-down,
+    /// with no fd left attached. Throws if any link of that name exists.
+    func createTAP(_ name: InterfaceName, owner: UInt32?, group: UInt32?) throws
+
+    /// Readies a VM's TAP: host stack off (no IPv6 autoconf, no addresses), MAC (nil leaves it),
+    /// MTU, admin-up.
+    func configureVMTAP(_ name: String, mac: MACAddress?, mtu: UInt32) throws
+
+    /// Sets an existing device (an uplink) admin-up.
+    func bringUp(_ name: String) throws
+
+    /// Deletes the link `name` (a TAP even while QEMU holds it).
+    func deleteLink(_ name: String) throws
+
+    /// Opens the driver of a VM TAP (`segmenting`: resend GSO frames the reader cannot take through
+    /// a path that segments them) or an uplink (`promiscuous`).
+    func openDriver(on link: LinkInfo, promiscuous: Bool, segmenting: Bool, buffers: BatchBuffers) throws -> any PortDriver
+
+    /// Creates an internal port's TAP with tapswitch holding its only queue (the device lives
+    /// exactly as long as the returned driver), offloads on, host stack off, `mac`/`mtu` set, up;
+    /// then moves it into the network namespace at `netnsPath`, if given (where it arrives down).
+    /// On any failure nothing is left: no device, no fd.
+    func createInternalPort(_ name: InterfaceName, mac: MACAddress, mtu: UInt32, netnsPath: String?,
+                            buffers: BatchBuffers) throws -> InternalPortDevice
+
+    /// The link notifications of tapswitch's namespace, for the packet loop.
+    func makeLinkEvents() throws -> any LinkEventSource
+
+    /// Link queries for the packet loop alone (its own socket: it never waits behind the control plane).
+    func makeLoopLinkQuery() throws -> any LinkQuerying
+}
+
+/// An internal port's device as ``DeviceLayer/createInternalPort(_:mac:mtu:netnsPath:buffers:)`` made it.
+public struct InternalPortDevice {
+    public var driver: any PortDriver
+    /// Its interface index in tapswitch's namespace when it was created.
+    public var index: Int32
+
+    public init(driver: any PortDriver, index: Int32) {
+        self.driver = driver
+        self.index = index
+    }
+}
+
+/// Link notifications for the packet loop (``LinkMonitor`` on Linux).
+///
+/// ## Concurrency model
+/// Used only on the packet-loop queue.
+public protocol LinkEventSource: AnyObject {
+    /// Readable while notifications are pending (level-triggered).
+    var readiness: PollHandle { get }
+    /// Reports every pending notification without blocking.
+    func drain(_ handle: (LinkEvent) -> Void) throws
+}
+
+/// Synchronous link queries (``RouteNetlink`` on Linux).
+public protocol LinkQuerying: AnyObject {
+    func link(named name: String) throws -> LinkInfo?
+    func link(index: Int32) throws -> LinkInfo?
+}
+
+extension LinkMonitor: LinkEventSource {
+    public var readiness: PollHandle { pollHandle }
+}
+
+extension RouteNetlink: LinkQuerying {}
+
+/// The host's devices through LinuxNet: netlink (libnl-route), TUN ioctls and AF_PACKET.
+///
+/// ## Concurrency model
+/// `Sendable`: its one netlink socket serialises requests (``RouteNetlink``'s lock); the loop gets
+/// its own socket from ``makeLoopLinkQuery()``.
+public final class LinuxDeviceLayer: DeviceLayer {
+    private let net: RouteNetlink
+
+    public init() throws {
+        net = try RouteNetlink()
+    }
+
+    public func link(named name: String) throws -> LinkInfo? { try net.link(named: name) }
+
+    public func isTAP(_ name: String) -> Bool { TapDevice.isTap(name) }
+
+    public func createTAP(_ name: InterfaceName, owner: UInt32?, group: UInt32?) throws {
+        try TapDevice.createPersistent(name: name, owner: owner, group: group)
+    }
+
+    public func configureVMTAP(_ name: String, mac: MACAddress?, mtu: UInt32) throws {
+        // The host's own stack stays off the VM's segment (no IPv6 autoconf, no addresses).
+        try net.disableHostStack(name)
+        try net.setLink(name, mac: mac?.bytes, mtu: mtu, up: true)
+    }
+
+    public func bringUp(_ name: String) throws { try net.setLink(name, up: true) }
+
+    public func deleteLink(_ name: String) throws { try net.deleteLink(name) }
+
+    public func openDriver(on link: LinkInfo, promiscuous: Bool, segmenting: Bool, buffers: BatchBuffers) throws -> any PortDriver {
+        try PacketRingDriver(link: link, promiscuous: promiscuous, segmenting: segmenting, buffers: buffers)
+    }
+
+    public func createInternalPort(_ name: InterfaceName, mac: MACAddress, mtu: UInt32, netnsPath: String?,
+                                   buffers: BatchBuffers) throws -> InternalPortDevice {
+        let queue: TunQueue
+        let index: Int32
+        do {
+            try TapDevice.createPersistent(name: name, owner: nil, group: nil)
+            // From here the queue owns the fd: any throw below closes it.
+            queue = try TunQueue(attachingTo: name, vnetHeader: true, nonBlocking: true)
+            // Not persistent: the host interface lives exactly as long as our queue.
+            try queue.setPersistent(false)
+            // Let the host stack hand us TSO/GSO superframes and partial checksums.
+            try queue.setOffload(csum: true, tso4: true, tso6: true)
+            try net.disableHostStack(name.value)
+            try net.setLink(name.value, mac: mac.bytes, mtu: mtu, up: true)
+            guard let info = try net.link(named: name.value) else {
+                throw SwitchError("\(name.value) vanished while being created")
+            }
+            index = info.index
+        } catch {
+            // The queue (if any) is closed by now; the TAP may still be persistent if we failed before
+            // clearing that flag.
+            try? net.deleteLink(name.value)
+            throw error
+        }
+        if let netnsPath {
+            // A failure here closes the queue, which destroys the TAP.
+            do { try net.moveLink(name.value, toNetnsAt: netnsPath) } catch {
+                throw SwitchError("cannot move it into network namespace \(netnsPath): \(error)")
+            }
+        }
+        return InternalPortDevice(driver: TunQueueDriver(queue: queue, buffers: buffers), index: index)
+    }
+
+    public func makeLinkEvents() throws -> any LinkEventSource { try LinkMonitor() }
+
+    public func makeLoopLinkQuery() throws -> any LinkQuerying { try RouteNetlink() }
+}

@@ -1,0 +1,166 @@
+import LinuxNet
+import SwitchCore
+
+/// The driver of a VM TAP or an uplink: the device's kernel side through AF_PACKET.
+///
+/// Receive: a `TPACKET_V2` ring (``ringGeometry``), no system call per frame; a frame larger than a
+/// slot (a TSO/GSO superframe) is also queued whole on the socket (`PACKET_COPY_THRESH`) and read
+/// with one `recvmmsg`; stripped 802.1Q tags are put back from the ring or `PACKET_AUXDATA`.
+/// Transmit: one `sendmmsg` per batch on a transmit-only socket with qdisc bypass (outside the
+/// loop's epoll set, so a sent frame's release does not walk the loop's wait queue); `ENOBUFS` drops
+/// the rest of the batch. For a VM TAP a second transmit-only socket goes through the qdisc, where
+/// the kernel segments a GSO frame for a reader that has not enabled offloads (the bypass socket
+/// refuses those with `ENOBUFS`). All sockets use `PACKET_VNET_HDR`.
+///
+/// ## Concurrency model
+/// See ``PortDriver``: opened on any one thread, then confined to the packet-loop queue. It owns
+/// its three sockets and the ring (which keeps the receive socket alive while mapped).
+public final class PacketRingDriver: PortDriver {
+    /// Receive ring of every AF_PACKET port: 512 slots of 2 KiB (1 MiB per port), room for a few
+    /// milliseconds of a busy VM while the loop serves others. A slot holds a full-size frame;
+    /// bigger ones (GSO superframes) come whole through the socket queue.
+    public static let ringGeometry = ReceiveRing.Geometry(frameSize: 2048, frameCount: 512)
+
+    let device: String
+    private let socket: PacketSocket
+    private let ring: ReceiveRing
+    /// Transmit-only, qdisc bypass; nil if it could not be opened (then frames go out on `socket`).
+    private let transmitSocket: PacketSocket?
+    /// Transmit-only, through the qdisc (VM TAPs); nil if none.
+    private let segmentingSocket: PacketSocket?
+    private let buffers: BatchBuffers
+    /// Frames the kernel dropped because the ring was full (`PACKET_STATISTICS`, summed by the tick).
+    private var ringFull: UInt64 = 0
+    /// Frames bigger than a ring slot that the kernel could not also queue (receive buffer full).
+    private var oversizedLost: UInt64 = 0
+    private var closed = false
+
+    public let followsCarrier = true
+
+    /// Opens the sockets on `link` and maps the ring.
+    /// - Parameters:
+    ///   - promiscuous: join the link in promiscuous mode (uplinks: frames for every VM's MAC).
+    ///   - segmenting: also open the qdisc socket that segments GSO frames (VM TAPs).
+    /// - Throws: ``SystemError`` naming the failed step and the device; nothing stays open.
+    init(link: LinkInfo, promiscuous: Bool, segmenting: Bool, buffers: BatchBuffers) throws {
+        device = link.name
+        socket = try PacketSocket(interfaceIndex: link.index, interfaceName: link.name,
+                                  options: .init(vnetHeader: true, auxData: true, ignoreOutgoing: true, qdiscBypass: true,
+                                                 receiveBuffer: 4 << 20, sendBuffer: 4 << 20,
+                                                 receiveRing: Self.ringGeometry))
+        if promiscuous { try socket.addPromiscuousMembership(interfaceIndex: link.index) }
+        ring = try ReceiveRing(socket: socket, geometry: Self.ringGeometry)
+        transmitSocket = Self.transmitOnly(link, bypass: true)
+        segmentingSocket = segmenting ? Self.transmitOnly(link, bypass: false) : nil
+        self.buffers = buffers
+    }
+
+    deinit { close() }
+
+    /// A transmit-only AF_PACKET socket with virtio-net headers, nil if it cannot be opened. With
+    /// `bypass`, straight to the driver (ENOBUFS when the TAP queue is full); without, through the
+    /// qdisc.
+    private static func transmitOnly(_ link: LinkInfo, bypass: Bool) -> PacketSocket? {
+        let options = PacketSocket.Options(vnetHeader: true, auxData: false, ignoreOutgoing: false, qdiscBypass: bypass,
+                                           sendBuffer: bypass ? 4 << 20 : nil, receives: false)
+        return try? PacketSocket(interfaceIndex: link.index, interfaceName: link.name, options: options)
+    }
+
+    public var readiness: PollHandle { socket.pollHandle }
+
+    /// Takes up to `max` frames from the ring into the batch, with no system call except for frames
+    /// too big for a ring slot. Returns how many ring slots were consumed.
+    @inline(__always)
+    public func receive(into batch: FrameBatch, max: Int) -> PortReceive {
+        let room = batch.slotSize - FrameBatch.frameOffset - FrameBatch.headroom
+        var taken = 0
+        while taken < max, ring.next() {
+            taken += 1
+            if ring.isCopied {
+                // The whole frame (a GSO superframe) waits in the socket queue: read it into the next slot.
+                ring.release()
+                let i = batch.count
+                switch buffers.rx.receive(from: socket, slot: i) {
+                case .done(1): buffers.commit(slot: i)
+                case .failed(let code): return .failed(code)
+                default: oversizedLost &+= 1  // the kernel did not queue it after all
+                }
+                continue
+            }
+            let length = ring.frameLength
+            guard !ring.isTruncated, length <= room, let vnet = ring.vnetHeader else {
+                ring.release()  // cut to the slot and not queued (receive buffer full): not a frame
+                oversizedLost &+= 1
+                continue
+            }
+            let tci = ring.vlanTCI
+            let tpid = tci == nil ? 0x8100 : ring.vlanTPID ?? 0x8100
+            let dst = batch.slotBase(batch.count) + FrameBatch.frameOffset
+            dst.copyMemory(from: ring.frame, byteCount: length)
+            let header = VirtioNetHeader(loading: vnet)
+            ring.release()
+            batch.commitReceived(length: length, vnetHeader: header, vlanTag: tci, vlanTPID: tpid)
+        }
+        return .received(taken)
+    }
+
+    /// One `sendmmsg` on the bypass socket; a GSO frame refused with `ENOBUFS` (a reader without
+    /// offloads) and the rest of the batch are resent through the segmenting socket, whose drops are
+    /// silent (so it is only the fallback for GSO frames).
+    public func transmit(_ batch: FrameBatch, frames: UnsafeBufferPointer<UInt16>) -> PortTransmit {
+        buffers.queue(batch, frames)
+        switch buffers.tx.send(to: transmitSocket ?? socket) {
+        case .sent(let n):
+            return PortTransmit(TransmitResult(sent: n))
+        case .failed(let sent, let code):
+            let refusal = SendRefusal(errno: code)
+            if refusal == .noBuffers, let segmenting = segmentingSocket, sent < frames.count,
+               let h = batch.virtioHeader(Int(frames[sent])), h.gsoType != VirtioNetHeader.gsoNone {
+                buffers.requeue(batch, frames, from: sent)
+                switch buffers.tx.send(to: segmenting) {
+                case .sent(let n): return PortTransmit(TransmitResult(sent: sent + n))
+                case .failed(let n, _): return PortTransmit(TransmitResult(sent: sent + n, failure: .transmitQueueFull))
+                }
+            }
+            return PortTransmit(sent: sent, refusal: refusal, errno: code)
+        }
+    }
+
+    public func pendingError() -> Int32? {
+        let code = socket.pendingError()
+        return code == 0 ? nil : code
+    }
+
+    public func collectStatistics() {
+        guard !closed, let stats = try? ring.statistics() else { return }
+        ringFull &+= UInt64(stats.dropped)
+    }
+
+    public func addDeviceDrops(to counters: inout PortCounters) {
+        if ringFull > 0 { counters.drops[.init(direction: .ingress, reason: "receive ring full"), default: 0] += ringFull }
+        if oversizedLost > 0 {
+            counters.drops[.init(direction: .ingress, reason: "oversized frame lost (receive buffer full)"), default: 0] += oversizedLost
+        }
+    }
+
+    public func close() {
+        guard !closed else { return }
+        closed = true
+        ring.close()  // unmapped before the socket goes
+        socket.close()
+        transmitSocket?.close()
+        segmentingSocket?.close()
+    }
+}
+
+extension PortTransmit {
+    /// A send the kernel refused after `sent` frames: a full queue drops the rest of the batch; a
+    /// device that went away also tears the port down.
+    init(sent: Int, refusal: SendRefusal, errno code: Int32) {
+        switch refusal {
+        case .noBuffers, .wouldBlock: self.init(TransmitResult(sent: sent, failure: .transmitQueueFull))
+        case .deviceGone: self.init(TransmitResult(sent: sent, failure: .transmitError), deviceError: code)
+        case .other: self.init(TransmitResult(sent: sent, failure: .transmitError))
+        }
+    }
+}
