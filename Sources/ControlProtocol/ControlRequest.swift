@@ -164,11 +164,6 @@ public struct ControlResponse: Codable, Sendable, Equatable {
                         vetoReason: error.vetoReason)
     }
 
-    /// A request the server could not decode: the message names the field.
-    public static func failure(_ error: FieldError) -> ControlResponse {
-        failure(SwitchError(.invalidArgument, error.description))
-    }
-
     /// The error a failed response carries, as the daemon threw it; nil on success. A response
     /// without a code (a daemon older than the field) is reported as ``SwitchError/Code/system``.
     public var switchError: SwitchError? {

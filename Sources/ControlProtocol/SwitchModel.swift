@@ -42,11 +42,13 @@ public struct PortInfo: Codable, Sendable, Equatable {
     public var friendlyName: String
     public var type: PortType
     public var state: PortState
-    /// The access VLAN, for an access port (kept beside `vlanPolicy` for older clients).
-    public var vlan: Int?
+    /// The access VLAN, for an access port (kept beside `vlanPolicy` for older clients; follows it).
+    public private(set) var vlan: Int?
     /// The port's whole VLAN policy (access, or trunk with its allowed VLANs and native VLAN); nil
     /// when the port has no VLAN property.
-    public var vlanPolicy: VLANPolicy?
+    public var vlanPolicy: VLANPolicy? {
+        didSet { vlan = Self.accessVLAN(vlanPolicy) }
+    }
     /// The MAC of an internal port (VM ports report theirs in `nic`).
     public var mac: MACAddress?
     public var netns: String?
@@ -61,11 +63,17 @@ public struct PortInfo: Codable, Sendable, Equatable {
         self.type = type
         self.state = state
         self.vlanPolicy = vlanPolicy
-        if case .access(let id) = vlanPolicy { self.vlan = Int(id) }
+        self.vlan = Self.accessVLAN(vlanPolicy)
         self.mac = mac
         self.netns = netns
         self.nic = nic
         self.counters = counters
+    }
+}
+
+extension PortInfo {
+    static func accessVLAN(_ policy: VLANPolicy?) -> Int? {
+        if case .access(let id) = policy { Int(id) } else { nil }
     }
 }
 

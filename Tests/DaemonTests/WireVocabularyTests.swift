@@ -66,6 +66,11 @@ struct WireVocabularyTests {
         let back = try Wire.makeDecoder().decode([PortInfo].self, from: Data(json.utf8))
         #expect(back == [access, trunk])
         #expect(back[0].vlan == 20 && back[1].vlan == nil)
+        var changed = back[0]
+        changed.vlanPolicy = .trunk(allowed: [20], native: nil)
+        #expect(changed.vlan == nil, "the compatibility field follows the policy")
+        changed.vlanPolicy = .access(30)
+        #expect(changed.vlan == 30)
     }
 
     @Test("an unknown value in a response is a decode error naming the field and the accepted values", arguments: [
