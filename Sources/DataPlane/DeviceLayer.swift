@@ -136,7 +136,7 @@ public final class LinuxDeviceLayer: DeviceLayer {
             try net.disableHostStack(name.value)
             try net.setLink(name.value, mac: mac.bytes, mtu: mtu, up: true)
             guard let info = try net.link(named: name.value) else {
-                throw SwitchError("\(name.value) vanished while being created")
+                throw SwitchError(.notFound, "\(name.value) vanished while being created")
             }
             index = info.index
         } catch {
@@ -148,7 +148,7 @@ public final class LinuxDeviceLayer: DeviceLayer {
         if let netnsPath {
             // A failure here closes the queue, which destroys the TAP.
             do { try net.moveLink(name.value, toNetnsAt: netnsPath) } catch {
-                throw SwitchError("cannot move it into network namespace \(netnsPath): \(error)")
+                throw SwitchError("cannot move it into network namespace \(netnsPath)", cause: error)
             }
         }
         return InternalPortDevice(driver: TunQueueDriver(queue: queue, buffers: buffers), index: index)

@@ -62,7 +62,7 @@ final class PollLoop: @unchecked Sendable {
             wake = try EventFD()
             try poll.add(wake.pollHandle, token: Self.wakeToken)
         } catch {
-            throw SwitchError("cannot set up the packet loop's wait: \(error)")
+            throw SwitchError("cannot set up the packet loop's wait", cause: error)
         }
     }
 
@@ -132,7 +132,7 @@ final class PollLoop: @unchecked Sendable {
         let watch = Watch(slot: slot, generation: generations[slot], handle: handle)
         do { try poll.add(handle, token: UInt64(watch.generation) << 32 | UInt64(slot)) } catch {
             release(slot)
-            throw SwitchError("cannot watch a port in the packet loop: \(error)")
+            throw SwitchError("cannot watch a port in the packet loop", cause: error)
         }
         return watch
     }

@@ -25,7 +25,7 @@ extension SwitchRuntime {
             do {
                 try devices.createTAP(name, owner: spec.owner, group: spec.group)
             } catch {
-                throw SwitchError("cannot create TAP \(spec.tap): \(error)")
+                throw SwitchError("cannot create TAP \(spec.tap)", cause: error)
             }
             created = true
         }
@@ -33,7 +33,7 @@ extension SwitchRuntime {
             try devices.configureVMTAP(spec.tap, mac: created ? spec.mac : nil, mtu: spec.mtu)
         } catch {
             if created { try? devices.deleteLink(spec.tap) }
-            throw SwitchError("cannot configure TAP \(spec.tap): \(error)")
+            throw SwitchError("cannot configure TAP \(spec.tap)", cause: error)
         }
         do throws(SwitchError) {
             return try await plug(device: spec.tap, backing: .vmTAP, isRestore: isRestore, segmenting: true) { (sw: VirtualSwitch) throws(SwitchError) -> PortID in
@@ -61,7 +61,7 @@ extension SwitchRuntime {
             device = try devices.createInternalPort(ifname, mac: mac, mtu: mtu,
                                                     netnsPath: netns.map { $0.hasPrefix("/") ? $0 : "/run/netns/\($0)" }, buffers: buffers)
         } catch {
-            throw SwitchError("cannot create internal port \(name): \(error)")
+            throw SwitchError("cannot create internal port \(name)", cause: error)
         }
         // Closing the driver (on any failure below, too) destroys the non-persistent TAP.
         return try await adopt(device.driver, device: name, linkIndex: netns == nil ? device.index : nil,
@@ -76,7 +76,7 @@ extension SwitchRuntime {
     public func addExternalPort(device: String) async throws(SwitchError) -> PortID {
         _ = try validName(device)
         guard let info = try link(device) else { throw SwitchError(.notFound, "cannot add external port \(device): no such network device") }
-        do { try devices.bringUp(device) } catch { throw SwitchError("cannot bring up \(device): \(error)") }
+        do { try devices.bringUp(device) } catch { throw SwitchError("cannot bring up \(device)", cause: error) }
         let mac = info.mac.count == 6 ? MACAddress(info.mac[0], info.mac[1], info.mac[2], info.mac[3], info.mac[4], info.mac[5]) : MACAddress(rawValue: 0)
         return try await plug(device: device, backing: .external, isRestore: false, promiscuous: true) { (sw: VirtualSwitch) throws(SwitchError) -> PortID in
             try sw.createPort(name: device, type: .external,
@@ -108,7 +108,7 @@ extension SwitchRuntime {
             }
         }.get()
         if deleteDevice, backing == .vmTAP {
-            do { try devices.deleteLink(name) } catch { throw SwitchError("port \(name) removed, but deleting its TAP failed: \(error)") }
+            do { try devices.deleteLink(name) } catch { throw SwitchError("port \(name) removed, but deleting its TAP failed", cause: error) }
         }
     }
 
@@ -162,18 +162,18 @@ extension SwitchRuntime {
     }
 
     func link(_ name: String) throws(SwitchError) -> LinkInfo? {
-        do { return try devices.link(named: name) } catch { throw SwitchError("cannot query \(name): \(error)") }
+        do { return try devices.link(named: name) } catch { throw SwitchError("cannot query \(name)", cause: error) }
     }
 
     /// Opens the driver of `device` (a VM TAP or an uplink) and creates the port on the queue.
     func plug(device: String, backing: PortBacking, isRestore: Bool, promiscuous: Bool = false, segmenting: Bool = false,
               _ create: @escaping @Sendable (VirtualSwitch) throws(SwitchError) -> PortID) async throws(SwitchError) -> PortID {
-        guard let info = try link(device) else { throw SwitchError("network device \(device) vanished") }
+        guard let info = try link(device) else { throw SwitchError(.notFound, "network device \(device) vanished") }
         let driver: any PortDriver
         do {
             driver = try devices.openDriver(on: info, promiscuous: promiscuous, segmenting: segmenting, buffers: buffers)
         } catch {
-            throw SwitchError("cannot open the port driver on \(device): \(error)")
+            throw SwitchError("cannot open the port driver on \(device)", cause: error)
         }
         return try await adopt(driver, device: device, linkIndex: info.index, backing: backing, connect: info.hasCarrier,
                                isRestore: isRestore, create)
@@ -200,7 +200,7 @@ extension SwitchRuntime {
                 io.close()
                 self.forget(io)
                 _ = try? self.sw.removePort(id)
-                throw SwitchError("cannot watch \(device): \(error)")
+                throw SwitchError("cannot watch \(device)", cause: error)
             }
             if connect {
                 io.lastCarrier = true

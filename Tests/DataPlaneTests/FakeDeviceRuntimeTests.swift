@@ -109,11 +109,11 @@ struct FakeDeviceRuntimeTests {
     func failuresLeaveNothing() async throws {
         try await withFakeRuntime { rt, devices, _ in
             devices.failNext(.configureVMTAP, on: "fk-a")
-            await #expect(throws: DataPlaneError.self) { try await rt.startVMNIC(VMNICSpec(vmName: "a", tap: "fk-a", mac: mac(0xA1))) }
+            await #expect(throws: SwitchError.self) { try await rt.startVMNIC(VMNICSpec(vmName: "a", tap: "fk-a", mac: mac(0xA1))) }
             devices.failNext(.openDriver, on: "fk-b")
-            await #expect(throws: DataPlaneError.self) { try await rt.startVMNIC(VMNICSpec(vmName: "b", tap: "fk-b", mac: mac(0xB1))) }
+            await #expect(throws: SwitchError.self) { try await rt.startVMNIC(VMNICSpec(vmName: "b", tap: "fk-b", mac: mac(0xB1))) }
             devices.failNext(.createInternalPort, on: "fk-i")
-            await #expect(throws: DataPlaneError.self) { try await rt.addInternalPort(name: "fk-i", mac: mac(0xC1)) }
+            await #expect(throws: SwitchError.self) { try await rt.addInternalPort(name: "fk-i", mac: mac(0xC1)) }
             #expect(devices.deviceNames.isEmpty)
             #expect(devices.openDriverCount == 0)
             #expect(await rt.snapshot().ports.isEmpty)

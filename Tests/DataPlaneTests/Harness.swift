@@ -65,7 +65,7 @@ extension SwitchRuntime {
             if let c = await counters(name), c.framesIn >= n { return }
             try await Task.sleep(for: .milliseconds(5))  // poll interval of a deadline poll
         }
-        throw DataPlaneError("timed out waiting for \(n) frames in on \(name)")
+        throw SwitchError(.system, "timed out waiting for \(n) frames in on \(name)")
     }
 }
 

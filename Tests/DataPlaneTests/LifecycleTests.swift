@@ -112,7 +112,7 @@ struct LifecycleTests {
     func badRequests() async throws {
         try await withRuntime { rt, _, cleanup in
             let a = names.name("ba")
-            await #expect(throws: DataPlaneError.self) {
+            await #expect(throws: SwitchError.self) {
                 try await rt.startVMNIC(VMNICSpec(vmName: "x", tap: "bad/name", mac: mac(1)))
             }
             try await rt.startTestVM(a, mac: mac(0x70), cleanup: cleanup)
