@@ -5,6 +5,7 @@ import PackageDescription
 //   SwitchTypes     the shared vocabulary: ids, MAC, VLAN, port/NIC kinds and states, counters, SwitchError.
 //   SwitchCore      pure Swift: ports, NICs, lifecycle, extension stack, frames, L2 learning.
 //   EmbeddedSwitch  in-memory switch harness for unit tests of the core and of extensions.
+//   SwitchExtensions the shipped extensions (port policies, duplicate-MAC guard) and their registry.
 //   CNetlink        system library: libnl-3 and libnl-route-3 (pkg-config).
 //   CTapShim        thin C: TUN ioctls, AF_PACKET constants, mmsghdr/recvmmsg/sendmmsg.
 //   LinuxNet        every syscall: owners of netlink sockets, TAPs, AF_PACKET sockets and rings, epoll/eventfd.
@@ -29,6 +30,7 @@ let package = Package(
         .library(name: "SwitchTypes", targets: ["SwitchTypes"]),
         .library(name: "SwitchCore", targets: ["SwitchCore"]),
         .library(name: "EmbeddedSwitch", targets: ["EmbeddedSwitch"]),
+        .library(name: "SwitchExtensions", targets: ["SwitchExtensions"]),
         .library(name: "DataPlane", targets: ["DataPlane"]),
     ],
     dependencies: [
@@ -39,6 +41,7 @@ let package = Package(
         .target(name: "SwitchTypes"),
         .target(name: "SwitchCore", dependencies: ["SwitchTypes"]),
         .target(name: "EmbeddedSwitch", dependencies: ["SwitchCore"]),
+        .target(name: "SwitchExtensions", dependencies: ["SwitchCore"]),
         .systemLibrary(
             name: "CNetlink",
             pkgConfig: "libnl-route-3.0",
@@ -56,12 +59,12 @@ let package = Package(
         .target(name: "FakeVM", dependencies: ["LinuxNet", "CTapShim"]),
         .target(name: "ControlProtocol", dependencies: ["SwitchTypes"]),
         .target(name: "StateStore", dependencies: ["ControlProtocol"]),
-        .target(name: "DaemonConfig", dependencies: ["ControlProtocol", "StateStore"]),
+        .target(name: "DaemonConfig", dependencies: ["ControlProtocol", "StateStore", "SwitchExtensions"]),
         .target(name: "ServiceSupport", dependencies: ["ControlProtocol", .product(name: "Logging", package: "swift-log")]),
         .target(
             name: "SwitchService",
             dependencies: [
-                "ControlProtocol", "DaemonConfig", "DataPlane", "ServiceSupport", "StateStore", "SwitchCore",
+                "ControlProtocol", "DaemonConfig", "DataPlane", "ServiceSupport", "StateStore", "SwitchCore", "SwitchExtensions",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -93,6 +96,7 @@ let package = Package(
         // In-memory devices behind DataPlane's DeviceLayer: the real runtime without root (see its file header).
         .target(name: "FakeDevices", dependencies: ["DataPlane", "LinuxNet", "SwitchCore"], path: "Tests/FakeDevices"),
         .testTarget(name: "SwitchCoreTests", dependencies: ["SwitchCore", "EmbeddedSwitch"]),
+        .testTarget(name: "SwitchExtensionsTests", dependencies: ["SwitchExtensions", "SwitchCore", "EmbeddedSwitch"]),
         .testTarget(name: "LinuxNetTests", dependencies: ["LinuxNet", "FakeVM", "TestSupport"]),
         .testTarget(name: "DataPlaneTests", dependencies: ["DataPlane", "FakeDevices", "FakeVM", "LinuxNet", "TestSupport"]),
         .testTarget(

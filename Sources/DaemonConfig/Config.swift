@@ -2,9 +2,7 @@ import ControlProtocol
 import Foundation
 import Glibc
 import StateStore
-#if canImport(Glibc)
-import Glibc
-#endif
+import SwitchExtensions
 
 /// The daemon's configuration file, after every check.
 ///
@@ -37,6 +35,10 @@ public struct DaemonConfig: Sendable, Equatable {
     public var declared: StateRecords {
         StateRecords(vms: vms, internalPorts: internalPorts, externalPorts: externalPorts)
     }
+
+    /// Extensions enabled when the file has no `[extensions] enable`: every shipped policy, so VM
+    /// ports get the safe defaults (MAC spoofing guard) and per-port settings are enforced.
+    public static let defaultExtensions = ExtensionRegistry.defaultEnabled
 
     /// Allowed ranges.
     public static let macAgingRange = 10...1_000_000
@@ -198,7 +200,7 @@ private struct Builder {
     }
 
     mutating func build(_ root: TOMLTable) -> DaemonConfig {
-        var config = DaemonConfig()
+        var config = DaemonConfig(extensions: DaemonConfig.defaultExtensions)
         for key in root.keys {
             if case .value(let v)? = root[key] {
                 issue(v.line, "key '\(key)' must be inside a table such as [switch]")

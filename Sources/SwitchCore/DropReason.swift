@@ -26,6 +26,7 @@ public struct DropReason: Hashable, Sendable {
         "transmit error",
         "VLAN not allowed on port",
         "unknown unicast without uplink",
+        "QinQ frame (802.1ad or stacked VLAN tags)",
     ]
 
     public static let runtFrame = DropReason(code: 0)
@@ -48,6 +49,7 @@ public struct DropReason: Hashable, Sendable {
     public static let transmitError = DropReason(code: 17)
     public static let vlanNotAllowed = DropReason(code: 18)
     public static let unknownUnicastNoUplink = DropReason(code: 19)
+    public static let qinqNotAllowed = DropReason(code: 20)
 }
 
 /// One reported drop or exclusion.

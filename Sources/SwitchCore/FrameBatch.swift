@@ -6,6 +6,8 @@ public struct Destination: Equatable, Sendable {
     /// Dense index of the port in the switch's port table (saves a lookup on delivery).
     @usableFromInline let slot: UInt16
     public internal(set) var isExcluded: Bool
+    /// The destination port's dense index (see ``VirtualSwitch/portIndex(of:)``).
+    @inlinable public var portIndex: Int { Int(slot) }
 }
 
 /// A batch of frames in preallocated memory: the unit that travels through the extension stack.
@@ -146,6 +148,12 @@ public final class FrameBatch {
     @inlinable public func virtioHeader(_ i: Int) -> VirtioNetHeader? { hasVnet[i] ? vnet[i] : nil }
     @inlinable public func source(_ i: Int) -> PortID { sourcePort[i] }
     @inlinable public func sourceNICIndex(_ i: Int) -> NICIndex { sourceNIC[i] }
+    /// Dense index of frame `i`'s source port (see ``VirtualSwitch/portIndex(of:)``); -1 for frames
+    /// from the switch itself.
+    @inlinable public func sourcePortIndex(_ i: Int) -> Int {
+        let s = sourceSlot[i]
+        return s == UInt16.max ? -1 : Int(s)
+    }
     /// True for frames injected by the switch or an extension with port 0 as source (trusted).
     @inlinable public func isTrusted(_ i: Int) -> Bool { sourcePort[i] == .switchItself }
     @inlinable public func isDropped(_ i: Int) -> Bool { state[i] != .live }

@@ -30,6 +30,12 @@ public final class MACTable {
     @usableFromInline let slots: UnsafeMutablePointer<Slot>
     /// Entries per dense port slot, for the per-port limit.
     @usableFromInline var perPort: UnsafeMutablePointer<Int32>
+    /// Per dense port slot: addresses learned there cannot move to another port while they live.
+    @usableFromInline var pinned: UnsafeMutablePointer<Bool>
+    /// Per dense port slot: its own limit (0: ``perPortLimit`` only).
+    @usableFromInline var slotLimit: UnsafeMutablePointer<Int32>
+    /// Times a frame's source address was not moved because it is pinned to another port.
+    public private(set) var pinnedMovesRefused: UInt64 = 0
     let portSlots: Int
 
     public init(limit: Int, perPortLimit: Int, agingTime: UInt64, portSlots: Int) {
@@ -45,11 +51,17 @@ public final class MACTable {
         slots.initialize(repeating: Slot(key: 0, port: .switchItself, portSlot: 0, lastSeen: 0), count: size)
         perPort = .allocate(capacity: portSlots)
         perPort.initialize(repeating: 0, count: portSlots)
+        pinned = .allocate(capacity: portSlots)
+        pinned.initialize(repeating: false, count: portSlots)
+        slotLimit = .allocate(capacity: portSlots)
+        slotLimit.initialize(repeating: 0, count: portSlots)
     }
 
     deinit {
         slots.deallocate()
         perPort.deallocate()
+        pinned.deallocate()
+        slotLimit.deallocate()
     }
 
     @inlinable @inline(__always)
@@ -76,7 +88,8 @@ public final class MACTable {
     }
 
     /// Learns or refreshes `mac` on a port. A known MAC seen on another port moves at once (live
-    /// migration), unless that port is at its limit. Returns false when the address was not learned.
+    /// migration), unless that port is at its limit or the MAC is pinned to its port. Returns false
+    /// when the address was not learned.
     @discardableResult
     public func learn(_ mac: MACAddress, vlan: VLANID, port: PortID, slot: UInt16, now: UInt64) -> Bool {
         // Key 0 marks an empty slot: the zero MAC would "match" one and corrupt the per-port counts.
@@ -87,7 +100,11 @@ public final class MACTable {
             let s = slots[i]
             if s.key == k {
                 if s.portSlot != slot {
-                    guard perPort[Int(slot)] < perPortLimit else { return false }
+                    if pinned[Int(s.portSlot)] {
+                        pinnedMovesRefused &+= 1
+                        return false
+                    }
+                    guard perPort[Int(slot)] < limit(of: slot) else { return false }
                     perPort[Int(s.portSlot)] -= 1
                     perPort[Int(slot)] += 1
                     slots[i].port = port
@@ -99,12 +116,30 @@ public final class MACTable {
             if s.key == 0 { break }
             i = (i + 1) & mask
         }
-        guard count < limit, perPort[Int(slot)] < perPortLimit else { return false }
+        guard count < limit, perPort[Int(slot)] < limit(of: slot) else { return false }
         slots[i] = Slot(key: k, port: port, portSlot: slot, lastSeen: now)
         count += 1
         perPort[Int(slot)] += 1
         return true
     }
+
+    @inline(__always)
+    func limit(of slot: UInt16) -> Int32 {
+        let own = slotLimit[Int(slot)]
+        let all = Int32(clamping: perPortLimit)
+        return own > 0 && own < all ? own : all
+    }
+
+    /// Sets a port slot's own MAC limit (nil: the switch-wide per-port limit only). A port above
+    /// its new limit is flushed, so the limit holds at once; it relearns up to the limit.
+    public func setLimit(slot: UInt16, _ limit: Int?) {
+        slotLimit[Int(slot)] = Int32(clamping: limit ?? 0)
+        if perPort[Int(slot)] > self.limit(of: slot) { flush(portSlot: slot) }
+    }
+
+    /// Pins (or unpins) the addresses learned on a port slot: while such an entry lives, the same
+    /// MAC seen on another port does not move it. The switch pins VM ports.
+    public func setPinned(slot: UInt16, _ on: Bool) { pinned[Int(slot)] = on }
 
     /// Removes entries older than the aging time. Call periodically (the packet loop does once a second).
     public func expire(now: UInt64) {

@@ -42,17 +42,6 @@ public struct NICParameters: Sendable, Equatable {
     }
 }
 
-/// The standard security port property.
-public struct SecurityPolicy: Sendable, Equatable {
-    public var allowMACSpoofing: Bool
-    public var allowIEEEPriorityTag: Bool
-    public var dynamicIPAddressLimit: UInt32
-    public init(allowMACSpoofing: Bool = false, allowIEEEPriorityTag: Bool = false, dynamicIPAddressLimit: UInt32 = 0) {
-        self.allowMACSpoofing = allowMACSpoofing
-        self.allowIEEEPriorityTag = allowIEEEPriorityTag
-        self.dynamicIPAddressLimit = dynamicIPAddressLimit
-    }
-}
 
 /// A port property: typed (VLAN, security) or custom (a key plus a versioned byte blob, Hyper-V's
 /// GUID-identified custom properties).

@@ -9,7 +9,9 @@ public struct ParsedHeaders: Equatable, Sendable {
     /// The outer 802.1Q/802.1ad tag's TCI, if the frame carries one.
     public var vlanTCI: UInt16 = 0
     public var isTagged = false
-    /// EtherType after the outer tag (the payload's protocol).
+    /// The outer tag is an 802.1ad S-tag (TPID 0x88A8).
+    public var isServiceTagged = false
+    /// EtherType after the outer tag (the payload's protocol; 0x8100 or 0x88A8 for stacked tags).
     public var etherType: UInt16 = 0
     /// Offset of the L3 header from the start of the frame.
     public var l3Offset: UInt16 = 0
@@ -19,6 +21,10 @@ public struct ParsedHeaders: Equatable, Sendable {
     public init() {}
 
     public var taggedVLAN: VLANID { isTagged ? vlanTCI & 0x0FFF : 0 }
+    /// An 802.1ad outer tag, or a second tag after the first (QinQ).
+    @inlinable public var isQinQ: Bool {
+        isServiceTagged || (isTagged && (etherType == EtherType.vlan || etherType == EtherType.qinq))
+    }
 }
 
 public enum EtherType {
@@ -61,10 +67,12 @@ public enum FrameParser {
         var type = UInt16(bigEndian: p.loadUnaligned(fromByteOffset: 12, as: UInt16.self))
         var l3 = 14
         h.isTagged = false
+        h.isServiceTagged = false
         h.vlanTCI = 0
         if type == EtherType.vlan || type == EtherType.qinq {
             guard length >= 18 else { return .truncatedVLAN }
             h.isTagged = true
+            h.isServiceTagged = type == EtherType.qinq
             h.vlanTCI = UInt16(bigEndian: p.loadUnaligned(fromByteOffset: 14, as: UInt16.self))
             type = UInt16(bigEndian: p.loadUnaligned(fromByteOffset: 16, as: UInt16.self))
             l3 = 18

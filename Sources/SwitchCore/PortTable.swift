@@ -34,8 +34,8 @@ struct SlotInfo {
     /// NIC connected: frames may be delivered to it.
     var connected = false
     var isUplink = false
-    /// 0 = VLAN-transparent, 1 = access, 2 = trunk.
-    var vlanMode: UInt8 = 0
+    /// ``untagged``, ``access`` or ``trunk``.
+    var vlanMode: UInt8 = SlotInfo.untagged
     var accessVLAN: VLANID = 0
     /// Trunk native VLAN; `noVLAN` when untagged frames are dropped.
     var nativeVLAN: VLANID = SlotInfo.noVLAN
@@ -45,4 +45,7 @@ struct SlotInfo {
     var bytesOut: UInt64 = 0
 
     static let noVLAN: VLANID = 0xFFFF
+    static let untagged: UInt8 = 0
+    static let access: UInt8 = 1
+    static let trunk: UInt8 = 2
 }

@@ -29,6 +29,20 @@ public protocol SwitchExtension: AnyObject {
     func ingress(_ context: inout IngressContext)
     /// Egress: frames on their way up with their destinations; filters may exclude destinations.
     func egress(_ context: inout EgressContext)
+
+    /// Counters an operator reads (`tapswitchctl extensions`), as name/value pairs in a stable
+    /// order. Read on the switch's queue, between batches.
+    var counters: [ExtensionCounter] { get }
+}
+
+/// One counter of an extension (Hyper-V's feature status, reduced to numbers).
+public struct ExtensionCounter: Sendable, Equatable {
+    public let name: String
+    public let value: UInt64
+    public init(_ name: String, _ value: UInt64) {
+        self.name = name
+        self.value = value
+    }
 }
 
 extension SwitchExtension {
@@ -38,6 +52,7 @@ extension SwitchExtension {
     public func controlCompleted(_ request: ControlRequest, outcome: ControlOutcome, switch sw: VirtualSwitch) {}
     public func ingress(_ context: inout IngressContext) {}
     public func egress(_ context: inout EgressContext) {}
+    public var counters: [ExtensionCounter] { [] }
 }
 
 /// What `tapswitchctl extensions` shows.
@@ -46,6 +61,7 @@ public struct ExtensionInfo: Sendable, Equatable {
     public let extensionClass: ExtensionClass
     /// Position in the whole stack, 0 = top.
     public let position: Int
+    public let counters: [ExtensionCounter]
 }
 
 /// One extension's view of an ingress batch. The operations it may use depend on its class; a
@@ -132,7 +148,7 @@ public struct IngressContext {
         }
         // level + 1: frames the forwarding extension injected or cloned itself enter just below it.
         guard batch.state[i] == .live && batch.entryLevel[i] <= level + 1 else { return false }
-        return sw.addDestination(batch, i, port: port, nic: nic)
+        return sw.addDestination(batch, i, port: port, nic: nic, reporter: stackIndex)
     }
 }
 

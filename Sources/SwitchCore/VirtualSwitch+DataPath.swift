@@ -137,6 +137,10 @@ extension VirtualSwitch {
     // MARK: - Admission
 
     /// Parses frame `i` and classifies it into a VLAN according to its source port's policy.
+    /// Untagged and access ports take untagged (or priority-tagged, VID 0) frames only; a trunk
+    /// takes its allowed VLANs tagged and untagged frames into its native VLAN. 802.1ad and stacked
+    /// tags (the double-tagging VLAN hop) are refused on every port but the uplink, which may carry
+    /// stacked 802.1Q tags from the wire.
     @inline(__always)
     func admit(_ batch: FrameBatch, _ i: Int) {
         if let bad = FrameParser.parse(batch.frame(i), length: batch.length(i), into: &batch.headers[i]) {
@@ -146,17 +150,15 @@ extension VirtualSwitch {
         let slot = batch.sourceSlot[i]
         guard slot != UInt16.max else { return }  // from the switch itself: VLAN as tagged
         let info = slots[Int(slot)]
-        let tagged = batch.headers[i].isTagged
-        let vid = batch.headers[i].taggedVLAN
+        let h = batch.headers[i]
+        if h.isTagged && (h.isServiceTagged || (h.isQinQ && !info.isUplink)) {
+            dropFrame(batch, i, direction: .ingress, reason: .qinqNotAllowed, reporter: -1)
+            return
+        }
+        let vid = h.taggedVLAN
         switch info.vlanMode {
-        case 1:
-            if tagged && vid != 0 {
-                dropFrame(batch, i, direction: .ingress, reason: .vlanNotAllowed, reporter: -1)
-                return
-            }
-            batch.headers[i].vlan = info.accessVLAN
-        case 2:
-            if tagged && vid != 0 {
+        case SlotInfo.trunk:
+            if vid != 0 {
                 guard trunkAllows(slot, vid) else {
                     dropFrame(batch, i, direction: .ingress, reason: .vlanNotAllowed, reporter: -1)
                     return
@@ -170,7 +172,11 @@ extension VirtualSwitch {
                 batch.headers[i].vlan = info.nativeVLAN
             }
         default:
-            batch.headers[i].vlan = vid
+            if vid != 0 {
+                dropFrame(batch, i, direction: .ingress, reason: .vlanNotAllowed, reporter: -1)
+                return
+            }
+            batch.headers[i].vlan = info.vlanMode == SlotInfo.access ? info.accessVLAN : 0
         }
     }
 
@@ -184,9 +190,9 @@ extension VirtualSwitch {
     func egressAllows(_ slot: UInt16, _ vid: VLANID) -> Bool {
         let info = slots[Int(slot)]
         switch info.vlanMode {
-        case 1: return vid == info.accessVLAN
-        case 2: return vid == info.nativeVLAN || trunkAllows(slot, vid)
-        default: return true
+        case SlotInfo.access: return vid == info.accessVLAN
+        case SlotInfo.trunk: return vid == info.nativeVLAN || (vid != 0 && trunkAllows(slot, vid))
+        default: return vid == 0
         }
     }
 
@@ -299,9 +305,14 @@ extension VirtualSwitch {
         batch.destinationCount[i] = UInt16(n + 1)
     }
 
-    /// A forwarding extension's destination: only connected NICs, no duplicates.
-    func addDestination(_ batch: FrameBatch, _ i: Int, port: PortID, nic: NICIndex) -> Bool {
+    /// A forwarding extension's destination: only connected NICs in the frame's VLAN, no
+    /// duplicates. A destination outside the frame's VLAN is refused and counted at that port.
+    func addDestination(_ batch: FrameBatch, _ i: Int, port: PortID, nic: NICIndex, reporter: Int) -> Bool {
         guard nic == 0, let r = records[port], slots[Int(r.slot)].connected else { return false }
+        guard egressAllows(r.slot, batch.headers[i].vlan) else {
+            countDrop(port: port, slot: r.slot, direction: .egress, reason: .vlanNotAllowed, reporter: reporter)
+            return false
+        }
         for d in batch.destinations(i) where d.port == port { return true }
         appendDestination(batch, i, slot: r.slot)
         return true
@@ -361,12 +372,7 @@ extension VirtualSwitch {
         let info = slots[Int(slot)]
         let h = batch.headers[i]
         let vid = h.vlan
-        let wantTag: Bool
-        switch info.vlanMode {
-        case 1: wantTag = false
-        case 2: wantTag = vid != info.nativeVLAN
-        default: wantTag = vid != 0
-        }
+        let wantTag = info.vlanMode == SlotInfo.trunk && vid != info.nativeVLAN && vid != 0
         if wantTag {
             if !h.isTagged {
                 batch.insertVLANTag(i, tci: vid)

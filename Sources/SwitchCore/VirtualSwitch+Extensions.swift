@@ -1,7 +1,8 @@
 extension VirtualSwitch {
     /// The enabled extensions, top of the stack first.
     public var extensions: [ExtensionInfo] {
-        stack.enumerated().map { ExtensionInfo(name: $0.element.name, extensionClass: $0.element.extensionClass, position: $0.offset) }
+        stack.enumerated().map { ExtensionInfo(name: $0.element.name, extensionClass: $0.element.extensionClass, position: $0.offset,
+                                                   counters: $0.element.counters) }
     }
 
     /// Enables an extension. It goes into its class's band of the stack (capture, then filtering,
@@ -157,7 +158,7 @@ extension VirtualSwitch {
         }
         try passDownOrThrow(ControlRequest(kind: .propertyDelete, port: r.params, nic: r.nic, property: r.properties[i], isRestore: false))
         r.properties.remove(at: i)
-        if key == .vlan { setVLANMode(slot: r.slot, nil) }
+        if key == .vlan { setVLANMode(slot: r.slot, VLANPolicy.defaultPolicy(for: r.params.type)) }
     }
 
     func propertyTarget(_ port: PortID, _ op: String) throws(SwitchError) -> PortRecord {
@@ -178,14 +179,18 @@ extension VirtualSwitch {
             if let bad = allowed.first(where: { !(1...4094).contains($0) }) {
                 throw SwitchError(.invalidArgument, "VLAN property for port \(describe(r)): trunk VLAN \(bad) out of range 1...4094")
             }
-            if let native, !(1...4094).contains(native) {
-                throw SwitchError(.invalidArgument, "VLAN property for port \(describe(r)): native VLAN \(native) out of range 1...4094")
+            if let native, !(0...4094).contains(native) {
+                throw SwitchError(.invalidArgument, "VLAN property for port \(describe(r)): native VLAN \(native) out of range 1...4094 (0: the untagged domain)")
             }
+        case .vlan(.untagged):
+            break
         case .custom(let key, _, let data):
             guard !key.isEmpty else { throw SwitchError(.invalidArgument, "custom property for port \(describe(r)): empty key") }
             guard data.count <= 65536 else { throw SwitchError(.invalidArgument, "custom property \(key): \(data.count) bytes exceeds 64 KiB") }
-        case .security:
-            break
+        case .security(let policy):
+            if let problem = policy.problem {
+                throw SwitchError(.invalidArgument, "security property for port \(describe(r)): \(problem)")
+            }
         }
     }
 
@@ -193,17 +198,17 @@ extension VirtualSwitch {
         if case .vlan(let policy) = property { setVLANMode(slot: slot, policy) }
     }
 
-    func setVLANMode(slot: UInt16, _ policy: VLANPolicy?) {
+    func setVLANMode(slot: UInt16, _ policy: VLANPolicy) {
         let s = Int(slot)
         for w in 0..<64 { trunkBitmaps[s * 64 + w] = 0 }
         switch policy {
-        case nil:
-            slots[s].vlanMode = 0
+        case .untagged:
+            slots[s].vlanMode = SlotInfo.untagged
         case .access(let id):
-            slots[s].vlanMode = 1
+            slots[s].vlanMode = SlotInfo.access
             slots[s].accessVLAN = id
         case .trunk(let allowed, let native):
-            slots[s].vlanMode = 2
+            slots[s].vlanMode = SlotInfo.trunk
             slots[s].nativeVLAN = native ?? SlotInfo.noVLAN
             for v in allowed { trunkBitmaps[s * 64 + Int(v >> 6)] |= 1 << UInt64(v & 63) }
         }

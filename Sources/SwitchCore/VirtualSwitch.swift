@@ -100,6 +100,11 @@ public final class VirtualSwitch {
     public func port(_ id: PortID) -> PortParameters? { records[id]?.params }
     public func port(named name: String) -> PortParameters? { records.values.first { $0.params.name == name }?.params }
     public func nic(of port: PortID) -> NICParameters? { records[port]?.nic }
+    /// The port's dense index, `0..<configuration.maxPorts`: stable while the port exists and
+    /// reused after its PORT_DELETE. Extensions key flat per-port tables with it (frames carry it as
+    /// ``FrameBatch/sourcePortIndex(_:)`` and ``Destination/portIndex``). Known once PORT_CREATE
+    /// has completed.
+    public func portIndex(of port: PortID) -> Int? { records[port].map { Int($0.slot) } }
     /// Enumeration of a port's properties (Hyper-V's PORT_PROPERTY_ENUM).
     public func properties(of port: PortID) -> [PortProperty] { records[port]?.properties ?? [] }
     /// Outstanding NIC references (extension references plus pended frames).
@@ -167,6 +172,10 @@ public final class VirtualSwitch {
         records[params.id] = record
         slotRecords[Int(slot)] = record
         slots[Int(slot)] = SlotInfo(port: params.id, inUse: true, isUplink: type == .external)
+        setVLANMode(slot: slot, VLANPolicy.defaultPolicy(for: type))
+        // A VM's addresses stay with its port: no other port's traffic moves them (MAC stealing).
+        macTable.setPinned(slot: slot, type == .synthetic || type == .emulated)
+        macTable.setLimit(slot: slot, nil)
         emit(.portCreate, record, isRestore: isRestore)
         return params.id
     }
@@ -447,6 +456,7 @@ public final class VirtualSwitch {
         records[r.params.id] = nil
         slotRecords[Int(r.slot)] = nil
         slots[Int(r.slot)] = SlotInfo()
+        macTable.setPinned(slot: r.slot, false)
         for w in 0..<64 { trunkBitmaps[Int(r.slot) * 64 + w] = 0 }
         freeSlots.append(r.slot)
         emit(.portDelete, r, isRestore: isRestore)

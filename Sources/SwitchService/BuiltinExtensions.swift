@@ -1,24 +1,8 @@
 import SwitchCore
+import SwitchExtensions
 
-/// Filtering extension: vetoes a NIC whose host-assigned MAC is already used by another NIC on the
-/// switch. Two VMs with one MAC make both unreachable in ways that are hard to diagnose; refusing
-/// the second at NIC_CREATE names the conflict instead.
-final class DuplicateMACGuard: SwitchExtension {
-    let name = "duplicate-mac-guard"
-    let extensionClass = ExtensionClass.filtering
-
-    func control(_ request: ControlRequest, switch sw: VirtualSwitch) -> ControlVerdict {
-        guard request.kind == .nicCreate, let nic = request.nic else { return .accept }
-        for port in sw.ports where port.id != request.port.id {
-            if let other = sw.nic(of: port.id), other.permanentMAC == nic.permanentMAC || other.currentMAC == nic.permanentMAC {
-                return .veto(reason: "MAC \(nic.permanentMAC) is already used by port \(port.name)"
-                    + (other.vmName.isEmpty ? "" : " of VM \(other.vmName)"))
-            }
-        }
-        return .accept
-    }
-}
-
+/// The extensions this daemon offers: the shipped registry (module `SwitchExtensions`), each built
+/// with its default settings.
 enum BuiltinExtensions {
     struct Entry: Sendable {
         let name: String
@@ -27,8 +11,10 @@ enum BuiltinExtensions {
         let make: @Sendable () -> any SwitchExtension
     }
 
-    static let all: [Entry] = [
-        Entry(name: "duplicate-mac-guard", extensionClass: .filtering,
-              summary: "vetoes a NIC whose MAC is already used on another port") { DuplicateMACGuard() },
-    ]
+    static let all: [Entry] = ExtensionRegistry.builtin.entries.map { e in
+        Entry(name: e.name, extensionClass: e.extensionClass, summary: e.summary) {
+            // Default settings are valid for every shipped extension.
+            do { return try e.make(ExtensionSettings()) } catch { preconditionFailure("\(e.name) refused its default settings: \(error)") }
+        }
+    }
 }

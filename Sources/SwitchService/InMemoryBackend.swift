@@ -9,8 +9,8 @@ import StateStore
 ///
 /// It runs the same lifecycle sequences and veto/rollback rules as the real switch, so the whole
 /// control path (CLI, socket, state, restart adoption) is testable without privileges. It offers
-/// two extensions: `duplicate-mac-guard` (filtering: vetoes a NIC whose MAC another port already
-/// uses) and `monitor` (capture: no-op here).
+/// the shipped extensions by name, of which only `duplicate-mac-guard` acts here (filtering: vetoes
+/// a NIC whose MAC another port already uses), and `monitor` (capture: no-op here).
 public actor InMemoryBackend: SwitchBackend {
     public nonisolated var kind: String { "in-memory" }
 
@@ -27,11 +27,9 @@ public actor InMemoryBackend: SwitchBackend {
     public init() {}
 
     public nonisolated func availableExtensions() -> [ExtensionDescriptor] {
-        [
-            ExtensionDescriptor(name: "monitor", class: .capture, summary: "counts frames per port (no-op in memory)"),
-            ExtensionDescriptor(name: "duplicate-mac-guard", class: .filtering,
-                                summary: "vetoes a NIC whose MAC is already used on another port"),
-        ]
+        // The shipped extensions by name (only duplicate-mac-guard acts here: no frame moves).
+        [ExtensionDescriptor(name: "monitor", class: .capture, summary: "counts frames per port (no-op in memory)")]
+            + BuiltinExtensions.all.map { ExtensionDescriptor(name: $0.name, class: $0.extensionClass, summary: $0.summary) }
     }
 
     public func configure(_ settings: SwitchSettings, extensions: [String]) async throws(SwitchError) {

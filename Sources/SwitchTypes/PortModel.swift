@@ -29,13 +29,25 @@ public enum NICState: String, Sendable, CaseIterable {
     case created, connected, disconnected, deleted
 }
 
-/// Port-level VLAN policy (the standard VLAN port property). No property = VLAN-transparent:
-/// the port carries frames of every VLAN exactly as tagged.
+/// Port-level VLAN policy (the standard VLAN port property). A port without one takes its port
+/// type's default (``defaultPolicy(for:)``): never "any tag goes".
 public enum VLANPolicy: Sendable, Equatable {
     /// Untagged on the wire, VLAN `id` inside the switch.
     case access(VLANID)
-    /// Tagged for the allowed VLANs; untagged frames belong to `native` (nil: dropped).
+    /// Tagged for the allowed VLANs. Untagged frames belong to `native` and leave untagged:
+    /// a VLAN id, 0 for the switch's untagged domain (where untagged ports are), nil to drop them.
     case trunk(allowed: Set<VLANID>, native: VLANID?)
+    /// Untagged frames only (tagged frames are dropped): the port is in the untagged domain.
+    case untagged
+
+    /// The default of a port with no VLAN property: VM and internal ports carry untagged frames
+    /// only, the external port is ``externalDefault``.
+    public static func defaultPolicy(for type: PortType) -> VLANPolicy {
+        type == .external ? externalDefault : .untagged
+    }
+
+    /// Every VLAN tagged, untagged frames in the untagged domain.
+    public static let externalDefault = VLANPolicy.trunk(allowed: Set(1...4094), native: 0)
 }
 
 /// The three extension classes, in stack order from the top (Hyper-V's capture, filter, forward).

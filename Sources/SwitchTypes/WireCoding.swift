@@ -110,8 +110,9 @@ extension PortCounters: Codable {
 }
 
 extension VLANPolicy: Codable {
-    /// `{"mode": "access", "vlan": 10}` or `{"mode": "trunk", "allowed": [10, 20], "native": 1}`
-    /// (`native` absent: untagged frames are dropped; `allowed` sorted).
+    /// `{"mode": "access", "vlan": 10}`, `{"mode": "trunk", "allowed": [10, 20], "native": 1}`
+    /// (`native` absent: untagged frames are dropped; 0: the untagged domain; `allowed` sorted) or
+    /// `{"mode": "untagged"}`.
     private enum Keys: String, CodingKey { case mode, vlan, allowed, native }
 
     public init(from decoder: any Decoder) throws {
@@ -132,11 +133,13 @@ extension VLANPolicy: Codable {
                 allowed.insert(id)
             }
             let native = try c.decodeIfPresent(VLANID.self, forKey: .native)
-            if let native { _ = try Self.checked(native, c, .native) }
+            if let native, native != 0 { _ = try Self.checked(native, c, .native) }
             self = .trunk(allowed: allowed, native: native)
+        case "untagged":
+            self = .untagged
         default:
             throw DecodingError.dataCorrupted(.init(codingPath: c.codingPath + [Keys.mode],
-                                                    debugDescription: "unknown VLAN mode '\(mode)' (expected one of: access, trunk)"))
+                                                    debugDescription: "unknown VLAN mode '\(mode)' (expected one of: access, trunk, untagged)"))
         }
     }
 
@@ -150,6 +153,8 @@ extension VLANPolicy: Codable {
             try c.encode("trunk", forKey: .mode)
             try c.encode(allowed.sorted(), forKey: .allowed)
             try c.encodeIfPresent(native, forKey: .native)
+        case .untagged:
+            try c.encode("untagged", forKey: .mode)
         }
     }
 

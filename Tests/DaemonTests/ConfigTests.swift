@@ -6,7 +6,7 @@ import StateStore
 
 @Suite("Config file")
 struct ConfigTests {
-    let loader = ConfigLoader(availableExtensions: ["monitor", "duplicate-mac-guard"], groupExists: { $0 == "kvm" || $0 == "0" })
+    let loader = ConfigLoader(availableExtensions: ["monitor", "duplicate-mac-guard", "mac-spoof-guard", "ip-guard", "dhcp-guard", "router-guard", "isolation", "mac-limit"], groupExists: { $0 == "kvm" || $0 == "0" })
 
     /// The repository root, from this file's path.
     static let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
@@ -26,13 +26,13 @@ struct ConfigTests {
         let c = try loader.load(path: Self.repo + "/config/tapswitchd.toml")
         #expect(c.settings == SwitchSettings(name: "tapswitch0", unknownUnicast: .flood, macAgingSeconds: 300, macTableSize: 8192, macLimitPerPort: 1024))
         #expect(c.vms.isEmpty && c.internalPorts.isEmpty && c.externalPorts.isEmpty)
-        #expect(c.extensions == ["duplicate-mac-guard"])
+        #expect(c.extensions == ["duplicate-mac-guard", "mac-spoof-guard", "ip-guard", "dhcp-guard", "router-guard", "isolation", "mac-limit"])
         #expect(c.controlGroup == nil)
     }
 
     @Test("the example config declares VMs, an internal port and an uplink")
     func example() throws {
-        let l = ConfigLoader(availableExtensions: ["monitor", "duplicate-mac-guard"], groupExists: { _ in true })
+        let l = ConfigLoader(availableExtensions: ["monitor", "duplicate-mac-guard", "mac-spoof-guard", "ip-guard", "dhcp-guard", "router-guard", "isolation", "mac-limit"], groupExists: { _ in true })
         let c = try l.load(path: Self.repo + "/config/example-vms.toml")
         #expect(c.vms.map(\.name) == ["web1", "db1"])
         #expect(c.vms[1].nics.map(\.tap) == ["db1-0", "db1-1"])
@@ -102,7 +102,7 @@ struct ConfigTests {
         ("[switch]\nmac_table_size = 100\nmac_limit_per_port = 101\n", "t.toml:3: switch.mac_limit_per_port: 101 is out of range 1..100 (mac_table_size)"),
         ("[switch]\nname = \"s\"\nbusy_poll_us = 5000\n", "t.toml:3: switch.busy_poll_us: 5000 is out of range 0..1000"),
         ("[control]\ngroup = \"nosuchgroup\"\n", "t.toml:2: control.group: group 'nosuchgroup' does not exist"),
-        ("[extensions]\nenable = [\"firewall\"]\n", "t.toml:2: extensions.enable: unknown extension 'firewall' (available: duplicate-mac-guard, monitor)"),
+        ("[extensions]\nenable = [\"firewall\"]\n", "t.toml:2: extensions.enable: unknown extension 'firewall' (available: dhcp-guard, duplicate-mac-guard, ip-guard, isolation, mac-limit, mac-spoof-guard, monitor, router-guard)"),
         ("[extensions]\nenable = \"monitor\"\n", "t.toml:2: 'extensions.enable' must be an array of strings, not a string"),
         ("[vm]\nname = \"a\"\n", "t.toml:1: 'vm' is an array of tables: write [[vm]], not [vm]"),
         ("[[switch]]\n", "t.toml:1: 'switch' is a single table: write [switch], not [[switch]]"),

@@ -132,10 +132,12 @@ struct LearningTests {
         #expect(es.sw.macEntries().contains { $0.mac == mac(2) && $0.port == b })
     }
 
-    @Test("A MAC seen on another port moves there at once")
+    @Test("A MAC seen on another port moves there at once (a VM migrated in from behind the uplink)")
     func instantMove() throws {
         let es = EmbeddedSwitch()
-        let (a, b, c) = try three(es)
+        let a = try es.addPort("a", mac: mac(1))
+        let b = try es.addPort("uplink", mac: mac(2), type: .external)
+        let c = try es.addPort("c", mac: mac(3))
         es.learn(b, mac(7))
         es.send(from: a, frame(mac(7), mac(1)))
         #expect(es.take(b).count == 1)
@@ -144,6 +146,24 @@ struct LearningTests {
         #expect(es.take(c).count == 1)
         #expect(es.take(b).isEmpty)
         #expect(es.sw.macEntries().filter { $0.mac == mac(7) }.map(\.port) == [c])
+    }
+
+    @Test("A MAC learned on a VM port is pinned: another port using it does not move it, until the VM's NIC goes")
+    func pinnedToVMPort() throws {
+        let es = EmbeddedSwitch()
+        let (a, b, c) = try three(es)
+        let uplink = try es.addPort("uplink", mac: mac(9), type: .external)
+        es.learn(b, mac(2))
+        es.learn(c, mac(2))       // another VM claims b's MAC
+        es.learn(uplink, mac(2))  // and so does something behind the uplink
+        es.send(from: a, frame(mac(2), mac(1)))
+        #expect(es.take(b).count == 1, "the owner still receives its frames")
+        #expect(es.take(c).isEmpty && es.take(uplink).isEmpty)
+        #expect(es.sw.macTable.pinnedMovesRefused == 2)
+        try es.sw.disconnectNIC(on: b)  // the VM stops (or migrates out): its addresses are free again
+        es.learn(uplink, mac(2))
+        es.send(from: a, frame(mac(2), mac(1)))
+        #expect(es.take(uplink).count == 1)
     }
 
     @Test("Addresses learned on a port are flushed when its NIC disconnects")

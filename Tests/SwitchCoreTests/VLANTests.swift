@@ -85,20 +85,119 @@ struct VLANTests {
         #expect(es.take(t2) == [f])
     }
 
-    @Test("VLAN-transparent ports pass tags intact")
-    func transparent() throws {
+    /// `frame` with an 802.1ad outer tag (TPID 0x88A8) instead of 802.1Q.
+    func serviceTagged(_ f: [UInt8]) -> [UInt8] {
+        var g = f
+        g[12] = 0x88; g[13] = 0xA8
+        return g
+    }
+
+    /// An untagged frame wrapped in two 802.1Q tags, outer first.
+    func doubleTagged(_ dst: MACAddress, _ src: MACAddress, outer: UInt16, inner: UInt16) -> [UInt8] {
+        let f = frame(dst, src, vlan: inner)
+        return Array(f[0..<12]) + [0x81, 0x00, UInt8(outer >> 8), UInt8(outer & 0xFF)] + Array(f[12...])
+    }
+
+    @Test("A port without a VLAN setting carries untagged frames only: tagged ones are dropped with a reason")
+    func untaggedByDefault() throws {
         let es = EmbeddedSwitch()
         let p = try es.addPort("p", mac: mac(1))
         let q = try es.addPort("q", mac: mac(2))
-        let tagged = frame(.broadcast, mac(1), vlan: 5)
         let plain = frame(.broadcast, mac(1))
-        es.send(from: p, [tagged, plain])
-        #expect(es.take(q) == [tagged, plain])
-        // Learning is per VLAN: q's MAC learned untagged is unknown in VLAN 5.
-        es.learn(q, mac(2))
-        let r = try es.addPort("r", mac: mac(3))
-        es.send(from: p, frame(mac(2), mac(1), vlan: 5))
-        #expect(es.take(r).count == 1)
+        es.send(from: p, [frame(.broadcast, mac(1), vlan: 5), plain, frame(.broadcast, mac(1), vlan: 0)])
+        #expect(es.take(q) == [plain, plain], "untagged and priority-tagged (VID 0, tag removed) pass; VLAN 5 does not")
+        #expect(es.dropCount(p, .ingress, .vlanNotAllowed) == 1)
+        // The same with the explicit setting.
+        try es.sw.addProperty(.vlan(.untagged), to: p)
+        es.send(from: p, [frame(.broadcast, mac(1), vlan: 5), plain])
+        #expect(es.take(q) == [plain])
+        #expect(es.dropCount(p, .ingress, .vlanNotAllowed) == 2)
+    }
+
+    @Test("VLAN hop from an untagged VM: tagged broadcast and unicast reach nothing on VLAN 10, and VLAN 10 never reaches it")
+    func vlanHopFromUntagged() throws {
+        let es = EmbeddedSwitch()
+        let attacker = try es.addPort("attacker", mac: mac(1))
+        let victim = try es.addPort("victim", mac: mac(2), properties: [.vlan(.access(10))])
+        let peer = try es.addPort("peer", mac: mac(3), properties: [.vlan(.access(10))])
+        es.learn(victim, mac(2))
+        for _ in 0..<30 {
+            es.send(from: attacker, [frame(.broadcast, mac(1), vlan: 10), frame(mac(2), mac(1), vlan: 10),
+                                     doubleTagged(mac(2), mac(1), outer: 0, inner: 10), doubleTagged(.broadcast, mac(1), outer: 10, inner: 10)])
+        }
+        #expect(es.take(victim).isEmpty)
+        #expect(es.dropCount(attacker, .ingress, .vlanNotAllowed) == 60)
+        #expect(es.dropCount(attacker, .ingress, .qinqNotAllowed) == 60)
+        // Positive control: the victim does get VLAN 10 traffic, and VLAN 10 stays off the untagged VM.
+        es.send(from: peer, frame(.broadcast, mac(3)))
+        #expect(es.take(victim) == [frame(.broadcast, mac(3))])
+        #expect(es.take(attacker).isEmpty)
+    }
+
+    @Test("QinQ: 802.1ad or stacked 802.1Q tags are dropped from access, untagged and trunk VM ports; the uplink classifies by the outer tag")
+    func qinq() throws {
+        let es = EmbeddedSwitch()
+        let access = try es.addPort("access", mac: mac(1), properties: [.vlan(.access(10))])
+        let plain = try es.addPort("plain", mac: mac(2))
+        let trunk = try es.addPort("trunk", mac: mac(3), properties: [.vlan(.trunk(allowed: [10, 20], native: nil))])
+        let uplink = try es.addPort("uplink", mac: mac(4), type: .external)
+        let v10 = try es.addPort("v10", mac: mac(5), properties: [.vlan(.access(10))])
+        es.send(from: access, [serviceTagged(frame(.broadcast, mac(1), vlan: 10)), doubleTagged(.broadcast, mac(1), outer: 0, inner: 20)])
+        es.send(from: plain, [serviceTagged(frame(.broadcast, mac(2), vlan: 0)), doubleTagged(.broadcast, mac(2), outer: 0, inner: 10)])
+        es.send(from: trunk, [serviceTagged(frame(.broadcast, mac(3), vlan: 10)), doubleTagged(.broadcast, mac(3), outer: 10, inner: 20)])
+        for p in [access, plain, trunk] { #expect(es.dropCount(p, .ingress, .qinqNotAllowed) == 2) }
+        #expect(es.take(v10).isEmpty && es.take(uplink).isEmpty)
+        // From the uplink: 802.1ad is refused, stacked 802.1Q goes by its outer tag (popped for the access port).
+        es.send(from: uplink, [serviceTagged(frame(.broadcast, mac(4), vlan: 10)), doubleTagged(.broadcast, mac(4), outer: 10, inner: 99)])
+        #expect(es.dropCount(uplink, .ingress, .qinqNotAllowed) == 1)
+        #expect(es.take(v10) == [frame(.broadcast, mac(4), vlan: 99)])
+        #expect(es.take(plain).isEmpty)
+    }
+
+    @Test("The external port defaults to a trunk of every VLAN with untagged frames in the untagged domain")
+    func externalDefault() throws {
+        let es = EmbeddedSwitch()
+        let uplink = try es.addPort("uplink", mac: mac(9), type: .external)
+        let plain = try es.addPort("plain", mac: mac(1))
+        let v10 = try es.addPort("v10", mac: mac(2), properties: [.vlan(.access(10))])
+        let v20 = try es.addPort("v20", mac: mac(3), properties: [.vlan(.access(20))])
+        es.send(from: plain, frame(.broadcast, mac(1)))
+        #expect(es.take(uplink) == [frame(.broadcast, mac(1))])
+        es.send(from: v10, frame(.broadcast, mac(2)))
+        #expect(tag(try #require(es.take(uplink).first))?.vid == 10)
+        #expect(es.take(plain).isEmpty && es.take(v20).isEmpty)
+        es.send(from: uplink, [frame(.broadcast, mac(9), vlan: 10), frame(.broadcast, mac(9), vlan: 20), frame(.broadcast, mac(9)),
+                               frame(.broadcast, mac(9), vlan: 30)])
+        #expect(es.take(v10) == [frame(.broadcast, mac(9))])
+        #expect(es.take(v20) == [frame(.broadcast, mac(9))])
+        #expect(es.take(plain) == [frame(.broadcast, mac(9))])
+        // Learning is per VLAN: v10's MAC learned in VLAN 10 is unknown untagged, so that is flooded.
+        es.learn(v10, mac(2))
+        es.send(from: uplink, frame(mac(2), mac(9)))
+        #expect(es.take(plain).count == 1 && es.take(v10).isEmpty)
+        #expect(es.sw.properties(of: uplink).isEmpty, "the default is not a property")
+    }
+
+    @Test("A forwarding extension cannot deliver across VLANs: the destination is refused and counted")
+    func forwardingExtensionVLANs() throws {
+        let es = EmbeddedSwitch()
+        let fwd = RecordingExtension("fwd", .forwarding)
+        try es.sw.enable(fwd)
+        let a = try es.addPort("a", mac: mac(1), properties: [.vlan(.access(10))])
+        let b = try es.addPort("b", mac: mac(2), properties: [.vlan(.access(20))])
+        let c = try es.addPort("c", mac: mac(3), properties: [.vlan(.access(10))])
+        var added: [Bool] = []
+        fwd.onIngress = { ctx in
+            for i in ctx.frames where ctx.isLive(i) {
+                added.append(ctx.addDestination(i, port: b))
+                added.append(ctx.addDestination(i, port: c))
+            }
+        }
+        es.send(from: a, frame(.broadcast, mac(1)))
+        #expect(added == [false, true])
+        #expect(es.take(b).isEmpty)
+        #expect(es.take(c) == [frame(.broadcast, mac(1))])
+        #expect(es.dropCount(b, .egress, .vlanNotAllowed) == 1)
     }
 
     @Test("Changing or deleting the VLAN property takes effect at once")
@@ -111,7 +210,7 @@ struct VLANTests {
         try es.sw.updateProperty(.vlan(.access(20)), on: a)
         es.send(from: a, frame(.broadcast, mac(1)))
         #expect(es.take(b).count == 1)
-        try es.sw.deleteProperty(.vlan, from: a)  // a transparent: its untagged frames are VLAN 0
+        try es.sw.deleteProperty(.vlan, from: a)  // back to the default: untagged, VLAN 0
         es.send(from: a, frame(.broadcast, mac(1)))
         #expect(es.take(b).isEmpty)
     }
