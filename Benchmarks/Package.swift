@@ -14,7 +14,11 @@ let package = Package(
     ],
     targets: [
         // The switch set-ups both runners push traffic through.
-        .target(name: "Scenarios", dependencies: [.product(name: "SwitchCore", package: "main")], path: "Scenarios"),
+        .target(
+            name: "Scenarios",
+            dependencies: [.product(name: "SwitchCore", package: "main"), .product(name: "SwitchExtensions", package: "main")],
+            path: "Scenarios"
+        ),
         // Counting malloc wrappers, linked only into alloc-bench.
         .target(name: "CMallocCounter", path: "CMallocCounter"),
         .executableTarget(name: "alloc-bench", dependencies: ["Scenarios", "CMallocCounter"], path: "alloc-bench"),

@@ -1,4 +1,5 @@
 import SwitchCore
+import SwitchExtensions
 
 /// A frame sink that only counts: the benchmark measures the switch, not I/O.
 public final class CountingSink: FrameSink {
@@ -28,6 +29,8 @@ public final class ForwardingScenario {
     public static let frameLength = 128
 
     public let kind: Kind
+    /// Every shipped policy extension enabled, with every per-port guard on.
+    public let policies: Bool
     public let sw: VirtualSwitch
     public let batch: FrameBatch
     public let sink = CountingSink()
@@ -37,15 +40,27 @@ public final class ForwardingScenario {
     /// Frames each run delivers (a flooded frame counts once per destination).
     public let deliveriesPerRun: Int
 
-    public init(_ kind: Kind) {
+    public init(_ kind: Kind, policies: Bool = false) {
         self.kind = kind
+        self.policies = policies
         sw = VirtualSwitch(configuration: SwitchConfiguration(maxPorts: 64, batchCapacity: Self.framesPerBatch))
         batch = sw.makeBatch(slotSize: 2048)
+        if policies {
+            for name in ExtensionRegistry.defaultEnabled { try! sw.enable(ExtensionRegistry.builtin.make(name)) }
+        }
         let macs = (1...4).map { MACAddress(0x02, 0, 0, 0, 0, UInt8($0)) }
         var ids: [PortID] = []
         for (n, mac) in macs.enumerated() {
             var props: [PortProperty] = []
             if kind == .trunk { props = [n == 1 ? .vlan(.trunk(allowed: [10, 20], native: nil)) : .vlan(.access(10))] }
+            if policies {
+                // Every guard on and passing (the frames are IPv4 from 10.0.0.1 with the NIC's MAC),
+                // and one community, so the isolation check runs for every destination.
+                props.append(.security(try! PortSettings.parse([
+                    "ip-guard=on", "allowed-ips=10.0.0.0/24", "dhcp-snooping=on", "dhcp-guard=on", "router-guard=on",
+                    "pvlan=community:1", "mac-limit=16",
+                ]).security))
+            }
             let id = try! sw.createPort(name: "bench\(n)", type: .synthetic,
                                         nic: NICParameters(type: .synthetic, permanentMAC: mac), properties: props)
             try! sw.connectNIC(on: id)
