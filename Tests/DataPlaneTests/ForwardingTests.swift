@@ -51,11 +51,19 @@ struct ForwardingTests {
         }
     }
 
-    @Test("802.1Q-tagged frames cross with their tag intact")
+    @Test("802.1Q-tagged frames cross trunk ports with their tag intact")
     func vlanTagIntact() async throws {
         try await withRuntime { rt, log, cleanup in
             let taps = [names.name("va"), names.name("vb")]
             for (i, t) in taps.enumerated() { try await rt.startTestVM(t, mac: mac(UInt8(0x20 + i)), cleanup: cleanup) }
+            // A port without a VLAN setting takes untagged frames only: make both trunks.
+            let trunked = await rt.withSwitch { sw in
+                taps.allSatisfy { t in
+                    guard let id = sw.port(named: t)?.id else { return false }
+                    return (try? sw.addProperty(.vlan(.trunk(allowed: [7, 100], native: nil)), to: id)) != nil
+                }
+            }
+            #expect(trunked)
             let vms = try taps.map { try FakeVM(tap: $0) }
             defer { vms.forEach { $0.close() } }
             for t in taps { try log.waitFor(.nicConnect, port: t) }
