@@ -46,14 +46,17 @@ struct ShowCommand: ParsableCommand {
     }
 }
 
-/// The VLAN column: the access VLAN (`10`), `trunk:10,20` with `+native N` when untagged frames
-/// belong to a VLAN, or `-` for a VLAN-transparent port.
+/// The VLAN column: the access VLAN (`10`), `trunk:10,20` (or `trunk:all`) with `+native N` when
+/// untagged frames belong to a VLAN (`+native untagged`: to the untagged ports' segment),
+/// `untagged`, or `-` for the port type's default (untagged only; the uplink: every VLAN).
 func formatVLAN(_ policy: VLANPolicy?) -> String {
     switch policy {
     case nil: "-"
+    case .untagged: "untagged"
     case .access(let id): String(id)
     case .trunk(let allowed, let native):
-        "trunk:" + (allowed.isEmpty ? "none" : allowed.sorted().map(String.init).joined(separator: ",")) + (native.map { "+native\($0)" } ?? "")
+        "trunk:" + (allowed.isEmpty ? "none" : allowed.count == 4094 ? "all" : allowed.sorted().map(String.init).joined(separator: ","))
+            + (native.map { $0 == 0 ? "+native untagged" : "+native\($0)" } ?? "")
     }
 }
 

@@ -82,7 +82,7 @@ struct WireVocabularyTests {
         (#"{"ok":true,"ports":[{"id":1,"name":"a","friendlyName":"","type":"internal","state":"created","counters":{"framesIn":0,"bytesIn":0,"framesOut":0,"bytesOut":0,"drops":[{"direction":"sideways","reason":"r","frames":1}]}}]}"#,
          "ports[0].counters.drops[0].direction", "unknown direction 'sideways' (expected one of: ingress, egress)"),
         (#"{"ok":true,"ports":[{"id":1,"name":"a","friendlyName":"","type":"internal","state":"created","vlanPolicy":{"mode":"hybrid"},"counters":{"framesIn":0,"bytesIn":0,"framesOut":0,"bytesOut":0,"drops":[]}}]}"#,
-         "ports[0].vlanPolicy.mode", "unknown VLAN mode 'hybrid' (expected one of: access, trunk)"),
+         "ports[0].vlanPolicy.mode", "unknown VLAN mode 'hybrid' (expected one of: access, trunk, untagged)"),
         (#"{"ok":true,"ports":[{"id":1,"name":"a","friendlyName":"","type":"internal","state":"created","vlanPolicy":{"mode":"trunk","allowed":[10,5000]},"counters":{"framesIn":0,"bytesIn":0,"framesOut":0,"bytesOut":0,"drops":[]}}]}"#,
          "ports[0].vlanPolicy.allowed[1]", "VLAN 5000 is out of range 1..4094"),
         (#"{"ok":true,"fdb":[{"mac":"52:54:00:zz:00:01","portId":1,"portName":"a","ageSeconds":0,"isStatic":false}]}"#,
