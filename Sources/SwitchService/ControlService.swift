@@ -4,11 +4,6 @@ import Foundation
 import Logging
 import StateStore
 
-/// Version of tapswitchd.
-public enum TapswitchVersion {
-    public static let current = "0.1.0"
-}
-
 /// Owns the control-plane state: runs requests against the backend one mutation at a time and
 /// records the resulting VMs and ports in the state store after every change.
 ///

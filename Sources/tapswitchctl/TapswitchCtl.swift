@@ -49,7 +49,7 @@ struct TapswitchCtl: ParsableCommand {
         e.g. a veto by an extension); 2 bad command line; 3 the daemon is not reachable \
         ("cannot connect to tapswitchd at PATH: ...") or the connection broke.
         """,
-        version: "0.1.0",
+        version: TapswitchVersion.current,
         subcommands: [VMCommand.self, PortCommand.self, ShowCommand.self, FDBCommand.self, EventsCommand.self,
                       ExtensionsCommand.self, VersionCommand.self]
     )
