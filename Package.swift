@@ -70,7 +70,7 @@ let package = Package(
         ),
         .target(
             name: "ControlServer",
-            dependencies: ["ControlProtocol", "SwitchService", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["ControlProtocol", "ServiceSupport", "SwitchService", .product(name: "Logging", package: "swift-log")]
         ),
         .target(
             name: "TapswitchDaemon",
@@ -103,7 +103,7 @@ let package = Package(
             name: "DaemonTests",
             dependencies: [
                 "TapswitchDaemon", "ControlServer", "DaemonConfig", "ServiceSupport", "StateStore", "SwitchService",
-                "ControlProtocol", "FakeVM", "TestSupport",
+                "ControlProtocol", "FakeVM", "SwitchCore", "TestSupport",
             ]
         ),
         .testTarget(name: "QEMUTests", dependencies: ["ControlProtocol", "TestSupport"]),

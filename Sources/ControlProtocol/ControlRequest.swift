@@ -139,11 +139,14 @@ public struct ControlResponse: Codable, Sendable, Equatable {
     public var event: SwitchEvent?
     public var ports: [PortInfo]?
     public var version: VersionInfo?
+    /// `vm stop` / `port remove`: ports whose removal waits for references to drain (NIC_DISCONNECT
+    /// is done; NIC_DELETE ... PORT_DELETE follow by themselves and show up as events).
+    public var pending: [String]?
 
     public init(ok: Bool = true, error: String? = nil, code: SwitchError.Code? = nil, vetoingExtension: String? = nil,
                 vetoReason: String? = nil, snapshot: SwitchSnapshot? = nil, fdb: [FDBEntry]? = nil,
                 extensions: [ExtensionInfo]? = nil, events: [SwitchEvent]? = nil, event: SwitchEvent? = nil,
-                ports: [PortInfo]? = nil, version: VersionInfo? = nil) {
+                ports: [PortInfo]? = nil, version: VersionInfo? = nil, pending: [String]? = nil) {
         self.ok = ok
         self.error = error
         self.code = code
@@ -156,6 +159,7 @@ public struct ControlResponse: Codable, Sendable, Equatable {
         self.event = event
         self.ports = ports
         self.version = version
+        self.pending = pending
     }
 
     /// A failed request, carrying the error's code (and veto) to the client.

@@ -1,7 +1,7 @@
 import ControlProtocol
 import Foundation
-import Glibc
 import Logging
+import ServiceSupport
 import SwitchService
 import Synchronization
 #if canImport(Glibc)
@@ -19,8 +19,9 @@ import Glibc
 /// - One accept thread blocks in `poll` on the listening socket and a wake-up pipe (``stop()``
 ///   writes to the pipe; nothing else closes the listening fd while the thread may use it).
 /// - One thread per connection does blocking I/O on that connection's fd only, and reaches the
-///   async world through ``blockingAwait(_:)`` (a semaphore; safe because these are our own threads,
-///   never the cooperative pool).
+///   async world through `blockingAwait` (a semaphore; safe because these are our own threads,
+///   never the cooperative pool), whose work runs on ``DaemonExecutor``: answering never needs a
+///   free cooperative-pool thread.
 /// - `state` (open connection fds, the allowed group, the stopping flag) sits behind a `Mutex`.
 ///   ``stop()`` shuts down every open connection fd so their threads wake up and close them;
 ///   a connection thread is the only one that closes its fd.
@@ -231,7 +232,7 @@ public final class ControlServer: Sendable {
             return
         }
         let outbox = Mutex<(lines: [Data], ended: Bool)>(([], false))
-        let pump = Task {
+        let pump = Task(executorPreference: DaemonExecutor.shared) {
             for await event in sub.live {
                 outbox.withLock { $0.lines.append(Wire.encodeLine(ControlResponse(event: event))) }
                 var b: UInt8 = 1
@@ -275,19 +276,4 @@ public final class ControlServer: Sendable {
             if state.withLock({ $0.stopping }) { return }
         }
     }
-}
-
-/// Runs async work from a plain thread and waits for it.
-///
-/// Only for the server's own threads: blocking a cooperative-pool thread this way could deadlock.
-func blockingAwait<T: Sendable>(_ body: @escaping @Sendable () async -> T) -> T {
-    let done = DispatchSemaphore(value: 0)
-    let box = Mutex<T?>(nil)
-    Task {
-        let v = await body()
-        box.withLock { $0 = v }
-        done.signal()
-    }
-    done.wait()
-    return box.withLock { $0! }
 }

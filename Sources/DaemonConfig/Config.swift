@@ -1,6 +1,5 @@
 import ControlProtocol
 import Foundation
-import Glibc
 import StateStore
 import SwitchExtensions
 
@@ -8,13 +7,16 @@ import SwitchExtensions
 ///
 /// Format: the TOML subset of ``TOMLParser`` with this shape (see `config/tapswitchd.toml`):
 /// `[switch]` (name, unknown_unicast, mac_aging_seconds, mac_table_size, mac_limit_per_port, busy_poll_us),
-/// `[control]` (group), `[extensions]` (enable), `[[internal]]` (name, mac, netns),
+/// `[control]` (group, nic_hold_report_seconds), `[extensions]` (enable), `[[internal]]` (name, mac, netns),
 /// `[[external]]` (device), `[[vm]]` (name) with `[[vm.nic]]` (tap, mac, owner, group, mtu, type, vlan).
 /// Every key is optional except the names (`vm.name`, `vm.nic.tap`, `internal.name`, `external.device`).
 public struct DaemonConfig: Sendable, Equatable {
     public var settings: SwitchSettings
     /// Group allowed to use the control socket (mode 0660); nil means root only.
     public var controlGroup: String?
+    /// A `vm stop` / `port remove` whose NIC is still held by references after this long is
+    /// reported (log and `nic-held` event naming the holders), and again at this interval.
+    public var nicHoldReportSeconds = 30
     /// Enabled extensions, in stack order within each class.
     public var extensions: [String]
     public var internalPorts: [InternalPortSpec]
@@ -44,6 +46,7 @@ public struct DaemonConfig: Sendable, Equatable {
     public static let macAgingRange = 10...1_000_000
     public static let macTableSizeRange = 16...1_000_000
     public static let busyPollRange = 0...1000
+    public static let nicHoldReportRange = 1...86_400
 }
 
 /// All problems found in a config file, one `file:line: message` per line.
@@ -210,7 +213,12 @@ private struct Builder {
 
         if let t = table(root, "switch") { config.settings = buildSwitch(t) }
         if let t = table(root, "control") {
-            checkKeys(t, allowed: ["group"])
+            checkKeys(t, allowed: ["group", "nic_hold_report_seconds"])
+            if let (n, line) = integer(t, "nic_hold_report_seconds") {
+                if DaemonConfig.nicHoldReportRange.contains(n) { config.nicHoldReportSeconds = n } else {
+                    issue(line, "control.nic_hold_report_seconds: \(n) is out of range \(DaemonConfig.nicHoldReportRange.lowerBound)..\(DaemonConfig.nicHoldReportRange.upperBound)")
+                }
+            }
             if let (g, line) = string(t, "group"), !g.isEmpty {
                 if let g = check(line, { () throws(FieldError) in try Validate.principal(g, field: "control.group", what: "group") }) {
                     if loader.groupExists(g) {

@@ -112,6 +112,42 @@ extension SwitchRuntime {
         }
     }
 
+    /// Starts the stop sequence and returns as soon as NIC_DISCONNECT has gone down the stack:
+    /// `pending` is true when references hold the NIC or port, and the rest of the sequence then
+    /// completes by itself when they drain. `deleted` runs (on the packet-loop queue; keep it
+    /// short, no device work) after PORT_DELETE, once the port's fd is closed.
+    public func beginRemovePort(named name: String, deleted: @escaping @Sendable (PortBacking) -> Void) async throws(SwitchError)
+        -> (pending: Bool, backing: PortBacking) {
+        try await onQueueThrowing { () throws(SwitchError) in
+            guard let port = self.sw.port(named: name), let io = self.ports[port.id] else {
+                throw SwitchError(.notFound, "no port named \(name)")
+            }
+            let backing = io.backing
+            let done = try self.sw.removePort(port.id) {
+                // PORT_DELETE done: only now is the driver closed (in-flight frames are finished).
+                io.close()
+                self.forget(io)
+                deleted(backing)
+            }
+            return (!done, backing)
+        }
+    }
+
+    /// Who holds port `name` (its NIC's references by extension, pended frames, port
+    /// references); nil if there is no such port.
+    public func holders(named name: String) async -> PortHolders? {
+        await onQueueAsync { () -> PortHolders? in
+            guard let port = self.sw.port(named: name), let nic = self.sw.nicHolders(of: port.id) else { return nil }
+            return PortHolders(portID: port.id, hasNIC: self.sw.nic(of: port.id) != nil, extensions: nic.extensions,
+                               pendedFrames: nic.pendedFrames, portReferences: self.sw.portReferenceCount(of: port.id))
+        }
+    }
+
+    /// Deletes the VM TAP `name` (after its port is gone).
+    public func deleteTAP(named name: String) throws(SwitchError) {
+        do { try devices.deleteLink(name) } catch { throw SwitchError("port \(name) removed, but deleting its TAP failed: \(error)") }
+    }
+
     // MARK: - Queries
 
     public func snapshot() async -> SwitchSnapshot {
@@ -211,4 +247,15 @@ extension SwitchRuntime {
             return id
         }
     }
+}
+
+/// What keeps a port from being deleted (see ``SwitchRuntime/holders(named:)``).
+public struct PortHolders: Sendable {
+    public let portID: PortID
+    public let hasNIC: Bool
+    /// NIC references by the extension that took them.
+    public let extensions: [String: Int]
+    /// Frames pended by extensions (each holds the NIC until completed).
+    public let pendedFrames: Int
+    public let portReferences: Int
 }

@@ -8,6 +8,9 @@ final class PortRecord {
     var portReferences = 0
     /// ReferenceSwitchNic count plus in-flight (pended) frames: NIC_DELETE waits for zero.
     var nicReferences = 0
+    /// Who holds the ReferenceSwitchNic references among ``nicReferences`` (extension name -> count);
+    /// the rest are pended frames. Diagnostics only: names the holder of a removal that waits.
+    var nicHolders: [String: Int] = [:]
     var nicDeleteDeferred = false
     var portDeleteDeferred = false
     /// Set by ``VirtualSwitch/removePort(_:isRestore:completion:)``: carry on through the stop

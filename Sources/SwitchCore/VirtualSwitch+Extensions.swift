@@ -81,16 +81,25 @@ extension VirtualSwitch {
         }
         let current = stack
         for (k, ext) in current.enumerated() {
+            callbackExtension = ext.name
+            defer { callbackExtension = nil }
             guard case .veto(let reason) = ext.control(request, switch: self) else { continue }
             guard request.kind.isVetoable, ext.extensionClass != .capture else {
                 onDiagnostic?("\(ext.name): \(ext.extensionClass.rawValue) extension vetoed \(request.kind.rawValue), which it may not veto; ignored")
                 continue
             }
             let outcome = ControlOutcome.vetoed(by: ext.name, reason: reason)
-            for above in current[..<k] { above.controlCompleted(request, outcome: outcome, switch: self) }
+            for above in current[..<k] {
+                callbackExtension = above.name
+                above.controlCompleted(request, outcome: outcome, switch: self)
+            }
             return outcome
         }
-        for ext in current { ext.controlCompleted(request, outcome: .completed, switch: self) }
+        for ext in current {
+            callbackExtension = ext.name
+            ext.controlCompleted(request, outcome: .completed, switch: self)
+        }
+        callbackExtension = nil
         return .completed
     }
 

@@ -48,6 +48,8 @@ public final class VirtualSwitch {
     var stack: [any SwitchExtension] = []
     var forwardingIndex: Int? = nil
     var controlBusy = false
+    /// The extension whose control callback is running: a NIC reference taken there is its.
+    var callbackExtension: String?
     /// True while a batch is in the stack: lifecycle steps wait until it is done.
     var inBatch = false
     /// A reference drained while a control callback or a batch was running: settle deletes after it.
@@ -372,19 +374,36 @@ public final class VirtualSwitch {
     // MARK: - References
 
     /// ReferenceSwitchNic: allowed only while the NIC is connected. NIC_DELETE waits for the matching
-    /// ``dereferenceNIC(on:)``.
-    public func referenceNIC(on port: PortID) throws(SwitchError) {
+    /// ``dereferenceNIC(on:holder:)``. `holder` names who holds it (shown when a removal waits on
+    /// it); taken inside an extension's control callback, it defaults to that extension.
+    public func referenceNIC(on port: PortID, holder: String? = nil) throws(SwitchError) {
         let r = try record(port, for: "NIC reference")
         guard r.nic?.state == .connected else {
             throw SwitchError(.invalidState, "NIC reference refused for port \(describe(r)): NIC is \(r.nic?.state.rawValue ?? "absent"), not connected")
         }
         r.nicReferences += 1
+        r.nicHolders[holder ?? callbackExtension ?? "unnamed", default: 0] += 1
     }
 
-    public func dereferenceNIC(on port: PortID) throws(SwitchError) {
+    public func dereferenceNIC(on port: PortID, holder: String? = nil) throws(SwitchError) {
         let r = try record(port, for: "NIC dereference")
         guard r.nicReferences > 0 else { throw SwitchError(.invalidState, "NIC dereference for port \(describe(r)): no reference is held") }
+        // Attribute the release to the named holder when it has one, else to any holder.
+        let key = holder ?? callbackExtension ?? "unnamed"
+        if let held = r.nicHolders[key], held > 0 {
+            r.nicHolders[key] = held == 1 ? nil : held - 1
+        } else if let any = r.nicHolders.first(where: { $0.value > 0 }) {
+            r.nicHolders[any.key] = any.value == 1 ? nil : any.value - 1
+        }
         releaseNICReference(r)
+    }
+
+    /// Who holds a port's NIC: extensions by name with their reference counts, and the number of
+    /// pended frames (in-flight references). nil for an unknown port.
+    public func nicHolders(of port: PortID) -> (extensions: [String: Int], pendedFrames: Int)? {
+        guard let r = records[port] else { return nil }
+        let named = r.nicHolders.values.reduce(0, +)
+        return (r.nicHolders, max(0, r.nicReferences - named))
     }
 
     /// ReferenceSwitchPort: allowed while the port is not tearing down. PORT_DELETE waits for the

@@ -61,13 +61,13 @@ public actor ControlService {
         case .vmStart(let spec):
             return await serially { await result { () async throws(SwitchError) in ControlResponse(ports: try await startVM(spec)) } }
         case .vmStop(let name):
-            return await serially { await result { () async throws(SwitchError) in try await stopVM(name); return ControlResponse() } }
+            return await serially { await result { () async throws(SwitchError) in ControlResponse(pending: try await stopVM(name)) } }
         case .portAddInternal(let spec):
             return await serially { await result { () async throws(SwitchError) in ControlResponse(ports: [try await addInternal(spec)]) } }
         case .portAddExternal(let spec):
             return await serially { await result { () async throws(SwitchError) in ControlResponse(ports: [try await addExternal(spec)]) } }
         case .portRemove(let name):
-            return await serially { await result { () async throws(SwitchError) in try await removePort(name); return ControlResponse() } }
+            return await serially { await result { () async throws(SwitchError) in ControlResponse(pending: try await removePort(name)) } }
         }
     }
 
@@ -94,18 +94,20 @@ public actor ControlService {
             try store.save(records)
         } catch {
             records.vms.removeAll { $0.name == spec.name }
-            try? await backend.stopVM(named: spec.name)
+            _ = try? await backend.stopVM(named: spec.name)
             throw SwitchError(error.code, "VM '\(spec.name)' was not started: cannot record state: \(error.message)")
         }
         logger.notice("VM started", metadata: ["vm": "\(spec.name)", "nics": "\(spec.nics.map(\.tap).joined(separator: ","))"])
         return ports
     }
 
-    private func stopVM(_ name: String) async throws(SwitchError) {
-        try await backend.stopVM(named: name)
+    /// Answers once NIC_DISCONNECT is done for every NIC; returns the TAPs whose removal is pending.
+    private func stopVM(_ name: String) async throws(SwitchError) -> [String]? {
+        let pending = try await backend.stopVM(named: name)
         records.vms.removeAll { $0.name == name }
         try saveAfterRemoval("VM '\(name)'")
-        logger.notice("VM stopped", metadata: ["vm": "\(name)"])
+        logger.notice("VM stopped", metadata: ["vm": "\(name)", "pending": "\(pending.joined(separator: ","))"])
+        return pending.isEmpty ? nil : pending
     }
 
     private func addInternal(_ spec: InternalPortSpec) async throws(SwitchError) -> PortInfo {
@@ -117,7 +119,7 @@ public actor ControlService {
             try store.save(records)
         } catch {
             records.internalPorts.removeAll { $0.name == spec.name }
-            try? await backend.removePort(named: spec.name)
+            _ = try? await backend.removePort(named: spec.name)
             throw SwitchError(error.code, "port '\(spec.name)' was not added: cannot record state: \(error.message)")
         }
         logger.notice("internal port added", metadata: ["port": "\(spec.name)"])
@@ -131,19 +133,20 @@ public actor ControlService {
             try store.save(records)
         } catch {
             records.externalPorts.removeAll { $0.device == spec.device }
-            try? await backend.removePort(named: spec.device)
+            _ = try? await backend.removePort(named: spec.device)
             throw SwitchError(error.code, "port '\(spec.device)' was not added: cannot record state: \(error.message)")
         }
         logger.notice("external port added", metadata: ["port": "\(spec.device)"])
         return port
     }
 
-    private func removePort(_ name: String) async throws(SwitchError) {
-        try await backend.removePort(named: name)
+    private func removePort(_ name: String) async throws(SwitchError) -> [String]? {
+        let pending = try await backend.removePort(named: name)
         records.internalPorts.removeAll { $0.name == name }
         records.externalPorts.removeAll { $0.device == name }
         try saveAfterRemoval("port '\(name)'")
-        logger.notice("port removed", metadata: ["port": "\(name)"])
+        logger.notice("port removed", metadata: ["port": "\(name)", "pending": "\(pending)"])
+        return pending ? [name] : nil
     }
 
     /// The device is gone already; failing to record that only matters at the next restart.

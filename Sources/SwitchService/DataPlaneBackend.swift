@@ -26,14 +26,61 @@ public actor DataPlaneBackend: SwitchBackend {
     private var vms: [String: VMSpec] = [:]
     private var internals: [String: InternalPortSpec] = [:]
     private var externals: [String: ExternalPortSpec] = [:]
+    /// Ports whose removal waits for references (TAP name -> when it started, whether the TAP
+    /// goes when PORT_DELETE completes).
+    private var pendingRemovals: [String: PendingRemoval] = [:]
+    private var holdReportAfter: Duration = .seconds(30)
     private let started = Date()
 
-    public init(logger: Logger = Logger(label: "tapswitch.backend")) { self.logger = logger }
+    private struct PendingRemoval {
+        var since: ContinuousClock.Instant
+        var deleteTAP: Bool
+        var vm: String?
+        var reporter: Task<Void, Never>?
+        /// Tells this removal's completion from that of an earlier port with the same name.
+        var token: UInt64
+    }
+    private var nextRemovalToken: UInt64 = 0
+
+    /// The extensions this backend can enable, in their default order.
+    private let offered: [ExtensionFactory]
+
+    /// An extension the backend can enable by name.
+    public struct ExtensionFactory: Sendable {
+        public let name: String
+        public let extensionClass: ExtensionClass
+        public let summary: String
+        public let make: @Sendable () -> any SwitchExtension
+
+        public init(name: String, extensionClass: ExtensionClass, summary: String, make: @escaping @Sendable () -> any SwitchExtension) {
+            self.name = name
+            self.extensionClass = extensionClass
+            self.summary = summary
+            self.make = make
+        }
+    }
+
+    /// The extensions shipped with tapswitch.
+    public static let shippedExtensions: [ExtensionFactory] = BuiltinExtensions.all.map {
+        ExtensionFactory(name: $0.name, extensionClass: $0.extensionClass, summary: $0.summary, make: $0.make)
+    }
+
+    /// - Parameter extensions: what can be enabled (the shipped ones; tests add their own).
+    public init(logger: Logger = Logger(label: "tapswitch.backend"), extensions: [ExtensionFactory] = DataPlaneBackend.shippedExtensions) {
+        self.logger = logger
+        offered = extensions
+    }
 
     public nonisolated func availableExtensions() -> [ExtensionDescriptor] {
-        BuiltinExtensions.all.map {
+        offered.map {
             ExtensionDescriptor(name: $0.name, class: $0.extensionClass, summary: $0.summary)
         }
+    }
+
+    /// Runs `body` on the switch, between two batches (tests and diagnostics).
+    package func withSwitch<T: Sendable>(_ body: @escaping @Sendable (VirtualSwitch) -> T) async -> T? {
+        guard let rt = runtime else { return nil }
+        return await rt.withSwitch(body)
     }
 
     public func configure(_ settings: SwitchSettings, extensions: [String]) async throws(BackendError) {
@@ -70,8 +117,8 @@ public actor DataPlaneBackend: SwitchBackend {
     private func enable(_ names: [String]) async throws(BackendError) {
         let rt = try running()
         for name in names {
-            guard let entry = BuiltinExtensions.all.first(where: { $0.name == name }) else {
-                throw BackendError(.invalidArgument, "unknown extension '\(name)' (available: \(BuiltinExtensions.all.map(\.name).joined(separator: ", ")))")
+            guard let entry = offered.first(where: { $0.name == name }) else {
+                throw BackendError(.invalidArgument, "unknown extension '\(name)' (available: \(offered.map(\.name).joined(separator: ", ")))")
             }
             do { try await rt.enableExtension(entry.make) } catch {
                 throw error.context("cannot enable extension '\(name)'")
@@ -89,6 +136,9 @@ public actor DataPlaneBackend: SwitchBackend {
     private func startVM(_ spec: VMSpec, restore: Bool) async throws(BackendError) -> [PortInfo] {
         let rt = try running()
         if vms[spec.name] != nil { throw BackendError(.exists, "VM '\(spec.name)' is already running") }
+        for nic in spec.nics where pendingRemovals[nic.tap] != nil {
+            throw BackendError(.exists, "TAP '\(nic.tap)' is still being removed (references hold its NIC; see 'tapswitchctl events')")
+        }
         var created: [String] = []
         var resolved = spec
         for (i, nic) in spec.nics.enumerated() {
@@ -112,18 +162,88 @@ public actor DataPlaneBackend: SwitchBackend {
         return created.compactMap { tap in snapshot.ports.first { $0.name == tap } }
     }
 
-    public func stopVM(named name: String) async throws(BackendError) {
+    public func stopVM(named name: String) async throws(BackendError) -> [String] {
         let rt = try running()
         guard let spec = vms[name] else { throw BackendError(.notFound, "no running VM named '\(name)'") }
         var failures: [String] = []
+        var pending: [String] = []
         for nic in spec.nics {
-            do { try await rt.removePort(named: nic.tap) } catch {
+            do throws(BackendError) {
+                if try await beginRemoval(nic.tap, runtime: rt, deleteTAP: true, vm: name) { pending.append(nic.tap) }
+            } catch {
                 // A TAP deleted by hand already took its port with it.
                 if error.code != .notFound { failures.append(error.message) }
             }
         }
         vms[name] = nil
         if !failures.isEmpty { throw BackendError(.system, failures.joined(separator: "; ")) }
+        return pending
+    }
+
+    /// Starts the stop sequence of one port and returns once NIC_DISCONNECT has gone down the
+    /// stack: true when references hold the rest, which then completes by itself
+    /// (``removalFinished(_:)``), reported every `holdReportAfter` while it waits.
+    private func beginRemoval(_ name: String, runtime rt: SwitchRuntime, deleteTAP: Bool, vm: String?) async throws(BackendError) -> Bool {
+        let started = ContinuousClock.now
+        nextRemovalToken += 1
+        let token = nextRemovalToken
+        let deleted: @Sendable (PortBacking) -> Void = { [self] _ in
+            // On the packet-loop queue: hop off it before any device work.
+            Task(executorPreference: DaemonExecutor.shared) { await self.removalFinished(name, token: token) }
+        }
+        let (pending, backing) = try await rt.beginRemovePort(named: name, deleted: deleted)
+        let dropTAP = deleteTAP && backing == .vmTAP
+        if !pending {
+            if dropTAP { try rt.deleteTAP(named: name) }
+            return false
+        }
+        // No suspension between the answer above and this entry: `removalFinished` runs on this
+        // actor and finds it.
+        let reporter = Task(executorPreference: DaemonExecutor.shared) { [holdReportAfter] in
+            while !Task.isCancelled {
+                do { try await Task.sleep(for: holdReportAfter) } catch { return }
+                await self.reportHeld(name)
+            }
+        }
+        pendingRemovals[name] = PendingRemoval(since: started, deleteTAP: dropTAP, vm: vm, reporter: reporter, token: token)
+        logger.notice("removal pending: references hold the NIC", metadata: ["port": "\(name)"])
+        return true
+    }
+
+    /// PORT_DELETE completed for a port whose removal was pending: delete its TAP now.
+    private func removalFinished(_ name: String, token: UInt64) {
+        guard let p = pendingRemovals[name], p.token == token else { return }
+        pendingRemovals[name] = nil
+        p.reporter?.cancel()
+        var meta: Logger.Metadata = ["port": "\(name)", "waited": "\(ContinuousClock.now - p.since)"]
+        if let vm = p.vm { meta["vm"] = "\(vm)" }
+        if p.deleteTAP, let rt = runtime {
+            do throws(SwitchError) { try rt.deleteTAP(named: name) } catch {
+                logger.error("pending removal finished, but the TAP could not be deleted", metadata: meta.merging(["error": "\(error.message)"]) { $1 })
+                return
+            }
+        }
+        logger.notice("pending removal finished", metadata: meta)
+    }
+
+    /// Logs and publishes who still holds a pending removal.
+    private func reportHeld(_ name: String) async {
+        guard let p = pendingRemovals[name], let rt = runtime else { return }
+        let waited = ContinuousClock.now - p.since
+        guard let hold = await rt.holders(named: name), pendingRemovals[name] != nil else { return }
+        var parts = hold.extensions.sorted { $0.key < $1.key }.map { "\($0.key) (\($0.value) NIC reference\($0.value == 1 ? "" : "s"))" }
+        if hold.pendedFrames > 0 { parts.append("\(hold.pendedFrames) pended frame\(hold.pendedFrames == 1 ? "" : "s")") }
+        if hold.portReferences > 0 { parts.append("\(hold.portReferences) port reference\(hold.portReferences == 1 ? "" : "s")") }
+        let ms = waited.components.seconds * 1000 + waited.components.attoseconds / 1_000_000_000_000_000
+        let detail = "removal waiting \(ms / 1000).\(ms % 1000 / 100) s, held by: \(parts.isEmpty ? "unknown" : parts.joined(separator: ", "))"
+        var meta: Logger.Metadata = ["port": "\(name)", "detail": "\(detail)"]
+        if let vm = p.vm { meta["vm"] = "\(vm)" }
+        logger.warning("NIC still held: removal cannot complete", metadata: meta)
+        hub.publish(.nicHeld, portId: hold.portID, portName: name, nicIndex: hold.hasNIC ? 0 : nil, vmName: p.vm, detail: detail)
+    }
+
+    public func setNICHoldReport(seconds: Double) async {
+        holdReportAfter = .milliseconds(Int64(max(0.001, seconds) * 1000))
     }
 
     // MARK: - Internal and external ports
@@ -148,7 +268,7 @@ public actor DataPlaneBackend: SwitchBackend {
         return try await portInfo(spec.device)
     }
 
-    public func removePort(named name: String) async throws(BackendError) {
+    public func removePort(named name: String) async throws(BackendError) -> Bool {
         let rt = try running()
         if let vm = vms.values.first(where: { $0.nics.contains { $0.tap == name } }) {
             throw BackendError(.invalidState, "port '\(name)' belongs to VM '\(vm.name)'; use 'vm stop \(vm.name)'")
@@ -156,9 +276,10 @@ public actor DataPlaneBackend: SwitchBackend {
         guard internals[name] != nil || externals[name] != nil else {
             throw BackendError(.notFound, "no port named '\(name)'")
         }
-        try await rt.removePort(named: name, deleteDevice: false)
+        let pending = try await beginRemoval(name, runtime: rt, deleteTAP: false, vm: nil)
         internals[name] = nil
         externals[name] = nil
+        return pending
     }
 
     // MARK: - Restart
@@ -209,7 +330,7 @@ public actor DataPlaneBackend: SwitchBackend {
 
     public func extensions() async -> [ControlProtocol.ExtensionInfo] {
         let live = await runtime?.extensions() ?? []
-        return BuiltinExtensions.all.map { e in
+        return offered.map { e in
             let on = live.first { $0.name == e.name }
             return ControlProtocol.ExtensionInfo(name: e.name, class: e.extensionClass,
                                                  enabled: on != nil, position: on?.position, summary: e.summary)
@@ -223,6 +344,12 @@ public actor DataPlaneBackend: SwitchBackend {
     }
 
     public func shutdown() async {
+        if !pendingRemovals.isEmpty {
+            logger.warning("stopping with removals still pending; their TAPs stay", metadata: [
+                "ports": "\(pendingRemovals.keys.sorted().joined(separator: ","))"])
+        }
+        for p in pendingRemovals.values { p.reporter?.cancel() }
+        pendingRemovals.removeAll()
         await runtime?.shutdown()
         hub.finish()
     }

@@ -91,11 +91,14 @@ public actor InMemoryBackend: SwitchBackend {
         return created.compactMap { ports[$0] }
     }
 
-    public func stopVM(named name: String) async throws(SwitchError) {
+    public func stopVM(named name: String) async throws(SwitchError) -> [String] {
         let ids = ports.values.filter { $0.nic?.vmName == name }.map(\.id).sorted()
         guard !ids.isEmpty else { throw SwitchError(.notFound, "no running VM named '\(name)'") }
         for id in ids { teardown(portId: id) }
+        return []
     }
+
+    public func setNICHoldReport(seconds: Double) async {}
 
     /// The full removal sequence for one port; no veto is possible on the way down.
     private func teardown(portId id: PortID) {
@@ -163,12 +166,13 @@ public actor InMemoryBackend: SwitchBackend {
         return port
     }
 
-    public func removePort(named name: String) async throws(SwitchError) {
+    public func removePort(named name: String) async throws(SwitchError) -> Bool {
         guard let port = port(named: name) else { throw SwitchError(.notFound, "no port named '\(name)'") }
         if let vm = port.nic?.vmName {
             throw SwitchError(.invalidState, "port '\(name)' belongs to VM '\(vm)'; use 'vm stop \(vm)'")
         }
         teardown(portId: port.id)
+        return false
     }
 
     // MARK: - Restart

@@ -46,13 +46,21 @@ public protocol SwitchBackend: Sendable {
     func startVM(_ spec: VMSpec) async throws(SwitchError) -> [PortInfo]
 
     /// VM stop: for each NIC, NIC_DISCONNECT (if connected), drain, NIC_DELETE, PORT_TEARDOWN,
-    /// PORT_DELETE, then the TAP is removed.
-    func stopVM(named name: String) async throws(SwitchError)
+    /// PORT_DELETE, then the TAP is removed. Returns once NIC_DISCONNECT has gone down the stack
+    /// for every NIC: the TAPs it returns are still held by references, and the rest of their
+    /// sequence completes by itself (published as events; a hold longer than
+    /// ``setNICHoldReport(seconds:)`` is reported, naming the holders).
+    func stopVM(named name: String) async throws(SwitchError) -> [String]
 
     func addInternalPort(_ spec: InternalPortSpec) async throws(SwitchError) -> PortInfo
     func addExternalPort(_ spec: ExternalPortSpec) async throws(SwitchError) -> PortInfo
-    /// Removes an internal or external port by name (VM ports go with ``stopVM(named:)``).
-    func removePort(named name: String) async throws(SwitchError)
+    /// Removes an internal or external port by name (VM ports go with ``stopVM(named:)``). Like
+    /// ``stopVM(named:)``, answers once NIC_DISCONNECT is done; true when the rest is pending.
+    func removePort(named name: String) async throws(SwitchError) -> Bool
+
+    /// How long a removal may wait for references before it is reported (log and a `nic-held`
+    /// event naming the holders, repeated at that interval while it waits).
+    func setNICHoldReport(seconds: Double) async
 
     func snapshot() async -> SwitchSnapshot
     func fdb() async -> [FDBEntry]
@@ -67,7 +75,8 @@ public protocol SwitchBackend: Sendable {
     /// lock-free; call it from the DataPlane's queue.
     func startHeartbeat(_ heartbeat: Heartbeat) async
 
-    /// Stops the packet loop and ends event streams. Leaves TAPs and ports in place.
+    /// Stops the packet loop and ends event streams. Leaves TAPs and ports in place (also those
+    /// whose removal was still pending).
     func shutdown() async
 }
 

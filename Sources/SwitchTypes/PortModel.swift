@@ -84,4 +84,7 @@ public enum EventKind: String, Sendable, CaseIterable {
     case nicUpdated = "nic-updated"
     case portUpdated = "port-updated"
     case veto
+    /// Not a lifecycle step: a removal still waits for references after the configured time
+    /// (the daemon reports it; `detail` names the holders).
+    case nicHeld = "nic-held"
 }

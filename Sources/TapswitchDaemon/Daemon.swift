@@ -2,7 +2,6 @@ import ControlProtocol
 import ControlServer
 import DaemonConfig
 import Foundation
-import Glibc
 import Logging
 import ServiceSupport
 import StateStore
@@ -21,15 +20,18 @@ public struct DaemonOptions: Sendable {
     public var checkConfigOnly: Bool
     /// Seconds a control client has to send its request line.
     public var requestTimeout: Double
+    /// Seconds SIGTERM/SIGINT may take to stop; then the process exits anyway (status 1).
+    public var shutdownTimeout: Double
 
     public init(configPath: String, socketPath: String = Wire.defaultSocketPath, stateDirectory: String = DaemonOptions.defaultStateDirectory,
-                logLevel: LogLevelName = .info, checkConfigOnly: Bool = false, requestTimeout: Double = 5) {
+                logLevel: LogLevelName = .info, checkConfigOnly: Bool = false, requestTimeout: Double = 5, shutdownTimeout: Double = 10) {
         self.configPath = configPath
         self.socketPath = socketPath
         self.stateDirectory = stateDirectory
         self.logLevel = logLevel
         self.checkConfigOnly = checkConfigOnly
         self.requestTimeout = requestTimeout
+        self.shutdownTimeout = shutdownTimeout
     }
 
     public static let defaultStateDirectory = "/var/lib/tapswitch"
@@ -108,8 +110,9 @@ public struct Daemon: Sendable {
             Self.printError("tapswitchd: cannot create switch '\(config.settings.name)': \(error.message)")
             return DaemonExitCode.failure
         }
+        await backend.setNICHoldReport(seconds: Double(config.nicHoldReportSeconds))
         let events = await backend.subscribeEvents()
-        let eventLog = Task { [logger] in
+        let eventLog = Task(executorPreference: DaemonExecutor.shared) { [logger] in
             for await e in events.live {
                 logger.info("\(e.kind.rawValue)", metadata: eventMetadata(e))
             }
@@ -166,16 +169,27 @@ public struct Daemon: Sendable {
             case .terminate(let sig):
                 logger.notice("stopping (leaving TAPs and VMs in place)", metadata: ["signal": "\(sig == SIGTERM ? "SIGTERM" : "SIGINT")"])
                 notifier.stopping(status: "stopping")
-                server.stop()
-                await backend.shutdown()
+                await stop(server: server, backend: backend, logger: logger)
                 return DaemonExitCode.success
             case .reload:
                 config = await reload(current: config, loader: loader, service: service, server: server, notifier: notifier, logger: logger)
             }
         }
+        await stop(server: server, backend: backend, logger: logger)
+        return DaemonExitCode.success
+    }
+
+    /// Stops the server and the switch within ``DaemonOptions/shutdownTimeout``, else exits anyway:
+    /// a wedged packet loop or extension must not keep a stopping daemon (and systemd) waiting.
+    private func stop(server: ControlServer, backend: any SwitchBackend, logger: Logger) async {
+        let timeout = options.shutdownTimeout
+        let deadline = ShutdownDeadline(seconds: timeout) { [logger] in
+            logger.critical("shutdown did not finish within \(timeout) s; exiting anyway (TAPs and VMs stay)")
+            exit(DaemonExitCode.failure)
+        }
         server.stop()
         await backend.shutdown()
-        return DaemonExitCode.success
+        deadline.disarm()
     }
 
     /// SIGHUP: re-read the config; on error keep the old one. Applies switch settings and starts
@@ -197,6 +211,9 @@ public struct Daemon: Sendable {
             } catch {
                 logger.error("reload: cannot apply switch settings", metadata: ["error": "\(error.message)"])
             }
+        }
+        if new.nicHoldReportSeconds != current.nicHoldReportSeconds {
+            await service.backend.setNICHoldReport(seconds: Double(new.nicHoldReportSeconds))
         }
         if new.controlGroup != current.controlGroup {
             do {

@@ -82,8 +82,12 @@ struct PortRemove: ParsableCommand {
     }
 
     func run() throws {
-        _ = try call(.portRemove(name: name), globals)
-        if globals.json { printJSON(["removed": name]) } else { print("removed port \(name)") }
+        let response = try call(.portRemove(name: name), globals)
+        if globals.json {
+            printJSON(RemovalAnswer(removed: name, pending: response.pending ?? []))
+        } else {
+            print("removed port \(name)" + pendingNote(response.pending))
+        }
     }
 }
 
@@ -95,4 +99,18 @@ func printPorts(_ ports: [PortInfo], verb: String, json: Bool) {
     for p in ports {
         print("\(verb) \(p.name) (port \(p.id)\(p.mac.map { ", mac \($0)" } ?? "")\(p.netns.map { ", netns \($0)" } ?? ""))")
     }
+}
+
+/// `vm stop` / `port remove --json`.
+struct RemovalAnswer: Encodable {
+    var stopped: String?
+    var removed: String?
+    /// Ports whose NIC_DELETE ... PORT_DELETE wait for references to drain.
+    var pending: [String]
+}
+
+/// " (removal pending: ...)" when references still hold some of the ports.
+func pendingNote(_ pending: [String]?) -> String {
+    guard let pending, !pending.isEmpty else { return "" }
+    return " (removal pending: \(pending.joined(separator: ", ")) held by references; completes by itself, see 'tapswitchctl events')"
 }

@@ -104,11 +104,11 @@ struct VMStop: ParsableCommand {
     }
 
     func run() throws {
-        _ = try call(.vmStop(name: vm), globals)
+        let response = try call(.vmStop(name: vm), globals)
         if globals.json {
-            printJSON(["stopped": vm])
+            printJSON(RemovalAnswer(stopped: vm, pending: response.pending ?? []))
         } else {
-            print("stopped VM \(vm)")
+            print("stopped VM \(vm)" + pendingNote(response.pending))
         }
     }
 }

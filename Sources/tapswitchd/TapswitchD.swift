@@ -49,12 +49,19 @@ struct TapswitchD: AsyncParsableCommand {
         "Seconds a control client has to send its request line.", valueName: "seconds"))
     var requestTimeout: Double = 5
 
+    @Option(name: .customLong("shutdown-timeout"), help: ArgumentHelp(
+        "Seconds SIGTERM/SIGINT may take to stop the daemon; then it exits anyway with status 1.", valueName: "seconds"))
+    var shutdownTimeout: Double = 10
+
     func validate() throws {
         guard LogLevelName(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level: '\(logLevel)' is not one of: \(LogLevelName.allCases.map(\.rawValue).joined(separator: ", "))")
         }
         guard requestTimeout > 0, requestTimeout <= 3600 else {
             throw ValidationError("--request-timeout: \(requestTimeout) is out of range (0, 3600]")
+        }
+        guard shutdownTimeout > 0, shutdownTimeout <= 3600 else {
+            throw ValidationError("--shutdown-timeout: \(shutdownTimeout) is out of range (0, 3600]")
         }
         if socket.isEmpty { throw ValidationError("--socket: must not be empty") }
         if stateDir.isEmpty { throw ValidationError("--state-dir: must not be empty") }
@@ -67,11 +74,14 @@ struct TapswitchD: AsyncParsableCommand {
             stateDirectory: stateDir,
             logLevel: LogLevelName(rawValue: logLevel) ?? .info,
             checkConfigOnly: checkConfig,
-            requestTimeout: requestTimeout)
+            requestTimeout: requestTimeout,
+            shutdownTimeout: shutdownTimeout)
         // The real data plane, unless TAPSWITCH_BACKEND=in-memory asks for the device-free backend
         // (used by the unprivileged control-path tests).
         let inMemory = ProcessInfo.processInfo.environment["TAPSWITCH_BACKEND"] == "in-memory"
-        let code = await Daemon(options: options, makeBackend: { inMemory ? InMemoryBackend() as any SwitchBackend : DataPlaneBackend() }).run()
+        let daemon = Daemon(options: options, makeBackend: { inMemory ? InMemoryBackend() as any SwitchBackend : DataPlaneBackend() })
+        // The daemon's async work runs on its own threads, never waiting for the cooperative pool.
+        let code = await withTaskExecutorPreference(DaemonExecutor.shared) { await daemon.run() }
         if code != 0 { throw ExitCode(code) }
     }
 
