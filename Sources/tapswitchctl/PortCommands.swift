@@ -84,7 +84,7 @@ struct PortRemove: ParsableCommand {
     func run() throws {
         let response = try call(.portRemove(name: name), globals)
         if globals.json {
-            printJSON(RemovalAnswer(removed: name, pending: response.pending ?? []))
+            printJSON(RemovalAnswer(removed: name, pending: response.pending))
         } else {
             print("removed port \(name)" + pendingNote(response.pending))
         }
@@ -105,8 +105,8 @@ func printPorts(_ ports: [PortInfo], verb: String, json: Bool) {
 struct RemovalAnswer: Encodable {
     var stopped: String?
     var removed: String?
-    /// Ports whose NIC_DELETE ... PORT_DELETE wait for references to drain.
-    var pending: [String]
+    /// Ports whose NIC_DELETE ... PORT_DELETE wait for references to drain; absent when none.
+    var pending: [String]?
 }
 
 /// " (removal pending: ...)" when references still hold some of the ports.

@@ -106,7 +106,7 @@ struct VMStop: ParsableCommand {
     func run() throws {
         let response = try call(.vmStop(name: vm), globals)
         if globals.json {
-            printJSON(RemovalAnswer(stopped: vm, pending: response.pending ?? []))
+            printJSON(RemovalAnswer(stopped: vm, pending: response.pending))
         } else {
             print("stopped VM \(vm)" + pendingNote(response.pending))
         }

@@ -58,6 +58,7 @@ struct ConfigTests {
             ]
             [control]
             group = "kvm"
+            nic_hold_report_seconds = 5
             [[vm]]
             name = "a"
               [[vm.nic]]
@@ -67,6 +68,8 @@ struct ConfigTests {
         #expect(c.settings.macTableSize == 10_000)
         #expect(c.extensions == ["monitor", "duplicate-mac-guard"])
         #expect(c.controlGroup == "kvm")
+        #expect(c.nicHoldReportSeconds == 5)
+        #expect(try loader.parse("", file: "e.toml").nicHoldReportSeconds == 30, "the default")
         #expect(c.vms == [VMSpec(name: "a", nics: [NICSpec(tap: "a0")])])
     }
 
@@ -102,6 +105,7 @@ struct ConfigTests {
         ("[switch]\nmac_table_size = 100\nmac_limit_per_port = 101\n", "t.toml:3: switch.mac_limit_per_port: 101 is out of range 1..100 (mac_table_size)"),
         ("[switch]\nname = \"s\"\nbusy_poll_us = 5000\n", "t.toml:3: switch.busy_poll_us: 5000 is out of range 0..1000"),
         ("[control]\ngroup = \"nosuchgroup\"\n", "t.toml:2: control.group: group 'nosuchgroup' does not exist"),
+        ("[control]\nnic_hold_report_seconds = 0\n", "t.toml:2: control.nic_hold_report_seconds: 0 is out of range 1..86400"),
         ("[extensions]\nenable = [\"firewall\"]\n", "t.toml:2: extensions.enable: unknown extension 'firewall' (available: dhcp-guard, duplicate-mac-guard, ip-guard, isolation, mac-limit, mac-spoof-guard, monitor, router-guard)"),
         ("[extensions]\nenable = \"monitor\"\n", "t.toml:2: 'extensions.enable' must be an array of strings, not a string"),
         ("[vm]\nname = \"a\"\n", "t.toml:1: 'vm' is an array of tables: write [[vm]], not [vm]"),

@@ -4,6 +4,8 @@ import Logging
 import Testing
 @testable import ControlServer
 import StateStore
+import Synchronization
+import TestSupport
 @testable import SwitchService
 #if canImport(Glibc)
 import Glibc
@@ -141,6 +143,27 @@ struct ControlServerTests {
         #expect(try await f.ping())
     }
 
+    @Test("requests are answered while every cooperative-pool thread is blocked")
+    func poolBlocked() async throws {
+        let f = try await Fixture()
+        defer { f.close() }
+        // Occupy the whole pool: this test's own thread plus one blocker per remaining pool thread
+        // (extra blockers just queue). Everything below until the release runs synchronously here.
+        let width = ProcessInfo.processInfo.activeProcessorCount
+        let gate = DispatchSemaphore(value: 0)
+        let started = Counter()
+        for _ in 0..<width {
+            Task.detached { @Sendable in
+                started.add()
+                gate.wait()
+            }
+        }
+        defer { for _ in 0..<width { gate.signal() } }
+        try TestSupport.waitUntil("pool threads blocked", timeout: .seconds(10)) { started.value >= width - 1 }
+        let reply = try ControlConnection.roundTrip(.show, path: f.path, timeout: 10)
+        #expect(reply.ok && reply.snapshot != nil)
+    }
+
     @Test("many concurrent clients are all answered")
     func concurrent() async throws {
         let f = try await Fixture()
@@ -183,4 +206,10 @@ struct ControlServerTests {
         #expect(live.map(\.seq) == [3, 4, 5])
         #expect(afterStop == nil, "stop closes following clients")
     }
+}
+
+final class Counter: Sendable {
+    private let count = Mutex(0)
+    func add() { count.withLock { $0 += 1 } }
+    var value: Int { count.withLock { $0 } }
 }

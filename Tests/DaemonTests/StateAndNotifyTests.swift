@@ -4,6 +4,7 @@ import Testing
 @testable import ServiceSupport
 @testable import StateStore
 @testable import SwitchService
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -190,5 +191,21 @@ struct InMemoryBackendTests {
     @Test("unknown extensions are rejected")
     func unknownExtension() async {
         await #expect(throws: SwitchError.self) { try await InMemoryBackend().configure(SwitchSettings(), extensions: ["nope"]) }
+    }
+}
+
+@Suite("Shutdown deadline")
+struct ShutdownDeadlineTests {
+    @Test("fires when not disarmed in time, stays quiet when disarmed")
+    func deadline() async throws {
+        let fired = Counter()
+        _ = ShutdownDeadline(seconds: 0.05) { fired.add() }
+        #expect(try await waitUntil(5) { fired.value == 1 })
+
+        let quiet = Counter()
+        let d = ShutdownDeadline(seconds: 0.05) { quiet.add() }
+        d.disarm()
+        // The same kind of wait that saw the first one fire.
+        #expect(try await !waitUntil(0.3) { quiet.value > 0 })
     }
 }
