@@ -145,7 +145,7 @@ extension SwitchRuntime {
 
     /// Deletes the VM TAP `name` (after its port is gone).
     public func deleteTAP(named name: String) throws(SwitchError) {
-        do { try devices.deleteLink(name) } catch { throw SwitchError("port \(name) removed, but deleting its TAP failed: \(error)") }
+        do { try devices.deleteLink(name) } catch { throw SwitchError("port \(name) removed, but deleting its TAP failed", cause: error) }
     }
 
     // MARK: - Queries
