@@ -95,7 +95,7 @@ struct LifecycleTests {
     @Test("vm stop: removePort runs the stop sequence and deletes the TAP")
     func removePortDeletesTAP() async throws {
         try await withRuntime { rt, log, cleanup in
-            let a = names.name("ra")
+            let a = names.name("rm")
             try await rt.startTestVM(a, mac: mac(0x60), cleanup: cleanup)
             let vm = try FakeVM(tap: a)
             try log.waitFor(.nicConnect, port: a)
