@@ -150,17 +150,17 @@ extension SwitchRuntime {
 
     // MARK: - Queries
 
-    public func snapshot() async -> SwitchSnapshot {
+    public func snapshot() async -> RuntimeSnapshot {
         await onQueueAsync {
             self.collectDeviceStatistics()
             let statuses = self.sw.ports.map { p in
                 var counters = self.sw.counters(of: p.id) ?? PortCounters()
                 if let io = self.ports[p.id] { io.driver.addDeviceDrops(to: &counters) }
                 return PortStatus(port: p, nic: self.sw.nic(of: p.id), counters: counters,
-                           properties: self.sw.properties(of: p.id), device: self.ports[p.id]?.device ?? p.name,
-                           backing: self.ports[p.id]?.backing ?? .vmTAP)
+                           properties: self.sw.properties(of: p.id), device: self.ports[p.id]?.device,
+                           backing: self.ports[p.id]?.backing)
             }
-            return SwitchSnapshot(name: self.sw.configuration.name, ports: statuses, macEntries: self.sw.macTable.count,
+            return RuntimeSnapshot(name: self.sw.configuration.name, ports: statuses, macEntries: self.sw.macTable.count,
                                   injectedFrames: self.sw.injectedFrames, switchDrops: self.sw.switchDropCounters)
         }
     }

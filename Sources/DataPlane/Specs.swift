@@ -39,18 +39,23 @@ public enum PortBacking: Sendable, Equatable {
     case external
 }
 
-/// One port as `show` reports it.
+/// One port as the runtime sees it: the core's view (parameters, NIC, counters, properties, all
+/// shared SwitchCore/SwitchTypes values) plus the device-only facts the core does not know. The
+/// daemon turns it into the wire's `PortInfo`; nothing here duplicates a wire type.
 public struct PortStatus: Sendable {
     public let port: PortParameters
     public let nic: NICParameters?
+    /// Switch counters plus the device's own drops (a full receive ring).
     public let counters: PortCounters
     public let properties: [PortProperty]
-    public let device: String
-    public let backing: PortBacking
+    /// The device behind the port and its kind; nil while the port has no device (it is being
+    /// removed, or its device went away).
+    public let device: String?
+    public let backing: PortBacking?
 }
 
-/// The switch as `show` reports it.
-public struct SwitchSnapshot: Sendable {
+/// The whole runtime at one instant, taken on the packet loop's queue.
+public struct RuntimeSnapshot: Sendable {
     public let name: String
     public let ports: [PortStatus]
     public let macEntries: Int

@@ -396,7 +396,7 @@ public actor DataPlaneBackend: SwitchBackend {
                     currentMAC: n.currentMAC, state: n.state, owner: nicSpec?.owner, group: nicSpec?.group)
         }
         var netns: String?
-        if case .internalTAP(let ns) = p.backing { netns = ns }
+        if case .internalTAP(let ns)? = p.backing { netns = ns }
         return PortInfo(id: p.port.id, name: p.port.name, friendlyName: p.port.friendlyName, type: p.port.type, state: p.port.state,
                         vlanPolicy: vlan, mac: p.nic?.permanentMAC ?? internals[p.port.name]?.mac,
                         netns: netns, nic: nic, counters: p.counters)
