@@ -133,23 +133,6 @@ public struct FDBEntry: Codable, Sendable, Equatable {
     }
 }
 
-public struct ExtensionInfo: Codable, Sendable, Equatable {
-    public var name: String
-    public var `class`: ExtensionClass
-    public var enabled: Bool
-    /// Position within its class in stack order (0 = first on ingress); nil when disabled.
-    public var position: Int?
-    public var summary: String?
-
-    public init(name: String, class: ExtensionClass, enabled: Bool, position: Int?, summary: String? = nil) {
-        self.name = name
-        self.class = `class`
-        self.enabled = enabled
-        self.position = position
-        self.summary = summary
-    }
-}
-
 /// One lifecycle event.
 public struct SwitchEvent: Codable, Sendable, Equatable {
     /// Strictly increasing per daemon run, starting at 1.

@@ -35,16 +35,6 @@ public protocol SwitchExtension: AnyObject {
     var counters: [ExtensionCounter] { get }
 }
 
-/// One counter of an extension (Hyper-V's feature status, reduced to numbers).
-public struct ExtensionCounter: Sendable, Equatable {
-    public let name: String
-    public let value: UInt64
-    public init(_ name: String, _ value: UInt64) {
-        self.name = name
-        self.value = value
-    }
-}
-
 extension SwitchExtension {
     public func attached(to sw: VirtualSwitch) {}
     public func detached(from sw: VirtualSwitch) {}
@@ -53,15 +43,6 @@ extension SwitchExtension {
     public func ingress(_ context: inout IngressContext) {}
     public func egress(_ context: inout EgressContext) {}
     public var counters: [ExtensionCounter] { [] }
-}
-
-/// What `tapswitchctl extensions` shows.
-public struct ExtensionInfo: Sendable, Equatable {
-    public let name: String
-    public let extensionClass: ExtensionClass
-    /// Position in the whole stack, 0 = top.
-    public let position: Int
-    public let counters: [ExtensionCounter]
 }
 
 /// One extension's view of an ingress batch. The operations it may use depend on its class; a

@@ -1,8 +1,13 @@
 extension VirtualSwitch {
-    /// The enabled extensions, top of the stack first.
+    /// The enabled extensions, top of the stack first, each with its position within its class
+    /// (the `position` ``enable(_:position:)`` and ``reorder(_:to:)`` take) and its counters.
     public var extensions: [ExtensionInfo] {
-        stack.enumerated().map { ExtensionInfo(name: $0.element.name, extensionClass: $0.element.extensionClass, position: $0.offset,
-                                                   counters: $0.element.counters) }
+        var inClass: [ExtensionClass: Int] = [:]
+        return stack.map { ext in
+            let position = inClass[ext.extensionClass, default: 0]
+            inClass[ext.extensionClass] = position + 1
+            return ExtensionInfo(name: ext.name, extensionClass: ext.extensionClass, position: position, counters: ext.counters)
+        }
     }
 
     /// Enables an extension. It goes into its class's band of the stack (capture, then filtering,

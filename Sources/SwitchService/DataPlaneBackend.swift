@@ -328,12 +328,13 @@ public actor DataPlaneBackend: SwitchBackend {
         }
     }
 
-    public func extensions() async -> [ControlProtocol.ExtensionInfo] {
+    public func extensions() async -> [ExtensionInfo] {
         let live = await runtime?.extensions() ?? []
         return offered.map { e in
-            let on = live.first { $0.name == e.name }
-            return ControlProtocol.ExtensionInfo(name: e.name, class: e.extensionClass,
-                                                 enabled: on != nil, position: on?.position, summary: e.summary)
+            var info = live.first { $0.name == e.name }
+                ?? ExtensionInfo(name: e.name, extensionClass: e.extensionClass, enabled: false, position: nil)
+            info.summary = e.summary
+            return info
         }
     }
 

@@ -225,7 +225,7 @@ public actor InMemoryBackend: SwitchBackend {
             positions[d.class, default: 0] += 1
         }
         return availableExtensions().map { d in
-            ExtensionInfo(name: d.name, class: d.class, enabled: enabled[d.name] != nil, position: enabled[d.name], summary: d.summary)
+            ExtensionInfo(name: d.name, extensionClass: d.class, enabled: enabled[d.name] != nil, position: enabled[d.name], summary: d.summary)
         }
     }
 

@@ -63,6 +63,39 @@ public enum ExtensionClass: String, Sendable, Comparable, CaseIterable {
     public static func < (a: ExtensionClass, b: ExtensionClass) -> Bool { a.rank < b.rank }
 }
 
+/// One counter of an extension (Hyper-V's feature status, reduced to numbers).
+public struct ExtensionCounter: Sendable, Equatable {
+    public let name: String
+    public let value: UInt64
+    public init(_ name: String, _ value: UInt64) {
+        self.name = name
+        self.value = value
+    }
+}
+
+/// An extension as the switch, the daemon and `tapswitchctl extensions` see it.
+public struct ExtensionInfo: Sendable, Equatable {
+    public var name: String
+    public var extensionClass: ExtensionClass
+    public var enabled: Bool
+    /// Position within its class in stack order (0 = first on ingress); nil when disabled.
+    public var position: Int?
+    /// One line saying what it does (from the registry that offers it); nil when unknown.
+    public var summary: String?
+    /// The extension's counters, in its own stable order; empty when disabled.
+    public var counters: [ExtensionCounter]
+
+    public init(name: String, extensionClass: ExtensionClass, enabled: Bool = true, position: Int?, summary: String? = nil,
+                counters: [ExtensionCounter] = []) {
+        self.name = name
+        self.extensionClass = extensionClass
+        self.enabled = enabled
+        self.position = position
+        self.summary = summary
+        self.counters = counters
+    }
+}
+
 /// What the built-in forwarding does with unicast frames to an address it has not learned.
 public enum UnknownUnicastPolicy: String, Sendable, CaseIterable {
     /// Flood to every connected NIC in the VLAN except the source (Linux bridge behaviour).

@@ -109,6 +109,42 @@ extension PortCounters: Codable {
     }
 }
 
+extension ExtensionCounter: Codable {
+    /// `{"name": "dropped", "value": 3}`.
+    private enum Keys: String, CodingKey { case name, value }
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: Keys.self)
+        self.init(try c.decode(String.self, forKey: .name), try c.decode(UInt64.self, forKey: .value))
+    }
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: Keys.self)
+        try c.encode(name, forKey: .name)
+        try c.encode(value, forKey: .value)
+    }
+}
+
+extension ExtensionInfo: Codable {
+    /// `{name, class, enabled, position?, summary?, counters}` (`counters` absent from daemons
+    /// older than the field: empty).
+    private enum Keys: String, CodingKey { case name, `class`, enabled, position, summary, counters }
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: Keys.self)
+        self.init(name: try c.decode(String.self, forKey: .name), extensionClass: try c.decode(ExtensionClass.self, forKey: .class),
+                  enabled: try c.decode(Bool.self, forKey: .enabled), position: try c.decodeIfPresent(Int.self, forKey: .position),
+                  summary: try c.decodeIfPresent(String.self, forKey: .summary),
+                  counters: try c.decodeIfPresent([ExtensionCounter].self, forKey: .counters) ?? [])
+    }
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: Keys.self)
+        try c.encode(name, forKey: .name)
+        try c.encode(extensionClass, forKey: .class)
+        try c.encode(enabled, forKey: .enabled)
+        try c.encodeIfPresent(position, forKey: .position)
+        try c.encodeIfPresent(summary, forKey: .summary)
+        try c.encode(counters, forKey: .counters)
+    }
+}
+
 extension VLANPolicy: Codable {
     /// `{"mode": "access", "vlan": 10}`, `{"mode": "trunk", "allowed": [10, 20], "native": 1}`
     /// (`native` absent: untagged frames are dropped; 0: the untagged domain; `allowed` sorted) or

@@ -163,8 +163,11 @@ func formatEvent(_ e: SwitchEvent) -> String {
 struct ExtensionsCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "extensions",
-        abstract: "List the switch extensions, their class, whether enabled and their stack position.",
-        discussion: "POSITION is the order within the class on ingress (0 first); enable extensions in the config's [extensions] enable list."
+        abstract: "List the switch extensions, their class, whether enabled, their stack position and counters.",
+        discussion: """
+        POSITION is the order within the class on ingress (0 first); enable extensions in the config's \
+        [extensions] enable list. The counters of each enabled extension (name=value) follow the table.
+        """
     )
 
     @OptionGroup var globals: GlobalOptions
@@ -177,9 +180,12 @@ struct ExtensionsCommand: ParsableCommand {
         }
         var rows = [["NAME", "CLASS", "ENABLED", "POSITION", "SUMMARY"]]
         for x in list {
-            rows.append([x.name, x.class.rawValue, x.enabled ? "yes" : "no", x.position.map(String.init) ?? "-", x.summary ?? ""])
+            rows.append([x.name, x.extensionClass.rawValue, x.enabled ? "yes" : "no", x.position.map(String.init) ?? "-", x.summary ?? ""])
         }
         printTable(rows, numeric: [3])
+        for x in list where !x.counters.isEmpty {
+            print("counters of \(x.name): " + x.counters.map { "\($0.name)=\($0.value)" }.joined(separator: " "))
+        }
     }
 }
 

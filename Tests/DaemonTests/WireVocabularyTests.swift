@@ -54,6 +54,18 @@ struct WireVocabularyTests {
         try roundTrip(VLANPolicy.trunk(allowed: [], native: nil), #"{"allowed":[],"mode":"trunk"}"#)
     }
 
+    @Test("an extension's JSON keeps its names ('class') and carries its counters; older daemons' lack of counters decodes")
+    func extensionInfo() throws {
+        let info = ExtensionInfo(name: "mac-spoof-guard", extensionClass: .filtering, position: 1, summary: "drops spoofed frames",
+                                 counters: [ExtensionCounter("dropped", 3), ExtensionCounter("allowed", 7)])
+        try roundTrip(info, #"{"class":"filtering","counters":[{"name":"dropped","value":3},{"name":"allowed","value":7}],"#
+                      + #""enabled":true,"name":"mac-spoof-guard","position":1,"summary":"drops spoofed frames"}"#)
+        try roundTrip(ExtensionInfo(name: "x", extensionClass: .capture, enabled: false, position: nil),
+                      #"{"class":"capture","counters":[],"enabled":false,"name":"x"}"#)
+        let old = try Wire.makeDecoder().decode(ExtensionInfo.self, from: Data(#"{"name":"x","class":"capture","enabled":false}"#.utf8))
+        #expect(old == ExtensionInfo(name: "x", extensionClass: .capture, enabled: false, position: nil))
+    }
+
     @Test("a port's whole VLAN policy is on the wire; access ports keep the old 'vlan' field")
     func portVLAN() throws {
         let access = PortInfo(id: PortID(3), name: "web1-0", friendlyName: "web1/web1-0", type: .synthetic, state: .created,

@@ -57,7 +57,7 @@ struct LifecycleOrderTests {
         try es.sw.enable(filt)
         try es.sw.enable(cap)
         #expect(es.sw.extensions.map(\.name) == ["cap", "filt", "fwd"])
-        #expect(es.sw.extensions.map(\.position) == [0, 1, 2])
+        #expect(es.sw.extensions.map(\.position) == [0, 0, 0], "positions count within each class")
 
         _ = try es.sw.createPort(name: "p", type: .synthetic)
         #expect(log.entries == ["cap:PORT_CREATE", "filt:PORT_CREATE", "fwd:PORT_CREATE"])
@@ -76,6 +76,7 @@ struct LifecycleOrderTests {
         try es.sw.enable(c, position: 1)  // [b c a]
         try es.sw.enable(cap)             // capture band above
         #expect(es.sw.extensions.map(\.name) == ["cap", "b", "c", "a"])
+        #expect(es.sw.extensions.map(\.position) == [0, 0, 1, 2], "the positions enable() and reorder() take")
 
         let p1 = try es.sw.createPort(name: "p1", type: .synthetic)
         #expect(log.entries == ["cap:PORT_CREATE", "b:PORT_CREATE", "c:PORT_CREATE", "a:PORT_CREATE"])
