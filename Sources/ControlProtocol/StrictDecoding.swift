@@ -67,8 +67,8 @@ struct StrictObject {
     }
 }
 
-/// Turns any error from decoding a control message into a ``FieldError``.
-func fieldError(from error: any Error) -> FieldError {
+/// Turns any error from decoding a control message (`what`: request or response) into a ``FieldError``.
+func fieldError(from error: any Error, message what: String = "request") -> FieldError {
     if let e = error as? FieldError { return e }
     guard let d = error as? DecodingError else { return FieldError(field: "", message: "\(error)") }
     switch d {
@@ -80,7 +80,7 @@ func fieldError(from error: any Error) -> FieldError {
         return FieldError(field: codingPathString(ctx.codingPath, appending: key.stringValue), message: "missing required field")
     case .dataCorrupted(let ctx):
         if ctx.codingPath.isEmpty {
-            return FieldError(field: "", message: "request is not valid JSON")
+            return FieldError(field: "", message: "\(what) is not valid JSON")
         }
         return FieldError(field: codingPathString(ctx.codingPath), message: ctx.debugDescription)
     @unknown default:

@@ -80,7 +80,7 @@ public enum Wire {
         do {
             return try makeDecoder().decode(ControlResponse.self, from: line)
         } catch {
-            throw fieldError(from: error)
+            throw fieldError(from: error, message: "response")
         }
     }
 }

@@ -114,6 +114,11 @@ struct WireVocabularyTests {
         }
     }
 
+    @Test("a response that is not JSON says so")
+    func notJSON() {
+        #expect(throws: FieldError(field: "", message: "response is not valid JSON")) { try Wire.decodeResponse(Data("ok".utf8)) }
+    }
+
     @Test("an unknown value in a request names the field too")
     func unknownRequestValue() throws {
         let json = #"{"op":"vm-start","vm":{"name":"w","nics":[{"tap":"w0","type":"internal"}]}}"#
