@@ -11,6 +11,9 @@ import Foundation
 /// | `port-add-internal` | `name`, `mac?`, `netns?` |
 /// | `port-add-external` | `device` |
 /// | `port-remove` | `name` |
+/// | `port-set` | `name`, `settings`: `["key=value", ...]` (one vetoable change; see ``PortSettings``) |
+/// | `port-get` | `name` |
+/// | `port-reset` | `name`, `keys`: `["key", ...]` |
 /// | `show`, `fdb`, `extensions`, `ping`, `version` | none |
 /// | `events` | `follow?` (default false) |
 ///
@@ -21,6 +24,9 @@ public enum ControlRequest: Sendable, Equatable {
     case portAddInternal(InternalPortSpec)
     case portAddExternal(ExternalPortSpec)
     case portRemove(name: String)
+    case portSet(name: String, settings: [String])
+    case portGet(name: String)
+    case portReset(name: String, keys: [String])
     case show
     case fdb
     case extensions
@@ -36,6 +42,9 @@ public enum ControlRequest: Sendable, Equatable {
         case .portAddInternal: "port-add-internal"
         case .portAddExternal: "port-add-external"
         case .portRemove: "port-remove"
+        case .portSet: "port-set"
+        case .portGet: "port-get"
+        case .portReset: "port-reset"
         case .show: "show"
         case .fdb: "fdb"
         case .extensions: "extensions"
@@ -46,12 +55,12 @@ public enum ControlRequest: Sendable, Equatable {
     }
 
     public static let allOps = ["vm-start", "vm-stop", "port-add-internal", "port-add-external", "port-remove",
-                                "show", "fdb", "extensions", "events", "ping", "version"]
+                                "port-set", "port-get", "port-reset", "show", "fdb", "extensions", "events", "ping", "version"]
 
     /// True for requests that change the switch (the server serialises and records them).
     public var isMutating: Bool {
         switch self {
-        case .vmStart, .vmStop, .portAddInternal, .portAddExternal, .portRemove: true
+        case .vmStart, .vmStop, .portAddInternal, .portAddExternal, .portRemove, .portSet, .portReset: true
         default: false
         }
     }
@@ -84,6 +93,23 @@ extension ControlRequest: Codable {
         case "port-remove":
             let o = try fields(["name"])
             self = .portRemove(name: try Validate.interfaceName(try o.require(String.self, "name"), field: "name"))
+        case "port-set":
+            let o = try fields(["name", "settings"])
+            let name = try Validate.interfaceName(try o.require(String.self, "name"), field: "name")
+            let settings = try o.require([String].self, "settings")
+            if settings.isEmpty { throw FieldError(field: "settings", message: "give at least one key=value") }
+            do { _ = try PortSettings.parse(settings) } catch { throw FieldError(field: "settings", message: error.message) }
+            self = .portSet(name: name, settings: settings)
+        case "port-get":
+            self = .portGet(name: try Validate.interfaceName(try fields(["name"]).require(String.self, "name"), field: "name"))
+        case "port-reset":
+            let o = try fields(["name", "keys"])
+            let name = try Validate.interfaceName(try o.require(String.self, "name"), field: "name")
+            let keys = try o.require([String].self, "keys")
+            if let bad = keys.first(where: { !PortSettings.keys.contains($0) }) {
+                throw FieldError(field: "keys", message: "unknown port setting '\(bad)' (keys: \(PortSettings.keys.joined(separator: ", ")))")
+            }
+            self = .portReset(name: name, keys: keys)
         case "events":
             self = .events(follow: try fields(["follow"]).optional(Bool.self, "follow") ?? false)
         case "show", "fdb", "extensions", "ping", "version":
@@ -105,7 +131,13 @@ extension ControlRequest: Codable {
         try c.encode(op, forKey: AnyKey("op"))
         switch self {
         case .vmStart(let vm): try c.encode(vm, forKey: AnyKey("vm"))
-        case .vmStop(let name), .portRemove(let name): try c.encode(name, forKey: AnyKey("name"))
+        case .vmStop(let name), .portRemove(let name), .portGet(let name): try c.encode(name, forKey: AnyKey("name"))
+        case .portSet(let name, let settings):
+            try c.encode(name, forKey: AnyKey("name"))
+            try c.encode(settings, forKey: AnyKey("settings"))
+        case .portReset(let name, let keys):
+            try c.encode(name, forKey: AnyKey("name"))
+            try c.encode(keys, forKey: AnyKey("keys"))
         case .portAddInternal(let spec):
             try c.encode(spec.name, forKey: AnyKey("name"))
             try c.encodeIfPresent(spec.mac, forKey: AnyKey("mac"))
@@ -123,7 +155,8 @@ extension ControlRequest: Codable {
 ///
 /// Successful responses carry the payload for their request: `snapshot` (show), `fdb`, `extensions`,
 /// `events` (events without follow, and the backlog sent first when following), `event` (each
-/// streamed line of `events --follow`), `ports` (ports created by vm-start and port-add-*),
+/// streamed line of `events --follow`), `ports` (ports created by vm-start and port-add-*; the
+/// port after port-set, port-get and port-reset),
 /// `version` (ping and version).
 public struct ControlResponse: Codable, Sendable, Equatable {
     public var ok: Bool

@@ -2,7 +2,8 @@
 ///
 /// Rule: each `--nic TAP` starts a NIC; the per-NIC flags `--mac`, `--owner`, `--group`, `--mtu`,
 /// `--type` and `--vlan` apply to the most recent `--nic` before them. The same settings may be
-/// given in comma form: `--nic TAP,mac=M,owner=U,group=G,mtu=N,type=T,vlan=N`. A setting given twice
+/// given in comma form: `--nic TAP,mac=M,owner=U,group=G,mtu=N,type=T,vlan=N`, which also takes the
+/// port settings (`--nic TAP,vlan-mode=trunk,allowed-vlans=10,20,dhcp-guard=on`). A setting given twice
 /// for one NIC is an error, as is a per-NIC flag before the first `--nic`.
 /// Both `--flag value` and `--flag=value` are accepted.
 public enum NICArguments {
@@ -60,6 +61,14 @@ public enum NICArguments {
         return nics
     }
 
+    /// Port settings (``PortSettings``) the comma form also takes, besides ``perNICFlags``.
+    public static let settingKeys = PortSettings.keys.filter { $0 != "vlan" }
+    /// Settings whose value is a comma list: in the comma form, words without `=` after them
+    /// continue the list (`--nic t0,allowed-vlans=10,20,100-199,native-vlan=1`).
+    static let listKeys: Set<String> = ["allowed-vlans", "allowed-macs", "allowed-ips"]
+
+    static var keyList: String { perNICFlags.joined(separator: ", ") + "; port settings: " + settingKeys.joined(separator: ", ") }
+
     /// `TAP[,key=value...]`.
     static func parseCommaForm(_ text: String) throws(FieldError) -> (NICSpec, Set<String>) {
         let field = "--nic \(text)"
@@ -67,18 +76,31 @@ public enum NICArguments {
         let tap = try Validate.interfaceName(parts[0], field: "--nic")
         var nic = NICSpec(tap: tap)
         var keys = Set<String>()
+        var pairs: [(key: String, value: String)] = []
         for part in parts.dropFirst() {
             guard let eq = part.firstIndex(of: "=") else {
-                throw FieldError(field: field, message: "'\(part)' is not key=value (keys: \(perNICFlags.joined(separator: ", ")))")
+                if let last = pairs.last, listKeys.contains(last.key) {
+                    pairs[pairs.count - 1].value += "," + part
+                    continue
+                }
+                throw FieldError(field: field, message: "'\(part)' is not key=value (keys: \(keyList))")
             }
             let key = String(part[..<eq])
-            let value = String(part[part.index(after: eq)...])
-            guard perNICFlags.contains(key) else {
-                throw FieldError(field: field, message: "unknown key '\(key)' (keys: \(perNICFlags.joined(separator: ", ")))")
+            guard perNICFlags.contains(key) || settingKeys.contains(key) else {
+                throw FieldError(field: field, message: "unknown key '\(key)' (keys: \(keyList))")
             }
             guard keys.insert(key).inserted else { throw FieldError(field: field, message: "key '\(key)' given twice") }
-            try apply(key: key, value: value, to: &nic, field: field)
+            pairs.append((key, String(part[part.index(after: eq)...])))
         }
+        for (key, value) in pairs {
+            if perNICFlags.contains(key) {
+                try apply(key: key, value: value, to: &nic, field: field)
+            } else {
+                nic.settings.append("\(key)=\(value)")
+            }
+        }
+        // One line naming the setting: the same check the daemon makes.
+        do { nic.record(try nic.portSettings()) } catch { throw FieldError(field: field, message: error.message) }
         return (nic, keys)
     }
 

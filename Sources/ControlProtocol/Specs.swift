@@ -20,9 +20,12 @@ public struct NICSpec: Sendable, Equatable, Codable {
     public var type: PortType
     /// Access VLAN; nil means untagged.
     public var vlan: Int?
+    /// The port's other policy settings, as canonical `key=value` words (see ``PortSettings``);
+    /// `vlan` above is the `vlan=N` word.
+    public var settings: [String]
 
     public init(tap: String, mac: MACAddress? = nil, owner: String? = nil, group: String? = nil,
-                mtu: Int? = nil, type: PortType = .synthetic, vlan: Int? = nil) {
+                mtu: Int? = nil, type: PortType = .synthetic, vlan: Int? = nil, settings: [String] = []) {
         self.tap = tap
         self.mac = mac
         self.owner = owner
@@ -30,6 +33,18 @@ public struct NICSpec: Sendable, Equatable, Codable {
         self.mtu = mtu
         self.type = type
         self.vlan = vlan
+        self.settings = settings
+    }
+
+    /// The port settings this NIC asks for (`vlan` plus `settings`).
+    public func portSettings() throws(SwitchError) -> PortSettings {
+        try PortSettings.parse((vlan.map { ["vlan=\($0)"] } ?? []) + settings)
+    }
+
+    /// Records `s` as this NIC's settings (an access VLAN in `vlan`, the rest in `settings`).
+    public mutating func record(_ s: PortSettings) {
+        if case .access(let id)? = s.vlan { vlan = Int(id) } else { vlan = nil }
+        settings = s.assignments.filter { !$0.hasPrefix("vlan=") }
     }
 
     public static let defaultMTU = 1500
@@ -44,9 +59,22 @@ public struct NICSpec: Sendable, Equatable, Codable {
         if let mtu { _ = try Validate.mtu(mtu, field: f("mtu")) }
         if let vlan { _ = try Validate.vlan(vlan, field: f("vlan")) }
         _ = try Validate.nicType(type.rawValue, field: f("type"))
+        do { _ = try portSettings() } catch { throw FieldError(field: f("settings"), message: error.message) }
     }
 
-    enum Keys { static let all: Set<String> = ["tap", "mac", "owner", "group", "mtu", "type", "vlan"] }
+    enum Keys { static let all: Set<String> = ["tap", "mac", "owner", "group", "mtu", "type", "vlan", "settings"] }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: AnyKey.self)
+        try c.encode(tap, forKey: AnyKey("tap"))
+        try c.encodeIfPresent(mac, forKey: AnyKey("mac"))
+        try c.encodeIfPresent(owner, forKey: AnyKey("owner"))
+        try c.encodeIfPresent(group, forKey: AnyKey("group"))
+        try c.encodeIfPresent(mtu, forKey: AnyKey("mtu"))
+        try c.encode(type, forKey: AnyKey("type"))
+        try c.encodeIfPresent(vlan, forKey: AnyKey("vlan"))
+        if !settings.isEmpty { try c.encode(settings, forKey: AnyKey("settings")) }
+    }
 
     public init(from decoder: any Decoder) throws {
         let o = try StrictObject(decoder, allowed: Keys.all)
@@ -61,6 +89,7 @@ public struct NICSpec: Sendable, Equatable, Codable {
             type = .synthetic
         }
         vlan = try o.optional(Int.self, "vlan")
+        settings = try o.optional([String].self, "settings") ?? []
         try validate(prefix: codingPathString(decoder.codingPath))
     }
 }
@@ -109,11 +138,14 @@ public struct InternalPortSpec: Sendable, Equatable, Codable {
     public var name: String
     public var mac: MACAddress?
     public var netns: String?
+    /// The port's policy settings, canonical `key=value` words (see ``PortSettings``).
+    public var settings: [String]
 
-    public init(name: String, mac: MACAddress? = nil, netns: String? = nil) {
+    public init(name: String, mac: MACAddress? = nil, netns: String? = nil, settings: [String] = []) {
         self.name = name
         self.mac = mac
         self.netns = netns
+        self.settings = settings
     }
 
     public func validate(prefix: String) throws(FieldError) {
@@ -121,30 +153,55 @@ public struct InternalPortSpec: Sendable, Equatable, Codable {
         _ = try Validate.interfaceName(name, field: f("name"))
         if let mac { _ = try Validate.mac(mac.description, field: f("mac")) }
         if let netns { _ = try Validate.netnsName(netns, field: f("netns")) }
+        do { _ = try PortSettings.parse(settings) } catch { throw FieldError(field: f("settings"), message: error.message) }
     }
 
     public init(from decoder: any Decoder) throws {
-        let o = try StrictObject(decoder, allowed: ["name", "mac", "netns"])
+        let o = try StrictObject(decoder, allowed: ["name", "mac", "netns", "settings"])
         name = try o.require(String.self, "name")
         mac = try o.optional(MACAddress.self, "mac")
         netns = try o.optional(String.self, "netns")
+        settings = try o.optional([String].self, "settings") ?? []
         try validate(prefix: codingPathString(decoder.codingPath))
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: AnyKey.self)
+        try c.encode(name, forKey: AnyKey("name"))
+        try c.encodeIfPresent(mac, forKey: AnyKey("mac"))
+        try c.encodeIfPresent(netns, forKey: AnyKey("netns"))
+        if !settings.isEmpty { try c.encode(settings, forKey: AnyKey("settings")) }
     }
 }
 
 /// An external port: an existing host device (the uplink) the switch sends to and receives from.
 public struct ExternalPortSpec: Sendable, Equatable, Codable {
     public var device: String
+    /// The port's policy settings, canonical `key=value` words (see ``PortSettings``).
+    public var settings: [String]
 
-    public init(device: String) { self.device = device }
+    public init(device: String, settings: [String] = []) {
+        self.device = device
+        self.settings = settings
+    }
 
     public func validate(prefix: String) throws(FieldError) {
         _ = try Validate.interfaceName(device, field: prefix.isEmpty ? "device" : "\(prefix).device")
+        do { _ = try PortSettings.parse(settings) } catch {
+            throw FieldError(field: prefix.isEmpty ? "settings" : "\(prefix).settings", message: error.message)
+        }
     }
 
     public init(from decoder: any Decoder) throws {
-        let o = try StrictObject(decoder, allowed: ["device"])
+        let o = try StrictObject(decoder, allowed: ["device", "settings"])
         device = try o.require(String.self, "device")
+        settings = try o.optional([String].self, "settings") ?? []
         try validate(prefix: codingPathString(decoder.codingPath))
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: AnyKey.self)
+        try c.encode(device, forKey: AnyKey("device"))
+        if !settings.isEmpty { try c.encode(settings, forKey: AnyKey("settings")) }
     }
 }

@@ -54,9 +54,13 @@ public struct PortInfo: Codable, Sendable, Equatable {
     public var netns: String?
     public var nic: NICInfo?
     public var counters: PortCounters
+    /// The port's policy settings that differ from the defaults, as canonical `key=value` words
+    /// (see ``PortSettings``); absent when none.
+    public var settings: [String]?
 
     public init(id: PortID, name: String, friendlyName: String, type: PortType, state: PortState, vlanPolicy: VLANPolicy? = nil,
-                mac: MACAddress? = nil, netns: String? = nil, nic: NICInfo? = nil, counters: PortCounters = PortCounters()) {
+                mac: MACAddress? = nil, netns: String? = nil, nic: NICInfo? = nil, counters: PortCounters = PortCounters(),
+                settings: [String]? = nil) {
         self.id = id
         self.name = name
         self.friendlyName = friendlyName
@@ -68,6 +72,7 @@ public struct PortInfo: Codable, Sendable, Equatable {
         self.netns = netns
         self.nic = nic
         self.counters = counters
+        self.settings = settings
     }
 }
 

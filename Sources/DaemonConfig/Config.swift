@@ -9,6 +9,8 @@ import SwitchExtensions
 /// `[switch]` (name, unknown_unicast, mac_aging_seconds, mac_table_size, mac_limit_per_port, busy_poll_us),
 /// `[control]` (group, nic_hold_report_seconds), `[extensions]` (enable), `[[internal]]` (name, mac, netns),
 /// `[[external]]` (device), `[[vm]]` (name) with `[[vm.nic]]` (tap, mac, owner, group, mtu, type, vlan).
+/// `[[internal]]`, `[[external]]` and `[[vm.nic]]` also take the port settings keys of ``PortSettings``
+/// (`vlan-mode = "trunk"`, `allowed-vlans = "10,20"`, `dhcp-guard = true`, ...).
 /// Every key is optional except the names (`vm.name`, `vm.nic.tap`, `internal.name`, `external.device`).
 public struct DaemonConfig: Sendable, Equatable {
     public var settings: SwitchSettings
@@ -166,6 +168,40 @@ private struct Builder {
     }
 
     /// Runs a shared validator, turning its error into an issue on `line`.
+    /// The port settings keys of `table` (``PortSettings``; `vlan` excepted where the table has its
+    /// own), as `key=value` words: strings as written, integers, booleans as on/off, arrays of
+    /// strings joined with commas. Each word is checked on its own line, then all together.
+    mutating func portSettings(_ table: TOMLTable, except: Set<String> = []) -> [String]? {
+        var words: [String] = []
+        var lines: [Int] = []
+        var ok = true
+        for key in PortSettings.keys where !except.contains(key) {
+            guard let v = value(table, key) else { continue }
+            let text: String
+            switch v.kind {
+            case .string(let s): text = s
+            case .integer(let n): text = String(n)
+            case .bool(let b): text = b ? "on" : "off"
+            case .stringArray(let a): text = a.joined(separator: ",")
+            }
+            do throws(SwitchError) {
+                _ = try PortSettings.parse(["\(key)=\(text)"].filter { _ in !["vlan-mode", "allowed-vlans", "native-vlan"].contains(key) })
+            } catch {
+                issue(v.line, "\(table.qualified(key)): \(error.message)")
+                ok = false
+            }
+            words.append("\(key)=\(text)")
+            lines.append(v.line)
+        }
+        guard ok else { return nil }
+        do throws(SwitchError) {
+            return try PortSettings.parse(words).assignments
+        } catch {
+            issue(lines.last ?? table.line, "\(table.name): \(error.message)")
+            return nil
+        }
+    }
+
     mutating func check<T>(_ line: Int, _ body: () throws(FieldError) -> T) -> T? {
         do {
             return try body()
@@ -253,7 +289,7 @@ private struct Builder {
         }
 
         for t in tables(root, "internal") {
-            checkKeys(t, allowed: ["name", "mac", "netns"])
+            checkKeys(t, allowed: ["name", "mac", "netns"] + PortSettings.keys)
             guard let (name, nline) = string(t, "name") else {
                 if t["name"] == nil { issue(t.line, "[[internal]] needs a name") }
                 continue
@@ -267,13 +303,15 @@ private struct Builder {
             if let (ns, line) = string(t, "netns") {
                 spec.netns = check(line, { () throws(FieldError) in try Validate.netnsName(ns, field: "internal.netns") })
             }
+            guard let settings = portSettings(t) else { continue }
+            spec.settings = settings
             claimName(&self, name, nline)
             config.internalPorts.append(spec)
         }
 
         let externals = tables(root, "external")
         for (n, t) in externals.enumerated() {
-            checkKeys(t, allowed: ["device"])
+            checkKeys(t, allowed: ["device"] + PortSettings.keys)
             if n > 0 { issue(t.line, "only one [[external]] port is supported (the first is at line \(externals[0].line))") }
             guard let (dev, line) = string(t, "device") else {
                 if t["device"] == nil { issue(t.line, "[[external]] needs a device") }
@@ -281,7 +319,8 @@ private struct Builder {
             }
             guard let dev = check(line, { () throws(FieldError) in try Validate.interfaceName(dev, field: "external.device") }) else { continue }
             claimName(&self, dev, line)
-            if n == 0 { config.externalPorts.append(ExternalPortSpec(device: dev)) }
+            guard let settings = portSettings(t) else { continue }
+            if n == 0 { config.externalPorts.append(ExternalPortSpec(device: dev, settings: settings)) }
         }
 
         var vmNames: [String: Int] = [:]
@@ -350,7 +389,7 @@ private struct Builder {
 
     mutating func buildNIC(_ t: TOMLTable, claimName: (inout Builder, String, Int) -> Void,
                            claimMAC: (inout Builder, MACAddress, Int) -> Void) -> NICSpec? {
-        checkKeys(t, allowed: ["tap", "mac", "owner", "group", "mtu", "type", "vlan"])
+        checkKeys(t, allowed: ["tap", "mac", "owner", "group", "mtu", "type"] + PortSettings.keys)
         guard let (tap, tline) = string(t, "tap") else {
             if t["tap"] == nil { issue(t.line, "[[vm.nic]] needs a tap") }
             return nil
@@ -383,6 +422,16 @@ private struct Builder {
         }
         if let (ty, line) = string(t, "type") {
             if let ty = check(line, { () throws(FieldError) in try Validate.nicType(ty, field: "vm.nic.type") }) { nic.type = ty } else { ok = false }
+        }
+        if let settings = portSettings(t, except: ["vlan"]) {
+            nic.settings = settings
+            // `vlan = N` and a trunk (or untagged) setting cannot both hold.
+            do throws(SwitchError) { nic.record(try nic.portSettings()) } catch {
+                issue(t.line, "[[vm.nic]] \(tap): \(error.message)")
+                ok = false
+            }
+        } else {
+            ok = false
         }
         return ok ? nic : nil
     }

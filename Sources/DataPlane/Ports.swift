@@ -37,7 +37,7 @@ extension SwitchRuntime {
         }
         do throws(SwitchError) {
             return try await plug(device: spec.tap, backing: .vmTAP, isRestore: isRestore, segmenting: true) { (sw: VirtualSwitch) throws(SwitchError) -> PortID in
-                let properties: [PortProperty] = spec.vlan.map { [.vlan(.access($0))] } ?? []
+                let properties: [PortProperty] = (spec.vlan.map { [.vlan(.access($0))] } ?? []) + spec.properties
                 return try sw.createPort(name: spec.tap, friendlyName: spec.vmName + "/" + spec.tap, type: spec.type,
                                          nic: NICParameters(type: spec.type, vmName: spec.vmName, mtu: spec.mtu, permanentMAC: spec.mac),
                                          properties: properties, isRestore: isRestore)
@@ -53,7 +53,8 @@ extension SwitchRuntime {
     /// there: configure addresses and bring it up inside the namespace). On any failure nothing is
     /// left behind (no device, no fd).
     @discardableResult
-    public func addInternalPort(name: String, mac: MACAddress, netns: String? = nil, mtu: UInt32 = 1500) async throws(SwitchError) -> PortID {
+    public func addInternalPort(name: String, mac: MACAddress, netns: String? = nil, mtu: UInt32 = 1500,
+                                properties: [PortProperty] = []) async throws(SwitchError) -> PortID {
         let ifname = try validName(name)
         if try link(name) != nil { throw SwitchError(.exists, "cannot create internal port \(name): a network device with that name already exists") }
         let device: InternalPortDevice
@@ -67,20 +68,20 @@ extension SwitchRuntime {
         return try await adopt(device.driver, device: name, linkIndex: netns == nil ? device.index : nil,
                                backing: .internalTAP(netns: netns), connect: true) { (sw: VirtualSwitch) throws(SwitchError) -> PortID in
             try sw.createPort(name: name, type: .internal,
-                              nic: NICParameters(type: .internal, vmName: "", mtu: mtu, permanentMAC: mac))
+                              nic: NICParameters(type: .internal, vmName: "", mtu: mtu, permanentMAC: mac), properties: properties)
         }
     }
 
     /// Adds an existing netdev (NIC, bond, VLAN/VXLAN device, veth end) as the uplink.
     @discardableResult
-    public func addExternalPort(device: String) async throws(SwitchError) -> PortID {
+    public func addExternalPort(device: String, properties: [PortProperty] = []) async throws(SwitchError) -> PortID {
         _ = try validName(device)
         guard let info = try link(device) else { throw SwitchError(.notFound, "cannot add external port \(device): no such network device") }
         do { try devices.bringUp(device) } catch { throw SwitchError("cannot bring up \(device)", cause: error) }
         let mac = info.mac.count == 6 ? MACAddress(info.mac[0], info.mac[1], info.mac[2], info.mac[3], info.mac[4], info.mac[5]) : MACAddress(rawValue: 0)
         return try await plug(device: device, backing: .external, isRestore: false, promiscuous: true) { (sw: VirtualSwitch) throws(SwitchError) -> PortID in
             try sw.createPort(name: device, type: .external,
-                              nic: NICParameters(type: .external, vmName: "", mtu: info.mtu, permanentMAC: mac))
+                              nic: NICParameters(type: .external, vmName: "", mtu: info.mtu, permanentMAC: mac), properties: properties)
         }
     }
 
@@ -146,6 +147,16 @@ extension SwitchRuntime {
     /// Deletes the VM TAP `name` (after its port is gone).
     public func deleteTAP(named name: String) throws(SwitchError) {
         do { try devices.deleteLink(name) } catch { throw SwitchError("port \(name) removed, but deleting its TAP failed", cause: error) }
+    }
+
+    /// Changes a port's policy settings (its VLAN and security properties) between two batches,
+    /// so the very next frame sees them. Each property change is vetoable; a veto leaves the old
+    /// settings in force and names the extension.
+    public func setPortSettings(named name: String, _ settings: PortSettings) async throws(SwitchError) {
+        try await onQueueThrowing { () throws(SwitchError) in
+            guard let port = self.sw.port(named: name) else { throw SwitchError(.notFound, "no port named '\(name)'") }
+            try self.sw.apply(settings, to: port.id)
+        }
     }
 
     // MARK: - Queries

@@ -15,9 +15,11 @@ public struct VMNICSpec: Sendable, Equatable {
     public var type: PortType
     /// Access VLAN, if any.
     public var vlan: VLANID?
+    /// Further port properties (policy settings) added before NIC_CREATE.
+    public var properties: [PortProperty]
 
     public init(vmName: String, tap: String, mac: MACAddress, owner: UInt32? = nil, group: UInt32? = nil, mtu: UInt32 = 1500,
-                type: PortType = .synthetic, vlan: VLANID? = nil) {
+                type: PortType = .synthetic, vlan: VLANID? = nil, properties: [PortProperty] = []) {
         self.vmName = vmName
         self.tap = tap
         self.mac = mac
@@ -26,6 +28,7 @@ public struct VMNICSpec: Sendable, Equatable {
         self.mtu = mtu
         self.type = type
         self.vlan = vlan
+        self.properties = properties
     }
 }
 

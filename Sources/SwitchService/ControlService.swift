@@ -68,6 +68,20 @@ public actor ControlService {
             return await serially { await result { () async throws(SwitchError) in ControlResponse(ports: [try await addExternal(spec)]) } }
         case .portRemove(let name):
             return await serially { await result { () async throws(SwitchError) in ControlResponse(pending: try await removePort(name)) } }
+        case .portSet(let name, let words):
+            return await serially {
+                await result { () async throws(SwitchError) in
+                    ControlResponse(ports: [try await changeSettings(name) { (s: inout PortSettings) throws(SwitchError) in try s.apply(words) }])
+                }
+            }
+        case .portReset(let name, let keys):
+            return await serially {
+                await result { () async throws(SwitchError) in
+                    ControlResponse(ports: [try await changeSettings(name) { (s: inout PortSettings) throws(SwitchError) in try s.reset(keys) }])
+                }
+            }
+        case .portGet(let name):
+            return await result { () async throws(SwitchError) in ControlResponse(ports: [try await port(named: name)]) }
         }
     }
 
@@ -147,6 +161,35 @@ public actor ControlService {
         try saveAfterRemoval("port '\(name)'")
         logger.notice("port removed", metadata: ["port": "\(name)", "pending": "\(pending)"])
         return pending ? [name] : nil
+    }
+
+    private func port(named name: String) async throws(SwitchError) -> PortInfo {
+        guard let p = await backend.snapshot().ports.first(where: { $0.name == name }) else {
+            throw SwitchError(.notFound, "no port named '\(name)'")
+        }
+        return p
+    }
+
+    /// Applies a change to a port's settings (one vetoable request), then records the new settings
+    /// with the port's VM or port record so they survive a restart.
+    private func changeSettings(_ name: String, _ change: (inout PortSettings) throws(SwitchError) -> Void) async throws(SwitchError) -> PortInfo {
+        let current = try await port(named: name)
+        var settings = try PortSettings.parse(current.settings ?? [])
+        try change(&settings)
+        let port = try await backend.setPortSettings(named: name, settings)
+        for v in records.vms.indices {
+            for n in records.vms[v].nics.indices where records.vms[v].nics[n].tap == name { records.vms[v].nics[n].record(settings) }
+        }
+        for i in records.internalPorts.indices where records.internalPorts[i].name == name { records.internalPorts[i].settings = settings.assignments }
+        for i in records.externalPorts.indices where records.externalPorts[i].device == name { records.externalPorts[i].settings = settings.assignments }
+        do throws(SwitchError) {
+            try store.save(records)
+        } catch {
+            logger.error("cannot record state", metadata: ["error": "\(error.message)"])
+            throw SwitchError(error.code, "port '\(name)' settings applied, but the state could not be recorded: \(error.message)")
+        }
+        logger.notice("port settings changed", metadata: ["port": "\(name)", "settings": "\(settings.assignments.joined(separator: " "))"])
+        return port
     }
 
     /// The device is gone already; failing to record that only matters at the next restart.

@@ -149,7 +149,7 @@ public actor DataPlaneBackend: SwitchBackend {
                 let group = try nic.group.map { n throws(BackendError) in try Self.gid(n) }
                 try await rt.startVMNIC(VMNICSpec(vmName: spec.name, tap: nic.tap, mac: mac, owner: owner, group: group,
                                                   mtu: UInt32(nic.mtu ?? NICSpec.defaultMTU), type: nic.type,
-                                                  vlan: nic.vlan.map { VLANID($0) }), isRestore: restore)
+                                                  properties: try nic.portSettings().properties), isRestore: restore)
                 created.append(nic.tap)
             } catch {
                 // Roll back the NICs this call already plugged in: nothing stays behind.
@@ -251,7 +251,7 @@ public actor DataPlaneBackend: SwitchBackend {
     public func addInternalPort(_ spec: InternalPortSpec) async throws(BackendError) -> PortInfo {
         let rt = try running()
         let mac = spec.mac ?? Self.randomMAC()
-        try await rt.addInternalPort(name: spec.name, mac: mac, netns: spec.netns)
+        try await rt.addInternalPort(name: spec.name, mac: mac, netns: spec.netns, properties: try PortSettings.parse(spec.settings).properties)
         var recorded = spec
         recorded.mac = mac
         internals[spec.name] = recorded
@@ -263,9 +263,24 @@ public actor DataPlaneBackend: SwitchBackend {
         if let other = externals.keys.first {
             throw BackendError(.exists, "the switch already has an external port (\(other)); remove it first")
         }
-        try await rt.addExternalPort(device: spec.device)
+        try await rt.addExternalPort(device: spec.device, properties: try PortSettings.parse(spec.settings).properties)
         externals[spec.device] = spec
         return try await portInfo(spec.device)
+    }
+
+    public func setPortSettings(named name: String, _ settings: PortSettings) async throws(BackendError) -> PortInfo {
+        let rt = try running()
+        try await rt.setPortSettings(named: name, settings)
+        // Keep the specs this backend reports from in step (the service records them durably).
+        for (vm, spec) in vms {
+            if let i = spec.nics.firstIndex(where: { $0.tap == name }) { vms[vm]?.nics[i].record(settings) }
+        }
+        internals[name]?.settings = settings.assignments
+        externals[name]?.settings = settings.assignments
+        let port = try await portInfo(name)
+        hub.publish(.portProperty, portId: port.id, portName: name, vmName: port.nic?.vmName,
+                    detail: settings.assignments.isEmpty ? "defaults" : settings.assignments.joined(separator: " "))
+        return port
     }
 
     public func removePort(named name: String) async throws(BackendError) -> Bool {
@@ -398,9 +413,10 @@ public actor DataPlaneBackend: SwitchBackend {
         }
         var netns: String?
         if case .internalTAP(let ns)? = p.backing { netns = ns }
+        let settings = PortSettings(properties: p.properties).assignments
         return PortInfo(id: p.port.id, name: p.port.name, friendlyName: p.port.friendlyName, type: p.port.type, state: p.port.state,
                         vlanPolicy: vlan, mac: p.nic?.permanentMAC ?? internals[p.port.name]?.mac,
-                        netns: netns, nic: nic, counters: p.counters)
+                        netns: netns, nic: nic, counters: p.counters, settings: settings.isEmpty ? nil : settings)
     }
 
     static func randomMAC() -> MACAddress {

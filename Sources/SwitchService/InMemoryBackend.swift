@@ -69,8 +69,9 @@ public actor InMemoryBackend: SwitchBackend {
             nextPortId += 1
             let mac = nicSpec.mac ?? generateMAC()
             let type = nicSpec.type
+            let settings = try nicSpec.portSettings()
             var port = PortInfo(id: id, name: nicSpec.tap, friendlyName: "\(spec.name) nic\(i)", type: type, state: .created,
-                                vlanPolicy: nicSpec.vlan.map { .access(VLANID($0)) })
+                                vlanPolicy: settings.vlan, settings: settings.assignments.isEmpty ? nil : settings.assignments)
             ports[id] = port
             portVM[id] = spec.name
             hub.publish(.portCreate, portId: id, portName: port.name, vmName: spec.name, restore: restore)
@@ -142,8 +143,10 @@ public actor InMemoryBackend: SwitchBackend {
         let id = PortID(nextPortId)
         nextPortId += 1
         let mac = spec.mac ?? generateMAC()
+        let settings = try PortSettings.parse(spec.settings)
         let port = PortInfo(id: id, name: spec.name, friendlyName: "internal \(spec.name)", type: .internal, state: .created,
-                            mac: mac, netns: spec.netns)
+                            vlanPolicy: settings.vlan, mac: mac, netns: spec.netns,
+                            settings: settings.assignments.isEmpty ? nil : settings.assignments)
         ports[id] = port
         hub.publish(.portCreate, portId: id, portName: spec.name, detail: "internal mac=\(mac)", restore: restore)
         return port
@@ -160,9 +163,21 @@ public actor InMemoryBackend: SwitchBackend {
         }
         let id = PortID(nextPortId)
         nextPortId += 1
-        let port = PortInfo(id: id, name: spec.device, friendlyName: "uplink \(spec.device)", type: .external, state: .created)
+        let settings = try PortSettings.parse(spec.settings)
+        let port = PortInfo(id: id, name: spec.device, friendlyName: "uplink \(spec.device)", type: .external, state: .created,
+                            vlanPolicy: settings.vlan, settings: settings.assignments.isEmpty ? nil : settings.assignments)
         ports[id] = port
         hub.publish(.portCreate, portId: id, portName: spec.device, detail: "external", restore: restore)
+        return port
+    }
+
+    public func setPortSettings(named name: String, _ settings: PortSettings) async throws(SwitchError) -> PortInfo {
+        guard var port = port(named: name) else { throw SwitchError(.notFound, "no port named '\(name)'") }
+        port.vlanPolicy = settings.vlan
+        port.settings = settings.assignments.isEmpty ? nil : settings.assignments
+        ports[port.id] = port
+        hub.publish(.portProperty, portId: port.id, portName: name, vmName: portVM[port.id],
+                    detail: settings.assignments.isEmpty ? "defaults" : settings.assignments.joined(separator: " "))
         return port
     }
 

@@ -62,6 +62,12 @@ public protocol SwitchBackend: Sendable {
     /// event naming the holders, repeated at that interval while it waits).
     func setNICHoldReport(seconds: Double) async
 
+    /// Makes a port's policy settings `settings` (its VLAN and security properties), as vetoable
+    /// PORT_PROPERTY_ADD/UPDATE/DELETE requests that take effect on the next frame. A veto leaves
+    /// the old settings in force and throws ``SwitchError/Code/vetoed``. On success emits a
+    /// `port-property` event and returns the port.
+    func setPortSettings(named name: String, _ settings: PortSettings) async throws(SwitchError) -> PortInfo
+
     func snapshot() async -> SwitchSnapshot
     func fdb() async -> [FDBEntry]
     func extensions() async -> [ExtensionInfo]

@@ -116,6 +116,8 @@ public enum EventKind: String, Sendable, CaseIterable {
     case portDelete = "port-delete"
     case nicUpdated = "nic-updated"
     case portUpdated = "port-updated"
+    /// A port's settings changed (PORT_PROPERTY_ADD/UPDATE/DELETE completed).
+    case portProperty = "port-property"
     case veto
     /// Not a lifecycle step: a removal still waits for references after the configured time
     /// (the daemon reports it; `detail` names the holders).

@@ -4,8 +4,8 @@ import ControlProtocol
 struct PortCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "port",
-        abstract: "Add or remove host ports (internal and external).",
-        subcommands: [PortAddInternal.self, PortAddExternal.self, PortRemove.self]
+        abstract: "Add or remove host ports (internal and external); read and change any port's policy settings.",
+        subcommands: [PortAddInternal.self, PortAddExternal.self, PortRemove.self, PortSet.self, PortGet.self, PortReset.self]
     )
 }
 
@@ -113,4 +113,108 @@ struct RemovalAnswer: Encodable {
 func pendingNote(_ pending: [String]?) -> String {
     guard let pending, !pending.isEmpty else { return "" }
     return " (removal pending: \(pending.joined(separator: ", ")) held by references; completes by itself, see 'tapswitchctl events')"
+}
+
+let portSettingsHelp = """
+    Settings (key=value): vlan-mode=access|trunk|untagged, vlan=N (access), allowed-vlans=10,20,100-199|all \
+    and native-vlan=N|untagged|none (trunk), mac-spoof-guard=on|off, allowed-macs=MAC,..., ip-guard=on|off, \
+    allowed-ips=ADDR[/LEN],..., dhcp-snooping=on|off, dhcp-guard=on|off, router-guard=on|off, isolated=on|off, \
+    pvlan=isolated|community:N|promiscuous|none, mac-limit=N|none.
+    """
+
+struct PortSet: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "set",
+        abstract: "Change a port's policy settings while it runs.",
+        discussion: """
+            The change travels down the extension stack as one vetoable request (PORT_PROPERTY_ADD/UPDATE/DELETE); \
+            a veto names the extension and leaves the old settings in force. An accepted change applies to the next \
+            frame, is recorded (it survives a daemon restart) and is announced as a port-property event.
+
+            \(portSettingsHelp)
+            """
+    )
+
+    @OptionGroup var globals: GlobalOptions
+
+    @Argument(help: "Port name (a VM's TAP, an internal port or the uplink).")
+    var name: String
+
+    @Argument(help: ArgumentHelp("Settings to change.", valueName: "key=value"))
+    var settings: [String]
+
+    func validate() throws {
+        do { _ = try Validate.interfaceName(name, field: "<name>") } catch { throw usage(error) }
+        guard !settings.isEmpty else { throw ValidationError("give at least one key=value") }
+        do { _ = try PortSettings.parse(settings) } catch { throw ValidationError(error.message) }
+    }
+
+    func run() throws {
+        let response = try call(.portSet(name: name, settings: settings), globals)
+        printSettings(response.ports ?? [], json: globals.json)
+    }
+}
+
+struct PortReset: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "reset",
+        abstract: "Put a port's settings back to their defaults.",
+        discussion: "Like 'port set', one vetoable request. Any VLAN key but native-vlan resets the whole VLAN setting.\n\n\(portSettingsHelp)"
+    )
+
+    @OptionGroup var globals: GlobalOptions
+
+    @Argument(help: "Port name.")
+    var name: String
+
+    @Argument(help: ArgumentHelp("Settings to reset.", valueName: "key"))
+    var keys: [String]
+
+    func validate() throws {
+        do { _ = try Validate.interfaceName(name, field: "<name>") } catch { throw usage(error) }
+        guard !keys.isEmpty else { throw ValidationError("give at least one key") }
+        if let bad = keys.first(where: { !PortSettings.keys.contains($0) }) {
+            throw ValidationError("unknown port setting '\(bad)' (keys: \(PortSettings.keys.joined(separator: ", ")))")
+        }
+    }
+
+    func run() throws {
+        let response = try call(.portReset(name: name, keys: keys), globals)
+        printSettings(response.ports ?? [], json: globals.json)
+    }
+}
+
+struct PortGet: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "get",
+        abstract: "Show a port's policy settings: every key, its value in force, and whether it is set or a default.",
+        discussion: portSettingsHelp
+    )
+
+    @OptionGroup var globals: GlobalOptions
+
+    @Argument(help: "Port name.")
+    var name: String
+
+    func validate() throws {
+        do { _ = try Validate.interfaceName(name, field: "<name>") } catch { throw usage(error) }
+    }
+
+    func run() throws {
+        let response = try call(.portGet(name: name), globals)
+        printSettings(response.ports ?? [], json: globals.json)
+    }
+}
+
+/// `KEY VALUE SOURCE` per setting (or the ports as JSON).
+func printSettings(_ ports: [PortInfo], json: Bool) {
+    if json {
+        printJSON(ports, key: "ports")
+        return
+    }
+    for p in ports {
+        let settings = (try? PortSettings.parse(p.settings ?? [])) ?? PortSettings()
+        print("port \(p.name) (\(p.type.rawValue)\(p.nic.map { $0.vmName.isEmpty ? "" : ", VM \($0.vmName)" } ?? ""))")
+        printTable([["KEY", "VALUE", "SOURCE"]] + settings.effective(for: p.type).map { [$0.key, $0.value, $0.isSet ? "set" : "default"] })
+    }
 }

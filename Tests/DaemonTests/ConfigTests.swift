@@ -38,6 +38,7 @@ struct ConfigTests {
         #expect(c.vms[1].nics.map(\.tap) == ["db1-0", "db1-1"])
         #expect(c.vms[1].nics[1].type == .emulated && c.vms[1].nics[1].vlan == 20 && c.vms[1].nics[1].owner == "64055")
         #expect(c.vms[0].nics[0] == NICSpec(tap: "web1-0", mac: MACAddress("52:54:00:12:34:56"), owner: "libvirt-qemu", mtu: 1500, type: .synthetic, vlan: 10))
+        #expect(c.vms[1].nics[0].settings == ["dhcp-guard=on", "router-guard=on"])
         #expect(c.internalPorts == [InternalPortSpec(name: "tsw-host0", mac: MACAddress("02:00:00:00:00:01"), netns: "mgmt")])
         #expect(c.externalPorts == [ExternalPortSpec(device: "eth1")])
         #expect(c.settings.unknownUnicast == .uplink && c.settings.macLimitPerPort == 64)
@@ -122,7 +123,7 @@ struct ConfigTests {
         ("[[vm]]\nname = \"a\"\n[[vm.nic]]\ntap = \"a0\"\nvlan = 4095\n", "t.toml:5: vm.nic.vlan: VLAN 4095 is out of range 1..4094"),
         ("[[vm]]\nname = \"a\"\n[[vm.nic]]\ntap = \"a0\"\ntype = \"virtio\"\n", "t.toml:5: vm.nic.type: 'virtio' is not a NIC type (expected one of: synthetic, emulated)"),
         ("[[vm]]\nname = \"a\"\n[[vm.nic]]\ntap = \"a0\"\nowner = \"bad user\"\n", "t.toml:5: vm.nic.owner: 'bad user' is not a valid user name or numeric id"),
-        ("[[vm]]\nname = \"a\"\n[[vm.nic]]\ntap = \"a0\"\nspeed = 10\n", "t.toml:5: unknown key 'vm.nic.speed' (known: vm.nic.tap, vm.nic.mac, vm.nic.owner, vm.nic.group, vm.nic.mtu, vm.nic.type, vm.nic.vlan)"),
+        ("[[vm]]\nname = \"a\"\n[[vm.nic]]\ntap = \"a0\"\nspeed = 10\n", "t.toml:5: unknown key 'vm.nic.speed' (known: vm.nic.tap, vm.nic.mac, vm.nic.owner, vm.nic.group, vm.nic.mtu, vm.nic.type, vm.nic.vlan-mode, vm.nic.vlan, vm.nic.allowed-vlans, vm.nic.native-vlan, vm.nic.mac-spoof-guard, vm.nic.allowed-macs, vm.nic.ip-guard, vm.nic.allowed-ips, vm.nic.dhcp-snooping, vm.nic.dhcp-guard, vm.nic.router-guard, vm.nic.isolated, vm.nic.pvlan, vm.nic.mac-limit)"),
         ("[[vm]]\nname = \"a\"\n[[vm.nic]]\ntap = \"x0\"\n[[vm]]\nname = \"b\"\n[[vm.nic]]\ntap = \"x0\"\n", "t.toml:8: interface name 'x0' is already used (line 4)"),
         ("[[vm]]\nname = \"a\"\n[[vm.nic]]\ntap = \"a0\"\n[[vm]]\nname = \"a\"\n[[vm.nic]]\ntap = \"a1\"\n", "t.toml:6: VM 'a' is declared twice (first at line 2)"),
         ("[[internal]]\nname = \"h0\"\nmac = \"02:00:00:00:00:01\"\n[[vm]]\nname = \"a\"\n[[vm.nic]]\ntap = \"a0\"\nmac = \"02:00:00:00:00:01\"\n",

@@ -102,23 +102,7 @@ extension EmbeddedSwitch {
         try apply(s, to: port)
     }
 
-    func apply(_ s: PortSettings, to port: PortID) throws {
-        let old = PortSettings(properties: sw.properties(of: port))
-        if s.vlan != old.vlan {
-            if let v = s.vlan { try old.vlan == nil ? sw.addProperty(.vlan(v), to: port) : sw.updateProperty(.vlan(v), on: port) } else {
-                try sw.deleteProperty(.vlan, from: port)
-            }
-        }
-        if s.security != old.security {
-            if s.security.isDefault {
-                try sw.deleteProperty(.security, from: port)
-            } else if old.security.isDefault {
-                try sw.addProperty(.security(s.security), to: port)
-            } else {
-                try sw.updateProperty(.security(s.security), on: port)
-            }
-        }
-    }
+    func apply(_ s: PortSettings, to port: PortID) throws { try sw.apply(s, to: port) }
 
     func counter(_ ext: String, _ name: String) -> UInt64? {
         sw.extensions.first { $0.name == ext }?.counters.first { $0.name == name }?.value

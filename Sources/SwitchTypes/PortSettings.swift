@@ -1,7 +1,8 @@
 /// A port's policy settings as an operator writes them: `key=value` words, the same in the config
 /// file, on `vm start --nic`, in `tapswitchctl port set` and on the wire.
 ///
-/// The typed form is the port's two standard properties: ``vlan`` (nil: the port type's default,
+/// The typed form is the port's two standard properties (see `PortSettings(properties:)` in
+/// SwitchCore): ``vlan`` (nil: the port type's default,
 /// see ``VLANPolicy/defaultPolicy(for:)``) and ``security`` (only non-default when something is
 /// set). ``apply(_:)`` takes a list of assignments as one change: either all apply or none (the
 /// error names the key and value). ``assignments`` prints the canonical words back, and parsing
@@ -20,26 +21,6 @@ public struct PortSettings: Sendable, Equatable {
     public init(vlan: VLANPolicy? = nil, security: SecurityPolicy = SecurityPolicy()) {
         self.vlan = vlan
         self.security = security
-    }
-
-    /// The settings a port's properties express (custom properties are not settings).
-    public init(properties: [PortProperty]) {
-        self.init()
-        for p in properties {
-            switch p {
-            case .vlan(let v): vlan = v
-            case .security(let s): security = s
-            case .custom: break
-            }
-        }
-    }
-
-    /// The standard properties for these settings: VLAN if set, security if anything is set.
-    public var properties: [PortProperty] {
-        var out: [PortProperty] = []
-        if let vlan { out.append(.vlan(vlan)) }
-        if !security.isDefault { out.append(.security(security)) }
-        return out
     }
 
     public static let keys = [
@@ -196,6 +177,37 @@ public struct PortSettings: Sendable, Equatable {
         if let v = s.routerGuard { out.append("router-guard=\(Self.format(v))") }
         if let p = s.pvlan { out.append("pvlan=\(Self.format(p))") }
         if let l = s.macLimit { out.append("mac-limit=\(l)") }
+        return out
+    }
+
+    /// Every setting's value in force on a port of `type`, set or default (the shipped extensions'
+    /// defaults: the MAC spoofing guard on for VM ports, the other guards off), in key order;
+    /// `isSet` tells which were set.
+    public func effective(for type: PortType) -> [(key: String, value: String, isSet: Bool)] {
+        var out: [(key: String, value: String, isSet: Bool)] = []
+        let v = vlan ?? VLANPolicy.defaultPolicy(for: type)
+        let vset = vlan != nil
+        switch v {
+        case .untagged:
+            out.append(("vlan-mode", "untagged", vset))
+        case .access(let id):
+            out += [("vlan-mode", "access", vset), ("vlan", String(id), vset)]
+        case .trunk(let allowed, let native):
+            out += [("vlan-mode", "trunk", vset), ("allowed-vlans", Self.formatVLANs(allowed), vset),
+                    ("native-vlan", native.map { $0 == 0 ? "untagged" : String($0) } ?? "none", vset)]
+        }
+        let s = security
+        let vm = type == .synthetic || type == .emulated
+        func flag(_ key: String, _ value: Bool?, _ def: Bool) { out.append((key, Self.format(value ?? def), value != nil)) }
+        flag("mac-spoof-guard", s.macSpoofGuard, vm)
+        out.append(("allowed-macs", s.allowedMACs.isEmpty ? "none" : s.allowedMACs.map(\.description).joined(separator: ","), !s.allowedMACs.isEmpty))
+        flag("ip-guard", s.ipGuard, false)
+        out.append(("allowed-ips", s.allowedIPs.isEmpty ? "none" : s.allowedIPs.map(\.description).joined(separator: ","), !s.allowedIPs.isEmpty))
+        flag("dhcp-snooping", s.dhcpSnooping, false)
+        flag("dhcp-guard", s.dhcpGuard, false)
+        flag("router-guard", s.routerGuard, false)
+        out.append(("pvlan", s.pvlan.map(Self.format) ?? "none", s.pvlan != nil))
+        out.append(("mac-limit", s.macLimit.map(String.init) ?? "none", s.macLimit != nil))
         return out
     }
 
