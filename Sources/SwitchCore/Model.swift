@@ -72,8 +72,10 @@ public enum PropertyKey: Hashable, Sendable, CustomStringConvertible {
     }
 }
 
-/// A lifecycle or policy request as it travels down the extension stack (the switch OIDs).
-public struct ControlRequest: Sendable, Equatable {
+/// A lifecycle or policy request as it travels down the extension stack: Hyper-V's switch OID
+/// requests (OID_SWITCH_PORT_CREATE ...). Not to be confused with the control protocol's
+/// `ControlRequest`, which is what `tapswitchctl` asks the daemon.
+public struct OIDRequest: Sendable, Equatable {
     public enum Kind: String, Sendable, CaseIterable {
         case portCreate = "PORT_CREATE", portUpdated = "PORT_UPDATED", portTeardown = "PORT_TEARDOWN", portDelete = "PORT_DELETE"
         case nicCreate = "NIC_CREATE", nicConnect = "NIC_CONNECT", nicUpdated = "NIC_UPDATED"
@@ -117,7 +119,7 @@ public struct LifecycleEvent: Sendable, Equatable, CustomStringConvertible {
     public let port: PortParameters
     public let nic: NICParameters?
     /// For `veto`: the vetoed request, the extension and its reason.
-    public let vetoedRequest: ControlRequest.Kind?
+    public let vetoedRequest: OIDRequest.Kind?
     public let vetoingExtension: String?
     public let vetoReason: String?
     public let isRestore: Bool

@@ -20,9 +20,9 @@ public protocol SwitchExtension: AnyObject {
 
     /// A lifecycle or property request on its way down. Return `.veto` to refuse a vetoable one
     /// (only filtering and forwarding extensions can veto; a capture extension's veto is ignored).
-    func control(_ request: ControlRequest, switch sw: VirtualSwitch) -> ControlVerdict
+    func control(_ request: OIDRequest, switch sw: VirtualSwitch) -> ControlVerdict
     /// The outcome of a request this extension accepted: completed, or vetoed further down.
-    func controlCompleted(_ request: ControlRequest, outcome: ControlOutcome, switch sw: VirtualSwitch)
+    func controlCompleted(_ request: OIDRequest, outcome: ControlOutcome, switch sw: VirtualSwitch)
 
     /// Ingress: frames on their way down, with source stamped and no destinations yet (the
     /// forwarding extension adds them).
@@ -38,8 +38,8 @@ public protocol SwitchExtension: AnyObject {
 extension SwitchExtension {
     public func attached(to sw: VirtualSwitch) {}
     public func detached(from sw: VirtualSwitch) {}
-    public func control(_ request: ControlRequest, switch sw: VirtualSwitch) -> ControlVerdict { .accept }
-    public func controlCompleted(_ request: ControlRequest, outcome: ControlOutcome, switch sw: VirtualSwitch) {}
+    public func control(_ request: OIDRequest, switch sw: VirtualSwitch) -> ControlVerdict { .accept }
+    public func controlCompleted(_ request: OIDRequest, outcome: ControlOutcome, switch sw: VirtualSwitch) {}
     public func ingress(_ context: inout IngressContext) {}
     public func egress(_ context: inout EgressContext) {}
     public var counters: [ExtensionCounter] { [] }

@@ -78,7 +78,7 @@ extension VirtualSwitch {
     /// Sends a request down the stack; a veto by a filtering or forwarding extension on a vetoable
     /// request stops it there, and the extensions above see the outcome.
     @discardableResult
-    func passDown(_ request: ControlRequest) -> ControlOutcome {
+    func passDown(_ request: OIDRequest) -> ControlOutcome {
         controlBusy = true
         defer {
             controlBusy = false
@@ -108,7 +108,7 @@ extension VirtualSwitch {
         return .completed
     }
 
-    func passDownOrThrow(_ request: ControlRequest) throws(SwitchError) {
+    func passDownOrThrow(_ request: OIDRequest) throws(SwitchError) {
         if case .vetoed(let name, let reason) = passDown(request) {
             onEvent?(LifecycleEvent(kind: .veto, port: request.port, nic: request.nic, vetoedRequest: request.kind,
                                     vetoingExtension: name, vetoReason: reason, isRestore: request.isRestore))
@@ -145,7 +145,7 @@ extension VirtualSwitch {
         if r.properties.contains(where: { $0.key == property.key }) {
             throw SwitchError(.exists, "PORT_PROPERTY_ADD refused for port \(describe(r)): it already has a \(property.key) property (use update)")
         }
-        try passDownOrThrow(ControlRequest(kind: .propertyAdd, port: r.params, nic: r.nic, property: property, isRestore: isRestore))
+        try passDownOrThrow(OIDRequest(kind: .propertyAdd, port: r.params, nic: r.nic, property: property, isRestore: isRestore))
         r.properties.append(property)
         apply(property, to: r.slot)
     }
@@ -158,7 +158,7 @@ extension VirtualSwitch {
         guard let i = r.properties.firstIndex(where: { $0.key == property.key }) else {
             throw SwitchError(.notFound, "PORT_PROPERTY_UPDATE refused for port \(describe(r)): it has no \(property.key) property")
         }
-        try passDownOrThrow(ControlRequest(kind: .propertyUpdate, port: r.params, nic: r.nic, property: property, isRestore: false))
+        try passDownOrThrow(OIDRequest(kind: .propertyUpdate, port: r.params, nic: r.nic, property: property, isRestore: false))
         r.properties[i] = property
         apply(property, to: r.slot)
     }
@@ -170,7 +170,7 @@ extension VirtualSwitch {
         guard let i = r.properties.firstIndex(where: { $0.key == key }) else {
             throw SwitchError(.notFound, "PORT_PROPERTY_DELETE refused for port \(describe(r)): it has no \(key) property")
         }
-        try passDownOrThrow(ControlRequest(kind: .propertyDelete, port: r.params, nic: r.nic, property: r.properties[i], isRestore: false))
+        try passDownOrThrow(OIDRequest(kind: .propertyDelete, port: r.params, nic: r.nic, property: r.properties[i], isRestore: false))
         r.properties.remove(at: i)
         if key == .vlan { setVLANMode(slot: r.slot, VLANPolicy.defaultPolicy(for: r.params.type)) }
     }

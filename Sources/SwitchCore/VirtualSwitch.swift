@@ -163,7 +163,7 @@ public final class VirtualSwitch {
         while records[PortID(nextPortID)] != nil || nextPortID == 0 { nextPortID &+= 1 }
         let params = PortParameters(id: PortID(nextPortID), name: name, friendlyName: friendlyName.isEmpty ? name : friendlyName,
                                     type: type, state: .created)
-        let request = ControlRequest(kind: .portCreate, port: params, nic: nil, property: nil, isRestore: isRestore)
+        let request = OIDRequest(kind: .portCreate, port: params, nic: nil, property: nil, isRestore: isRestore)
         try passDownOrThrow(request)
         nextPortID &+= 1
         // Take the slot only now: a deferred delete that settled while the request was in the stack
@@ -201,7 +201,7 @@ public final class VirtualSwitch {
         var params = nic
         params.port = port
         params.state = .created
-        let request = ControlRequest(kind: .nicCreate, port: r.params, nic: params, property: nil, isRestore: isRestore)
+        let request = OIDRequest(kind: .nicCreate, port: r.params, nic: params, property: nil, isRestore: isRestore)
         try passDownOrThrow(request)
         r.nic = params
         slots[Int(r.slot)].acceptsIngress = true
@@ -218,7 +218,7 @@ public final class VirtualSwitch {
         }
         nic.state = .connected
         r.nic = nic
-        passDown(ControlRequest(kind: .nicConnect, port: r.params, nic: nic, property: nil, isRestore: isRestore))
+        passDown(OIDRequest(kind: .nicConnect, port: r.params, nic: nic, property: nil, isRestore: isRestore))
         slots[Int(r.slot)].acceptsIngress = true
         slots[Int(r.slot)].connected = true
         connectedSlots[connectedCount] = r.slot
@@ -241,7 +241,7 @@ public final class VirtualSwitch {
         if let permanentMAC { nic.permanentMAC = permanentMAC }
         guard nic != r.nic else { return }  // nothing changed: duplicate notifications are harmless
         r.nic = nic
-        passDown(ControlRequest(kind: .nicUpdated, port: r.params, nic: nic, property: nil, isRestore: false))
+        passDown(OIDRequest(kind: .nicUpdated, port: r.params, nic: nic, property: nil, isRestore: false))
         emit(.nicUpdated, r, isRestore: false)
     }
 
@@ -254,7 +254,7 @@ public final class VirtualSwitch {
         }
         guard r.params.friendlyName != friendlyName else { return }
         r.params.friendlyName = friendlyName
-        passDown(ControlRequest(kind: .portUpdated, port: r.params, nic: r.nic, property: nil, isRestore: false))
+        passDown(OIDRequest(kind: .portUpdated, port: r.params, nic: r.nic, property: nil, isRestore: false))
         emit(.portUpdated, r, isRestore: false)
     }
 
@@ -277,7 +277,7 @@ public final class VirtualSwitch {
             removeConnected(r.slot)
         }
         macTable.flush(portSlot: r.slot)
-        passDown(ControlRequest(kind: .nicDisconnect, port: r.params, nic: nic, property: nil, isRestore: isRestore))
+        passDown(OIDRequest(kind: .nicDisconnect, port: r.params, nic: nic, property: nil, isRestore: isRestore))
         emit(.nicDisconnect, r, isRestore: isRestore)
     }
 
@@ -309,7 +309,7 @@ public final class VirtualSwitch {
             throw SwitchError(.invalidState, "PORT_TEARDOWN refused for port \(describe(r)): its NIC is \(nic.state.rawValue); delete the NIC first")
         }
         r.params.state = .tearingDown
-        passDown(ControlRequest(kind: .portTeardown, port: r.params, nic: nil, property: nil, isRestore: isRestore))
+        passDown(OIDRequest(kind: .portTeardown, port: r.params, nic: nil, property: nil, isRestore: isRestore))
         emit(.portTeardown, r, isRestore: isRestore)
     }
 
@@ -462,7 +462,7 @@ public final class VirtualSwitch {
     func finishNICDelete(_ r: PortRecord, isRestore: Bool) {
         guard var nic = r.nic else { return }
         nic.state = .deleted
-        passDown(ControlRequest(kind: .nicDelete, port: r.params, nic: nic, property: nil, isRestore: isRestore))
+        passDown(OIDRequest(kind: .nicDelete, port: r.params, nic: nic, property: nil, isRestore: isRestore))
         r.nic = nil
         emit(.nicDelete, r, nic: nic, isRestore: isRestore)
         if r.removing { _ = advanceRemoval(r) }
@@ -470,7 +470,7 @@ public final class VirtualSwitch {
 
     func finishPortDelete(_ r: PortRecord, isRestore: Bool) {
         r.params.state = .deleted
-        passDown(ControlRequest(kind: .portDelete, port: r.params, nic: nil, property: nil, isRestore: isRestore))
+        passDown(OIDRequest(kind: .portDelete, port: r.params, nic: nil, property: nil, isRestore: isRestore))
         macTable.flush(portSlot: r.slot)
         records[r.params.id] = nil
         slotRecords[Int(r.slot)] = nil

@@ -11,7 +11,7 @@ public final class DuplicateMACGuard: SwitchExtension {
 
     public init() {}
 
-    public func control(_ request: ControlRequest, switch sw: VirtualSwitch) -> ControlVerdict {
+    public func control(_ request: OIDRequest, switch sw: VirtualSwitch) -> ControlVerdict {
         guard request.kind == .nicCreate, let nic = request.nic else { return .accept }
         for port in sw.ports where port.id != request.port.id {
             if let other = sw.nic(of: port.id), other.permanentMAC == nic.permanentMAC || other.currentMAC == nic.permanentMAC {

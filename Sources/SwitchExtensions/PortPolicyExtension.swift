@@ -68,7 +68,7 @@ public class PortPolicyExtension: SwitchExtension {
         }
     }
 
-    public func control(_ request: ControlRequest, switch sw: VirtualSwitch) -> ControlVerdict {
+    public func control(_ request: OIDRequest, switch sw: VirtualSwitch) -> ControlVerdict {
         switch request.kind {
         case .propertyAdd, .propertyUpdate:
             if case .security(let s)? = request.property, let reason = check(s, for: request.port) {
@@ -80,7 +80,7 @@ public class PortPolicyExtension: SwitchExtension {
         }
     }
 
-    public func controlCompleted(_ request: ControlRequest, outcome: ControlOutcome, switch sw: VirtualSwitch) {
+    public func controlCompleted(_ request: OIDRequest, outcome: ControlOutcome, switch sw: VirtualSwitch) {
         guard outcome == .completed, let index = sw.portIndex(of: request.port.id), index < ports.count else { return }
         if request.kind == .portDelete {
             ports[index] = nil

@@ -324,13 +324,13 @@ public actor DataPlaneBackend: SwitchBackend {
 
     // MARK: - Queries
 
-    public func snapshot() async -> ControlProtocol.SwitchSnapshot {
+    public func snapshot() async -> SwitchSnapshot {
         guard let rt = runtime else {
-            return ControlProtocol.SwitchSnapshot(settings: settings, uptimeSeconds: 0, fdbEntries: 0, ports: [])
+            return SwitchSnapshot(settings: settings, uptimeSeconds: 0, fdbEntries: 0, ports: [])
         }
         let s = await rt.snapshot()
         let ports = s.ports.map { p in Self.portInfo(p, vms: vms, internals: internals) }
-        return ControlProtocol.SwitchSnapshot(settings: settings, uptimeSeconds: Date().timeIntervalSince(started),
+        return SwitchSnapshot(settings: settings, uptimeSeconds: Date().timeIntervalSince(started),
                                               fdbEntries: s.macEntries, ports: ports)
     }
 

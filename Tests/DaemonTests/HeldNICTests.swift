@@ -18,7 +18,7 @@ final class NICHolder: SwitchExtension, @unchecked Sendable {
 
     init(targets: Set<String>) { self.targets = targets }
 
-    func controlCompleted(_ request: SwitchCore.ControlRequest, outcome: ControlOutcome, switch sw: VirtualSwitch) {
+    func controlCompleted(_ request: OIDRequest, outcome: ControlOutcome, switch sw: VirtualSwitch) {
         guard request.kind == .nicConnect, outcome == .completed, targets.contains(request.port.name) else { return }
         // Inside the callback: the core books the reference to this extension.
         try? sw.referenceNIC(on: request.port.id)
@@ -58,7 +58,7 @@ struct HeldNICTests {
             events.cancel()
             collector.cancel()
         }
-        func call(_ r: ControlProtocol.ControlRequest) async throws -> ControlResponse {
+        func call(_ r: ControlRequest) async throws -> ControlResponse {
             try await offPool { try ControlConnection.roundTrip(r, path: path, timeout: 10) }
         }
 

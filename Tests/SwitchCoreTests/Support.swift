@@ -11,7 +11,7 @@ final class CallLog {
 /// runs per-batch actions supplied by the test.
 final class RecordingExtension: SwitchExtension {
     struct Seen: Equatable, CustomStringConvertible {
-        let kind: ControlRequest.Kind
+        let kind: OIDRequest.Kind
         let port: PortID
         let isRestore: Bool
         var description: String { "\(kind.rawValue)(\(port)\(isRestore ? ",restore" : ""))" }
@@ -21,12 +21,12 @@ final class RecordingExtension: SwitchExtension {
     let extensionClass: ExtensionClass
     let log: CallLog?
 
-    private(set) var requests: [ControlRequest] = []
-    private(set) var completions: [(request: ControlRequest, outcome: ControlOutcome)] = []
+    private(set) var requests: [OIDRequest] = []
+    private(set) var completions: [(request: OIDRequest, outcome: ControlOutcome)] = []
     /// Vetoes (reason) per request kind.
-    var vetoes: [ControlRequest.Kind: String] = [:]
+    var vetoes: [OIDRequest.Kind: String] = [:]
     /// Called for each request after it is recorded (re-entrancy tests).
-    var onControl: ((ControlRequest, VirtualSwitch) -> Void)?
+    var onControl: ((OIDRequest, VirtualSwitch) -> Void)?
     var onAttached: ((VirtualSwitch) -> Void)?
     var onIngress: ((inout IngressContext) -> Void)?
     var onEgress: ((inout EgressContext) -> Void)?
@@ -43,8 +43,8 @@ final class RecordingExtension: SwitchExtension {
     }
 
     var seen: [Seen] { requests.map { Seen(kind: $0.kind, port: $0.port.id, isRestore: $0.isRestore) } }
-    var kinds: [ControlRequest.Kind] { requests.map(\.kind) }
-    var completedKinds: [ControlRequest.Kind] { completions.map(\.request.kind) }
+    var kinds: [OIDRequest.Kind] { requests.map(\.kind) }
+    var completedKinds: [OIDRequest.Kind] { completions.map(\.request.kind) }
 
     func attached(to sw: VirtualSwitch) {
         attachCount += 1
@@ -53,7 +53,7 @@ final class RecordingExtension: SwitchExtension {
 
     func detached(from sw: VirtualSwitch) { detachCount += 1 }
 
-    func control(_ request: ControlRequest, switch sw: VirtualSwitch) -> ControlVerdict {
+    func control(_ request: OIDRequest, switch sw: VirtualSwitch) -> ControlVerdict {
         requests.append(request)
         log?.entries.append("\(name):\(request.kind.rawValue)")
         onControl?(request, sw)
@@ -61,7 +61,7 @@ final class RecordingExtension: SwitchExtension {
         return .accept
     }
 
-    func controlCompleted(_ request: ControlRequest, outcome: ControlOutcome, switch sw: VirtualSwitch) {
+    func controlCompleted(_ request: OIDRequest, outcome: ControlOutcome, switch sw: VirtualSwitch) {
         completions.append((request, outcome))
     }
 

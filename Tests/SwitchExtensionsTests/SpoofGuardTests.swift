@@ -7,9 +7,9 @@ import Testing
 final class Vetoer: SwitchExtension {
     let name: String
     let extensionClass = ExtensionClass.filtering
-    var vetoes: Set<ControlRequest.Kind> = []
+    var vetoes: Set<OIDRequest.Kind> = []
     init(_ name: String = "vetoer") { self.name = name }
-    func control(_ request: ControlRequest, switch sw: VirtualSwitch) -> ControlVerdict {
+    func control(_ request: OIDRequest, switch sw: VirtualSwitch) -> ControlVerdict {
         vetoes.contains(request.kind) ? .veto(reason: "policy frozen") : .accept
     }
 }
