@@ -109,7 +109,7 @@ public actor ControlService {
         } catch {
             records.vms.removeAll { $0.name == spec.name }
             _ = try? await backend.stopVM(named: spec.name)
-            throw SwitchError(error.code, "VM '\(spec.name)' was not started: cannot record state: \(error.message)")
+            throw error.context("VM '\(spec.name)' was not started: cannot record state")
         }
         logger.notice("VM started", metadata: ["vm": "\(spec.name)", "nics": "\(spec.nics.map(\.tap).joined(separator: ","))"])
         return ports
@@ -134,7 +134,7 @@ public actor ControlService {
         } catch {
             records.internalPorts.removeAll { $0.name == spec.name }
             _ = try? await backend.removePort(named: spec.name)
-            throw SwitchError(error.code, "port '\(spec.name)' was not added: cannot record state: \(error.message)")
+            throw error.context("port '\(spec.name)' was not added: cannot record state")
         }
         logger.notice("internal port added", metadata: ["port": "\(spec.name)"])
         return port
@@ -148,7 +148,7 @@ public actor ControlService {
         } catch {
             records.externalPorts.removeAll { $0.device == spec.device }
             _ = try? await backend.removePort(named: spec.device)
-            throw SwitchError(error.code, "port '\(spec.device)' was not added: cannot record state: \(error.message)")
+            throw error.context("port '\(spec.device)' was not added: cannot record state")
         }
         logger.notice("external port added", metadata: ["port": "\(spec.device)"])
         return port
@@ -186,7 +186,7 @@ public actor ControlService {
             try store.save(records)
         } catch {
             logger.error("cannot record state", metadata: ["error": "\(error.message)"])
-            throw SwitchError(error.code, "port '\(name)' settings applied, but the state could not be recorded: \(error.message)")
+            throw error.context("port '\(name)' settings applied, but the state could not be recorded")
         }
         logger.notice("port settings changed", metadata: ["port": "\(name)", "settings": "\(settings.assignments.joined(separator: " "))"])
         return port
@@ -198,7 +198,7 @@ public actor ControlService {
             try store.save(records)
         } catch {
             logger.error("cannot record state", metadata: ["error": "\(error.message)"])
-            throw SwitchError(error.code, "\(what) was removed, but the state could not be recorded: \(error.message)")
+            throw error.context("\(what) was removed, but the state could not be recorded")
         }
     }
 

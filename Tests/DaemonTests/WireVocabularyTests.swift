@@ -142,6 +142,14 @@ struct WireVocabularyTests {
         #expect(try Wire.decodeResponse(Wire.encodeLine(ControlResponse()).dropLast()).switchError == nil)
     }
 
+    @Test("context() prefixes the message and keeps code, veto and cause")
+    func errorContext() {
+        struct Cause: Error, CustomStringConvertible { var description: String { "EBUSY" } }
+        let e = SwitchError(.vetoed, "no", vetoingExtension: "g", vetoReason: "why", cause: Cause()).context("VM 'a' was not started")
+        #expect(e.code == .vetoed && e.message == "VM 'a' was not started: no")
+        #expect(e.vetoingExtension == "g" && e.vetoReason == "why" && e.cause is Cause)
+    }
+
     @Test("error codes survive daemon service -> wire -> client: exists, notFound, vetoed, invalidState")
     func codesFromTheService() async throws {
         let dir = try TempDir("tswvocab")
