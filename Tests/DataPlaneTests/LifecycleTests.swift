@@ -112,15 +112,17 @@ struct LifecycleTests {
     func badRequests() async throws {
         try await withRuntime { rt, _, cleanup in
             let a = names.name("ba")
-            await #expect(throws: SwitchError.self) {
+            let badName = await #expect(throws: SwitchError.self) {
                 try await rt.startVMNIC(VMNICSpec(vmName: "x", tap: "bad/name", mac: mac(1)))
             }
+            #expect(badName?.code == .invalidArgument)
             try await rt.startTestVM(a, mac: mac(0x70), cleanup: cleanup)
             do {
                 try await rt.startVMNIC(VMNICSpec(vmName: "x", tap: a, mac: mac(0x71)))
                 Issue.record("a second VM on an existing TAP must be refused")
             } catch {
-                #expect("\(error)".contains("already exists"))
+                #expect((error as? SwitchError)?.code == .exists, "\(error)")
+                #expect("\(error)".contains(a), "the message names the TAP")
             }
             #expect(await rt.snapshot().ports.count == 1)
         }
