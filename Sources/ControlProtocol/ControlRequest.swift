@@ -7,7 +7,7 @@ import Foundation
 /// | op | fields |
 /// |---|---|
 /// | `vm-start` | `vm`: `{name, nics: [{tap, mac?, owner?, group?, mtu?, type?, vlan?}]}` |
-/// | `vm-stop` | `name` |
+/// | `vm-stop` | `name`, `force?` (default false) |
 /// | `port-add-internal` | `name`, `mac?`, `netns?` |
 /// | `port-add-external` | `device` |
 /// | `port-remove` | `name` |
@@ -20,7 +20,8 @@ import Foundation
 /// Unknown ops, unknown fields, wrong types and bad values are rejected naming the field.
 public enum ControlRequest: Sendable, Equatable {
     case vmStart(VMSpec)
-    case vmStop(name: String)
+    /// `force`: remove the TAPs even while a guest holds them (otherwise refused with `busy`).
+    case vmStop(name: String, force: Bool = false)
     case portAddInternal(InternalPortSpec)
     case portAddExternal(ExternalPortSpec)
     case portRemove(name: String)
@@ -78,8 +79,9 @@ extension ControlRequest: Codable {
         case "vm-start":
             self = .vmStart(try fields(["vm"]).require(VMSpec.self, "vm"))
         case "vm-stop":
-            let o = try fields(["name"])
-            self = .vmStop(name: try Validate.vmName(try o.require(String.self, "name"), field: "name"))
+            let o = try fields(["name", "force"])
+            self = .vmStop(name: try Validate.vmName(try o.require(String.self, "name"), field: "name"),
+                           force: try o.optional(Bool.self, "force") ?? false)
         case "port-add-internal":
             let o = try fields(["name", "mac", "netns"])
             let spec = InternalPortSpec(name: try o.require(String.self, "name"), mac: try o.optional(MACAddress.self, "mac"),
@@ -131,7 +133,10 @@ extension ControlRequest: Codable {
         try c.encode(op, forKey: AnyKey("op"))
         switch self {
         case .vmStart(let vm): try c.encode(vm, forKey: AnyKey("vm"))
-        case .vmStop(let name), .portRemove(let name), .portGet(let name): try c.encode(name, forKey: AnyKey("name"))
+        case .vmStop(let name, let force):
+            try c.encode(name, forKey: AnyKey("name"))
+            if force { try c.encode(true, forKey: AnyKey("force")) }
+        case .portRemove(let name), .portGet(let name): try c.encode(name, forKey: AnyKey("name"))
         case .portSet(let name, let settings):
             try c.encode(name, forKey: AnyKey("name"))
             try c.encode(settings, forKey: AnyKey("settings"))

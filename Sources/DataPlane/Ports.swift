@@ -197,6 +197,23 @@ extension SwitchRuntime {
         }
     }
 
+    /// Disables the enabled extension `name` (it sees ``SwitchExtension/detached(from:)``); the
+    /// next batch no longer passes through it.
+    public func disableExtension(named name: String) async throws(SwitchError) {
+        try await onQueueThrowing { () throws(SwitchError) in try self.sw.disable(name) }
+    }
+
+    /// Moves the enabled extension `name` to `position` within its class (0 = top).
+    public func moveExtension(named name: String, to position: Int) async throws(SwitchError) {
+        try await onQueueThrowing { () throws(SwitchError) in try self.sw.reorder(name, to: position) }
+    }
+
+    /// Those of the TAPs `names` a guest is attached to right now (carrier up, read from the device,
+    /// not from the last notification: QEMU may have exited a moment ago). Control path only.
+    public func attachedTAPs(_ names: [String]) -> [String] {
+        names.filter { (try? devices.link(named: $0))??.hasCarrier == true }
+    }
+
     /// Runs `body` with the switch on the packet-loop queue (tests and tools).
     public func withSwitch<T: Sendable>(_ body: @escaping @Sendable (VirtualSwitch) -> T) async -> T {
         await onQueueAsync { body(self.sw) }

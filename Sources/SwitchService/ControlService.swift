@@ -2,6 +2,7 @@ import ControlProtocol
 import DaemonConfig
 import Foundation
 import Logging
+import ServiceSupport
 import StateStore
 
 /// Owns the control-plane state: runs requests against the backend one mutation at a time and
@@ -42,6 +43,32 @@ public actor ControlService {
 
     public func subscribeEvents() async -> EventSubscription { await backend.subscribeEvents() }
 
+    /// Keeps the records true when the switch removes a port by itself (a TAP deleted outside
+    /// tapswitch): the NIC leaves its VM's record, the VM goes with its last NIC, and the state
+    /// file is rewritten, so a restart does not recreate it and `vm start` works again. Call once
+    /// at start-up.
+    public func watchLostPorts() async {
+        await backend.setPortLostHandler { [weak self] lost in
+            guard let self else { return }
+            Task(executorPreference: DaemonExecutor.shared) { await self.forget(lost) }
+        }
+    }
+
+    private func forget(_ lost: LostPort) async {
+        await serially {
+            if let vm = lost.vm, let i = records.vms.firstIndex(where: { $0.name == vm }) {
+                records.vms[i].nics.removeAll { $0.tap == lost.name }
+                if records.vms[i].nics.isEmpty { records.vms.remove(at: i) }
+            } else {
+                records.internalPorts.removeAll { $0.name == lost.name }
+                records.externalPorts.removeAll { $0.device == lost.name }
+            }
+            do throws(SwitchError) { try store.save(records) } catch {
+                logger.error("cannot record state after a lost port", metadata: ["port": "\(lost.name)", "error": "\(error.message)"])
+            }
+        }
+    }
+
     /// Answers one request. Never throws: failures become `{"ok": false, "error": ...}`.
     public func handle(_ request: ControlRequest) async -> ControlResponse {
         switch request {
@@ -60,8 +87,8 @@ public actor ControlService {
             return ControlResponse(events: sub.history)
         case .vmStart(let spec):
             return await serially { await result { () async throws(SwitchError) in ControlResponse(ports: try await startVM(spec)) } }
-        case .vmStop(let name):
-            return await serially { await result { () async throws(SwitchError) in ControlResponse(pending: try await stopVM(name)) } }
+        case .vmStop(let name, let force):
+            return await serially { await result { () async throws(SwitchError) in ControlResponse(pending: try await stopVM(name, force: force)) } }
         case .portAddInternal(let spec):
             return await serially { await result { () async throws(SwitchError) in ControlResponse(ports: [try await addInternal(spec)]) } }
         case .portAddExternal(let spec):
@@ -108,7 +135,7 @@ public actor ControlService {
             try store.save(records)
         } catch {
             records.vms.removeAll { $0.name == spec.name }
-            _ = try? await backend.stopVM(named: spec.name)
+            _ = try? await backend.stopVM(named: spec.name, force: true)
             throw error.context("VM '\(spec.name)' was not started: cannot record state")
         }
         logger.notice("VM started", metadata: ["vm": "\(spec.name)", "nics": "\(spec.nics.map(\.tap).joined(separator: ","))"])
@@ -116,8 +143,8 @@ public actor ControlService {
     }
 
     /// Answers once NIC_DISCONNECT is done for every NIC; returns the TAPs whose removal is pending.
-    private func stopVM(_ name: String) async throws(SwitchError) -> [String]? {
-        let pending = try await backend.stopVM(named: name)
+    private func stopVM(_ name: String, force: Bool) async throws(SwitchError) -> [String]? {
+        let pending = try await backend.stopVM(named: name, force: force)
         records.vms.removeAll { $0.name == name }
         try saveAfterRemoval("VM '\(name)'")
         logger.notice("VM stopped", metadata: ["vm": "\(name)", "pending": "\(pending.joined(separator: ","))"])

@@ -41,6 +41,7 @@ public actor DataPlaneBackend: SwitchBackend {
         var token: UInt64
     }
     private var nextRemovalToken: UInt64 = 0
+    private var lostHandler: (@Sendable (LostPort) -> Void)?
 
     /// The extensions this backend can enable, in their default order.
     private let offered: [ExtensionFactory]
@@ -96,6 +97,10 @@ public actor DataPlaneBackend: SwitchBackend {
         }
         let hub = self.hub
         rt.addEventHandler { event in Self.publish(event, to: hub) }
+        rt.setPortLostHandler { [self] name in
+            // On the packet-loop queue: hop off it.
+            Task(executorPreference: DaemonExecutor.shared) { await self.portLost(name) }
+        }
         runtime = rt
         self.settings = settings
         try await enable(extensions)
@@ -111,7 +116,31 @@ public actor DataPlaneBackend: SwitchBackend {
             logger.warning("switch name and MAC table sizes/aging take effect at the next daemon start")
         }
         self.settings.unknownUnicast = settings.unknownUnicast
-        try await enable(extensions.filter { !enabled.contains($0) })
+        try await applyExtensionList(extensions)
+    }
+
+    /// Makes the enabled extensions exactly `names`, in that order within each class: disables
+    /// those no longer listed, enables new ones, then moves each to its listed place. Each step
+    /// takes effect on the next batch; ports are not disturbed.
+    private func applyExtensionList(_ names: [String]) async throws(BackendError) {
+        let rt = try running()
+        for name in enabled where !names.contains(name) {
+            do { try await rt.disableExtension(named: name) } catch { throw error.context("cannot disable extension '\(name)'") }
+            enabled.removeAll { $0 == name }
+            logger.notice("extension disabled", metadata: ["extension": "\(name)"])
+        }
+        let added = names.filter { !enabled.contains($0) }
+        try await enable(added)
+        for name in added { logger.notice("extension enabled", metadata: ["extension": "\(name)"]) }
+        for extensionClass in ExtensionClass.allCases {
+            let band = names.filter { n in offered.first { $0.name == n }?.extensionClass == extensionClass }
+            for (position, name) in band.enumerated() {
+                do { try await rt.moveExtension(named: name, to: position) } catch {
+                    throw error.context("cannot move extension '\(name)' to position \(position)")
+                }
+            }
+        }
+        enabled = names
     }
 
     private func enable(_ names: [String]) async throws(BackendError) {
@@ -140,6 +169,7 @@ public actor DataPlaneBackend: SwitchBackend {
             throw BackendError(.exists, "TAP '\(nic.tap)' is still being removed (references hold its NIC; see 'tapswitchctl events')")
         }
         var created: [String] = []
+        var failedNICs: [SwitchError] = []
         var resolved = spec
         for (i, nic) in spec.nics.enumerated() {
             let mac = nic.mac ?? Self.randomMAC()
@@ -152,22 +182,55 @@ public actor DataPlaneBackend: SwitchBackend {
                                                   properties: try nic.portSettings().properties), isRestore: restore)
                 created.append(nic.tap)
             } catch {
+                if restore {
+                    // Re-adoption: the VM keeps running on the NICs already adopted and QEMU may
+                    // hold every TAP, so nothing is rolled back or deleted. The NIC that failed
+                    // keeps its TAP and its record (`vm stop` removes it later).
+                    failedNICs.append(error.context("NIC \(nic.tap)"))
+                    continue
+                }
                 // Roll back the NICs this call already plugged in: nothing stays behind.
                 for tap in created.reversed() { try? await rt.removePort(named: tap) }
                 throw error
             }
+        }
+        if restore, !failedNICs.isEmpty {
+            if created.isEmpty { throw SwitchError(failedNICs[0].code, failedNICs.map(\.message).joined(separator: "; ")) }
+            vms[spec.name] = resolved
+            throw SwitchError(.invalidState, "VM '\(spec.name)' re-adopted partly (\(created.joined(separator: ", ")) forwarding); "
+                + failedNICs.map(\.message).joined(separator: "; "))
         }
         vms[spec.name] = resolved
         let snapshot = await snapshot()
         return created.compactMap { tap in snapshot.ports.first { $0.name == tap } }
     }
 
-    public func stopVM(named name: String) async throws(BackendError) -> [String] {
+    public func stopVM(named name: String, force: Bool) async throws(BackendError) -> [String] {
         let rt = try running()
         guard let spec = vms[name] else { throw BackendError(.notFound, "no running VM named '\(name)'") }
+        let taps = Set(spec.nics.map(\.tap))
+        let inSwitch = await rt.snapshot().ports.filter { taps.contains($0.port.name) }
+        if !force {
+            // Deleting a TAP under a running guest cuts its network without a word: refuse, and
+            // change nothing, while QEMU is attached (the TAP has carrier).
+            let attached = rt.attachedTAPs(spec.nics.map(\.tap))
+            if !attached.isEmpty {
+                throw BackendError(.busy, "VM '\(name)' is still attached: TAP \(attached.joined(separator: ", ")) "
+                    + "\(attached.count == 1 ? "is" : "are") in use by its guest; stop the guest first, or use --force to remove the TAPs under it")
+            }
+        }
         var failures: [String] = []
         var pending: [String] = []
         for nic in spec.nics {
+            guard inSwitch.contains(where: { $0.port.name == nic.tap }) else {
+                // Recorded but not in the switch (a NIC that failed re-adoption): its TAP is ours.
+                do throws(SwitchError) { try rt.deleteTAP(named: nic.tap) } catch {
+                    if error.code != .notFound {
+                        logger.warning("vm stop: leftover TAP not deleted", metadata: ["tap": "\(nic.tap)", "error": "\(error.message)"])
+                    }
+                }
+                continue
+            }
             do throws(BackendError) {
                 if try await beginRemoval(nic.tap, runtime: rt, deleteTAP: true, vm: name) { pending.append(nic.tap) }
             } catch {
@@ -246,6 +309,28 @@ public actor DataPlaneBackend: SwitchBackend {
         holdReportAfter = .milliseconds(Int64(max(0.001, seconds) * 1000))
     }
 
+    public func setPortLostHandler(_ handler: @escaping @Sendable (LostPort) -> Void) async {
+        lostHandler = handler
+    }
+
+    /// The switch removed port `name` by itself (its device vanished or failed): forget it, and
+    /// the VM once its last NIC is gone, so `vm start` works again; the daemon records it.
+    private func portLost(_ name: String) {
+        var lost = LostPort(name: name, vm: nil, vmGone: false)
+        if var vm = vms.values.first(where: { $0.nics.contains { $0.tap == name } }) {
+            vm.nics.removeAll { $0.tap == name }
+            lost.vm = vm.name
+            lost.vmGone = vm.nics.isEmpty
+            vms[vm.name] = vm.nics.isEmpty ? nil : vm
+        } else if internals.removeValue(forKey: name) == nil, externals.removeValue(forKey: name) == nil {
+            return  // not one of ours any more (removed meanwhile)
+        }
+        var meta: Logger.Metadata = ["port": "\(name)"]
+        if let vm = lost.vm { meta["vm"] = "\(vm)" }
+        logger.warning(lost.vmGone ? "device lost: the VM's last NIC is gone, VM forgotten" : "device lost: port forgotten", metadata: meta)
+        lostHandler?(lost)
+    }
+
     // MARK: - Internal and external ports
 
     public func addInternalPort(_ spec: InternalPortSpec) async throws(BackendError) -> PortInfo {
@@ -316,6 +401,8 @@ public actor DataPlaneBackend: SwitchBackend {
             // VM TAPs survive the daemon: adopt them (connecting at once if QEMU is attached), or
             // create them again if they are gone (after a host reboot).
             do { _ = try await startVM(spec, restore: true); outcome.adopted.vms.append(spec) } catch {
+                // Partly adopted (some NICs failed): still ours, kept with every NIC so nothing is orphaned.
+                if vms[spec.name] != nil { outcome.adopted.vms.append(spec) }
                 outcome.failures.append(.init(what: "vm \(spec.name)", reason: error.message))
             }
         }

@@ -92,7 +92,7 @@ public actor InMemoryBackend: SwitchBackend {
         return created.compactMap { ports[$0] }
     }
 
-    public func stopVM(named name: String) async throws(SwitchError) -> [String] {
+    public func stopVM(named name: String, force: Bool) async throws(SwitchError) -> [String] {
         let ids = ports.values.filter { $0.nic?.vmName == name }.map(\.id).sorted()
         guard !ids.isEmpty else { throw SwitchError(.notFound, "no running VM named '\(name)'") }
         for id in ids { teardown(portId: id) }
@@ -100,6 +100,9 @@ public actor InMemoryBackend: SwitchBackend {
     }
 
     public func setNICHoldReport(seconds: Double) async {}
+
+    /// No devices here: nothing is ever lost.
+    public func setPortLostHandler(_ handler: @escaping @Sendable (LostPort) -> Void) async {}
 
     /// The full removal sequence for one port; no veto is possible on the way down.
     private func teardown(portId id: PortID) {

@@ -19,7 +19,7 @@ import StateStore
 ///   increasing `seq` (``EventHub`` does the bookkeeping).
 /// - Errors are ``SwitchError``s; their `message` is shown to the operator as is.
 /// - ``shutdown()`` stops the packet loop but leaves TAPs, ports and VMs in place: a daemon restart
-///   must not disturb running VMs. Only ``stopVM(named:)`` and ``removePort(named:)`` delete devices.
+///   must not disturb running VMs. Only ``stopVM(named:force:)`` and ``removePort(named:)`` delete devices.
 public protocol SwitchBackend: Sendable {
     /// A short name for `tapswitchctl version` (e.g. `in-memory`, `dataplane`).
     var kind: String { get }
@@ -50,12 +50,15 @@ public protocol SwitchBackend: Sendable {
     /// for every NIC: the TAPs it returns are still held by references, and the rest of their
     /// sequence completes by itself (published as events; a hold longer than
     /// ``setNICHoldReport(seconds:)`` is reported, naming the holders).
-    func stopVM(named name: String) async throws(SwitchError) -> [String]
+    ///
+    /// Refused with ``SwitchError/Code/busy`` (naming the TAP, changing nothing) while a guest is
+    /// attached to one of the VM's TAPs, unless `force`.
+    func stopVM(named name: String, force: Bool) async throws(SwitchError) -> [String]
 
     func addInternalPort(_ spec: InternalPortSpec) async throws(SwitchError) -> PortInfo
     func addExternalPort(_ spec: ExternalPortSpec) async throws(SwitchError) -> PortInfo
-    /// Removes an internal or external port by name (VM ports go with ``stopVM(named:)``). Like
-    /// ``stopVM(named:)``, answers once NIC_DISCONNECT is done; true when the rest is pending.
+    /// Removes an internal or external port by name (VM ports go with ``stopVM(named:force:)``). Like
+    /// ``stopVM(named:force:)``, answers once NIC_DISCONNECT is done; true when the rest is pending.
     func removePort(named name: String) async throws(SwitchError) -> Bool
 
     /// How long a removal may wait for references before it is reported (log and a `nic-held`
@@ -80,6 +83,11 @@ public protocol SwitchBackend: Sendable {
     /// also when idle, so a stuck loop stops the systemd watchdog pings. `beat()` is cheap and
     /// lock-free; call it from the DataPlane's queue.
     func startHeartbeat(_ heartbeat: Heartbeat) async
+
+    /// Called after the switch removed a port by itself because its device vanished or failed (a
+    /// TAP deleted outside tapswitch): the backend has dropped it from its VM and port records;
+    /// the daemon updates its state file.
+    func setPortLostHandler(_ handler: @escaping @Sendable (LostPort) -> Void) async
 
     /// Stops the packet loop and ends event streams. Leaves TAPs and ports in place (also those
     /// whose removal was still pending).
@@ -135,5 +143,21 @@ public struct AdoptionOutcome: Sendable, Equatable {
     public init(adopted: StateRecords, failures: [Failure] = []) {
         self.adopted = adopted
         self.failures = failures
+    }
+}
+
+/// A port the switch removed by itself (its device vanished or failed), and what it belonged to.
+public struct LostPort: Sendable, Equatable {
+    /// The port's name (the TAP, the internal port or the uplink device).
+    public var name: String
+    /// The VM whose NIC it was, nil for internal and external ports.
+    public var vm: String?
+    /// True when that was the VM's last NIC: the VM is no longer running.
+    public var vmGone: Bool
+
+    public init(name: String, vm: String?, vmGone: Bool) {
+        self.name = name
+        self.vm = vm
+        self.vmGone = vmGone
     }
 }

@@ -133,6 +133,7 @@ public struct Daemon: Sendable {
             return DaemonExitCode.failure
         }
         let service = ControlService(backend: backend, store: store, records: recorded, logger: logger)
+        await service.watchLostPorts()
         let outcome = await service.adoptRecorded()
         for f in outcome.failures {
             logger.error("could not re-adopt recorded port", metadata: ["what": "\(f.what)", "error": "\(f.reason)"])

@@ -90,7 +90,9 @@ struct VMStop: ParsableCommand {
         abstract: "Remove a VM's ports and TAPs.",
         discussion: """
         For each NIC: NIC_DISCONNECT (if QEMU is attached), drain, NIC_DELETE, PORT_TEARDOWN, \
-        PORT_DELETE, then the TAP is removed. Stop QEMU first: a running guest loses its network.
+        PORT_DELETE, then the TAP is removed. Stop QEMU first: while a guest is still attached to \
+        one of the VM's TAPs, vm stop is refused (error code busy, naming the TAP) and nothing \
+        changes; --force removes the TAPs anyway, and the running guest loses its network.
         """
     )
 
@@ -99,12 +101,15 @@ struct VMStop: ParsableCommand {
     @Argument(help: "VM name.")
     var vm: String
 
+    @Flag(help: "Remove the TAPs even while a guest is attached to them (it loses its network).")
+    var force = false
+
     func validate() throws {
         do { _ = try Validate.vmName(vm, field: "<vm>") } catch { throw usage(error) }
     }
 
     func run() throws {
-        let response = try call(.vmStop(name: vm), globals)
+        let response = try call(.vmStop(name: vm, force: force), globals)
         if globals.json {
             printJSON(RemovalAnswer(stopped: vm, pending: response.pending))
         } else {

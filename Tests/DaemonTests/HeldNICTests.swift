@@ -74,7 +74,7 @@ struct HeldNICTests {
         }
 
         // The answer comes once NIC_DISCONNECT is done, not when the reference drains.
-        let stop = try await call(.vmStop(name: "held"))
+        let stop = try await call(.vmStop(name: "held", force: true))  // the guest is still attached
         #expect(stop.ok, "\(stop.error ?? "")")
         #expect(stop.pending == [tapA])
         #expect(seen.withLock { $0.contains { $0.kind == .nicDisconnect && $0.portName == tapA } })

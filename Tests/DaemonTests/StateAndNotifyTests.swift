@@ -151,7 +151,7 @@ struct InMemoryBackendTests {
         #expect(ports.count == 1 && ports[0].nic?.assignedMAC.description.hasPrefix("52:54:00:") == true)
         try await b.simulateCarrier(tap: "vm1-0", up: true)
         #expect(await b.snapshot().ports.first?.nic?.state == .connected)
-        _ = try await b.stopVM(named: "vm1")
+        _ = try await b.stopVM(named: "vm1", force: false)
         #expect(await b.snapshot().ports.isEmpty)
         let kinds = await b.subscribeEvents().history.map(\.kind)
         #expect(kinds == [.portCreate, .nicCreate, .nicConnect, .nicDisconnect, .nicDelete, .portTeardown, .portDelete])

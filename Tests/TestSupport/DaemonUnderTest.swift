@@ -274,7 +274,7 @@ public final class DaemonUnderTest: Sendable {
     private func shutDown() {
         guard isRunning else { return }
         let vms = Set(((try? show())?.ports ?? []).compactMap { $0.nic?.vmName })
-        for vm in vms { _ = try? ctl("vm", "stop", vm) }
+        for vm in vms { _ = try? ctl("vm", "stop", vm, "--force") }
         _ = terminate(within: .seconds(10))
     }
 }
