@@ -14,6 +14,9 @@ import Foundation
 /// | `port-set` | `name`, `settings`: `["key=value", ...]` (one vetoable change; see ``PortSettings``) |
 /// | `port-get` | `name` |
 /// | `port-reset` | `name`, `keys`: `["key", ...]` |
+/// | `extension-enable` | `name`, `position?` (within its class; default: the top) |
+/// | `extension-disable` | `name` |
+/// | `extension-set` | `name`, `settings`: `["key=value", ...]` (the extension's whole settings) |
 /// | `show`, `fdb`, `extensions`, `ping`, `version` | none |
 /// | `events` | `follow?` (default false) |
 ///
@@ -28,6 +31,9 @@ public enum ControlRequest: Sendable, Equatable {
     case portSet(name: String, settings: [String])
     case portGet(name: String)
     case portReset(name: String, keys: [String])
+    case extensionEnable(name: String, position: Int?)
+    case extensionDisable(name: String)
+    case extensionSet(name: String, settings: [String])
     case show
     case fdb
     case extensions
@@ -46,6 +52,9 @@ public enum ControlRequest: Sendable, Equatable {
         case .portSet: "port-set"
         case .portGet: "port-get"
         case .portReset: "port-reset"
+        case .extensionEnable: "extension-enable"
+        case .extensionDisable: "extension-disable"
+        case .extensionSet: "extension-set"
         case .show: "show"
         case .fdb: "fdb"
         case .extensions: "extensions"
@@ -56,12 +65,13 @@ public enum ControlRequest: Sendable, Equatable {
     }
 
     public static let allOps = ["vm-start", "vm-stop", "port-add-internal", "port-add-external", "port-remove",
-                                "port-set", "port-get", "port-reset", "show", "fdb", "extensions", "events", "ping", "version"]
+                                "port-set", "port-get", "port-reset", "extension-enable", "extension-disable", "extension-set", "show", "fdb", "extensions", "events", "ping", "version"]
 
     /// True for requests that change the switch (the server serialises and records them).
     public var isMutating: Bool {
         switch self {
-        case .vmStart, .vmStop, .portAddInternal, .portAddExternal, .portRemove, .portSet, .portReset: true
+        case .vmStart, .vmStop, .portAddInternal, .portAddExternal, .portRemove, .portSet, .portReset,
+             .extensionEnable, .extensionDisable, .extensionSet: true
         default: false
         }
     }
@@ -112,6 +122,18 @@ extension ControlRequest: Codable {
                 throw FieldError(field: "keys", message: "unknown port setting '\(bad)' (keys: \(PortSettings.keys.joined(separator: ", ")))")
             }
             self = .portReset(name: name, keys: keys)
+        case "extension-enable":
+            let o = try fields(["name", "position"])
+            let position = try o.optional(Int.self, "position")
+            if let position, position < 0 { throw FieldError(field: "position", message: "\(position) is negative") }
+            self = .extensionEnable(name: try Validate.extensionName(try o.require(String.self, "name"), field: "name"), position: position)
+        case "extension-disable":
+            self = .extensionDisable(name: try Validate.extensionName(try fields(["name"]).require(String.self, "name"), field: "name"))
+        case "extension-set":
+            let o = try fields(["name", "settings"])
+            let settings = try o.require([String].self, "settings")
+            _ = try Validate.extensionSettings(settings, field: "settings")
+            self = .extensionSet(name: try Validate.extensionName(try o.require(String.self, "name"), field: "name"), settings: settings)
         case "events":
             self = .events(follow: try fields(["follow"]).optional(Bool.self, "follow") ?? false)
         case "show", "fdb", "extensions", "ping", "version":
@@ -143,6 +165,14 @@ extension ControlRequest: Codable {
         case .portReset(let name, let keys):
             try c.encode(name, forKey: AnyKey("name"))
             try c.encode(keys, forKey: AnyKey("keys"))
+        case .extensionEnable(let name, let position):
+            try c.encode(name, forKey: AnyKey("name"))
+            try c.encodeIfPresent(position, forKey: AnyKey("position"))
+        case .extensionDisable(let name):
+            try c.encode(name, forKey: AnyKey("name"))
+        case .extensionSet(let name, let settings):
+            try c.encode(name, forKey: AnyKey("name"))
+            try c.encode(settings, forKey: AnyKey("settings"))
         case .portAddInternal(let spec):
             try c.encode(spec.name, forKey: AnyKey("name"))
             try c.encodeIfPresent(spec.mac, forKey: AnyKey("mac"))
@@ -161,7 +191,7 @@ extension ControlRequest: Codable {
 /// Successful responses carry the payload for their request: `snapshot` (show), `fdb`, `extensions`,
 /// `events` (events without follow, and the backlog sent first when following), `event` (each
 /// streamed line of `events --follow`), `ports` (ports created by vm-start and port-add-*; the
-/// port after port-set, port-get and port-reset),
+/// port after port-set, port-get and port-reset), `extensions` (also after extension-*),
 /// `version` (ping and version).
 public struct ControlResponse: Codable, Sendable, Equatable {
     public var ok: Bool

@@ -121,6 +121,26 @@ public enum Validate {
     private static func isNameScalar(_ s: Unicode.Scalar) -> Bool {
         isAlphanumeric(s) || s == "_" || s == "." || s == "-"
     }
+
+    /// An extension name: 1-64 characters from a-z 0-9 and -.
+    public static func extensionName(_ s: String, field: String) throws(FieldError) -> String {
+        guard !s.isEmpty, s.count <= 64, s.utf8.allSatisfy({ ($0 >= 0x61 && $0 <= 0x7A) || ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2D }) else {
+            throw FieldError(field: field, message: "'\(s)' is not an extension name (a-z, 0-9 and -, at most 64)")
+        }
+        return s
+    }
+
+    /// Extension settings as `key=value` words, each key once.
+    public static func extensionSettings(_ words: [String], field: String) throws(FieldError) -> [String: String] {
+        var out: [String: String] = [:]
+        for w in words {
+            guard let eq = w.firstIndex(of: "="), eq != w.startIndex else { throw FieldError(field: field, message: "'\(w)' is not key=value") }
+            let key = String(w[..<eq])
+            guard out[key] == nil else { throw FieldError(field: field, message: "'\(key)' is given twice") }
+            out[key] = String(w[w.index(after: eq)...])
+        }
+        return out
+    }
 }
 
 extension Character {

@@ -40,6 +40,9 @@ public struct DaemonConfig: Sendable, Equatable {
         StateRecords(vms: vms, internalPorts: internalPorts, externalPorts: externalPorts)
     }
 
+    /// `[extensions.NAME]` tables: each extension's settings by key, as text.
+    public var extensionSettings: [String: [String: String]] = [:]
+
     /// Extensions enabled when the file has no `[extensions] enable`: every shipped policy, so VM
     /// ports get the safe defaults (MAC spoofing guard) and per-port settings are enforced.
     public static let defaultExtensions = ExtensionRegistry.defaultEnabled
@@ -202,6 +205,36 @@ private struct Builder {
         }
     }
 
+    /// `[extensions.NAME]`: the extension's settings, each value as text (integers as written,
+    /// booleans as on/off). Unknown extensions, unknown keys and bad values are reported on their line.
+    mutating func extensionSettings(_ t: TOMLTable, _ name: String) -> [String: String]? {
+        if let avail = loader.availableExtensions, !avail.contains(name) {
+            issue(t.line, "[extensions.\(name)]: unknown extension '\(name)' (available: \(avail.sorted().joined(separator: ", ")))")
+            return nil
+        }
+        let entry = ExtensionRegistry.builtin.entry(named: name)
+        var out: [String: String] = [:]
+        var ok = true
+        for key in t.keys {
+            guard let v = value(t, key) else { ok = false; continue }
+            let text: String
+            switch v.kind {
+            case .string(let s): text = s
+            case .integer(let n): text = String(n)
+            case .bool(let b): text = b ? "on" : "off"
+            case .stringArray(let a): text = a.joined(separator: ",")
+            }
+            if let entry {
+                do throws(SwitchError) { _ = try entry.make(ExtensionSettings([key: text])) } catch {
+                    issue(v.line, "\(t.qualified(key)): \(error.message)")
+                    ok = false
+                }
+            }
+            out[key] = text
+        }
+        return ok ? out : nil
+    }
+
     mutating func check<T>(_ line: Int, _ body: () throws(FieldError) -> T) -> T? {
         do {
             return try body()
@@ -266,7 +299,12 @@ private struct Builder {
             }
         }
         if let t = table(root, "extensions") {
-            checkKeys(t, allowed: ["enable"])
+            let named = t.keys.filter { if case .table? = t[$0] { true } else { false } }
+            checkKeys(t, allowed: ["enable"], subtables: named)
+            for name in named {
+                guard let st = table(t, name) else { continue }
+                if let settings = extensionSettings(st, name) { config.extensionSettings[name] = settings }
+            }
             if let (names, line) = stringArray(t, "enable") {
                 var seen = Set<String>()
                 for n in names {

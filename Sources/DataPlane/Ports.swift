@@ -191,9 +191,21 @@ extension SwitchRuntime {
 
     /// Enables an extension. `make` runs on the packet-loop queue and builds it there, so the
     /// extension (which need not be Sendable) lives only on that queue.
-    public func enableExtension(_ make: @escaping @Sendable () -> any SwitchExtension) async throws(SwitchError) {
+    public func enableExtension(position: Int? = nil, _ make: @escaping @Sendable () -> any SwitchExtension) async throws(SwitchError) {
         try await onQueueThrowing { () throws(SwitchError) in
-            do throws(SwitchError) { try self.sw.enable(make()) } catch { throw error }
+            do throws(SwitchError) { try self.sw.enable(make(), position: position) } catch { throw error }
+        }
+    }
+
+    /// Replaces an enabled extension by a new instance (new settings) at the same place in the
+    /// stack, between two batches. Its counters start again.
+    public func replaceExtension(named name: String, _ make: @escaping @Sendable () -> any SwitchExtension) async throws(SwitchError) {
+        try await onQueueThrowing { () throws(SwitchError) in
+            guard let info = self.sw.extensions.first(where: { $0.name == name }) else {
+                throw SwitchError(.notFound, "extension \(name) is not enabled")
+            }
+            try self.sw.disable(name)
+            try self.sw.enable(make(), position: info.position)
         }
     }
 

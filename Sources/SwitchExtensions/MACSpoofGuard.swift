@@ -3,7 +3,8 @@ import SwitchCore
 /// MAC spoofing guard (Hyper-V's `-MacAddressSpoofing Off`), on by default for VM ports: a frame
 /// whose source MAC is neither its NIC's MAC (permanent or current) nor one of the port's
 /// `allowed-macs` is dropped on ingress, before the switch learns from it, so it never moves a
-/// learned address. A port with the guard on and no NIC yet sends nothing.
+/// learned address. A port with the guard on and no NIC yet sends nothing. It vetoes an
+/// `allowed-macs` entry that is another port's NIC MAC.
 public final class MACSpoofGuard: PortPolicyExtension {
     public static let extensionName = "mac-spoof-guard"
     /// Per port: the NIC's two MACs plus the allowed ones.
@@ -58,6 +59,19 @@ public final class MACSpoofGuard: PortPolicyExtension {
             }
         }
         count[index] = UInt8(n)
+    }
+
+    /// Vetoes `allowed-macs` that name another port's NIC MAC: allowing it would let this port
+    /// impersonate that NIC, which is what the guard is for.
+    override func check(_ policy: SecurityPolicy, for port: PortParameters, in sw: VirtualSwitch) -> String? {
+        for m in policy.allowedMACs {
+            for other in sw.ports where other.id != port.id {
+                if let nic = sw.nic(of: other.id), nic.permanentMAC == m || nic.currentMAC == m {
+                    return "allowed-macs: \(m) is the MAC of port \(other.name)"
+                }
+            }
+        }
+        return nil
     }
 
     override public func ingress(_ context: inout IngressContext) {

@@ -44,7 +44,7 @@ public class PortPolicyExtension: SwitchExtension {
     /// The port at `index` changed (nil: it is gone; reset the index's entry).
     func portChanged(_ index: Int, _ port: TrackedPort?, _ sw: VirtualSwitch) {}
     /// Vetoes a security property this extension cannot enforce (nil: accept).
-    func check(_ policy: SecurityPolicy, for port: PortParameters) -> String? { nil }
+    func check(_ policy: SecurityPolicy, for port: PortParameters, in sw: VirtualSwitch) -> String? { nil }
 
     // MARK: - SwitchExtension
 
@@ -71,7 +71,7 @@ public class PortPolicyExtension: SwitchExtension {
     public func control(_ request: OIDRequest, switch sw: VirtualSwitch) -> ControlVerdict {
         switch request.kind {
         case .propertyAdd, .propertyUpdate:
-            if case .security(let s)? = request.property, let reason = check(s, for: request.port) {
+            if case .security(let s)? = request.property, let reason = check(s, for: request.port, in: sw) {
                 return .veto(reason: reason)
             }
             return .accept

@@ -20,6 +20,11 @@ public actor ControlService {
     private var busy = false
     private var waiters: [CheckedContinuation<Void, Never>] = []
 
+    /// The `[extensions.NAME]` settings given to the backend (at start by the daemon, then by reloads).
+    public var appliedExtensionSettings: [String: [String: String]] = [:]
+
+    public func noteExtensionSettings(_ settings: [String: [String: String]]) { appliedExtensionSettings = settings }
+
     public init(backend: any SwitchBackend, store: StateStore, records: StateRecords, logger: Logger) {
         self.backend = backend
         self.store = store
@@ -105,6 +110,34 @@ public actor ControlService {
             return await serially {
                 await result { () async throws(SwitchError) in
                     ControlResponse(ports: [try await changeSettings(name) { (s: inout PortSettings) throws(SwitchError) in try s.reset(keys) }])
+                }
+            }
+        case .extensionEnable(let name, let position):
+            return await serially {
+                await result { () async throws(SwitchError) in
+                    try await backend.enableExtension(named: name, position: position)
+                    logger.notice("extension enabled", metadata: ["extension": "\(name)"])
+                    return ControlResponse(extensions: await backend.extensions())
+                }
+            }
+        case .extensionDisable(let name):
+            return await serially {
+                await result { () async throws(SwitchError) in
+                    try await backend.disableExtension(named: name)
+                    logger.notice("extension disabled", metadata: ["extension": "\(name)"])
+                    return ControlResponse(extensions: await backend.extensions())
+                }
+            }
+        case .extensionSet(let name, let words):
+            return await serially {
+                await result { () async throws(SwitchError) in
+                    let settings: [String: String]
+                    do throws(FieldError) { settings = try Validate.extensionSettings(words, field: "settings") } catch {
+                        throw SwitchError(.invalidArgument, error.description)
+                    }
+                    try await backend.setExtensionSettings(named: name, settings)
+                    logger.notice("extension settings changed", metadata: ["extension": "\(name)", "settings": "\(words.joined(separator: " "))"])
+                    return ControlResponse(extensions: await backend.extensions())
                 }
             }
         case .portGet(let name):
@@ -269,6 +302,12 @@ public actor ControlService {
     public func reconfigure(_ config: DaemonConfig) async throws(SwitchError) {
         let r: SwitchError? = await serially {
             do throws(SwitchError) {
+                // Settings first, so an extension the file enables now starts with them.
+                for name in Set(config.extensionSettings.keys).union(appliedExtensionSettings.keys).sorted()
+                where config.extensionSettings[name] != appliedExtensionSettings[name] {
+                    try await backend.setExtensionSettings(named: name, config.extensionSettings[name] ?? [:])
+                    appliedExtensionSettings[name] = config.extensionSettings[name]
+                }
                 try await backend.reload(config.settings, extensions: config.extensions)
                 return nil
             } catch {

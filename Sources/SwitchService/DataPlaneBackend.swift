@@ -6,6 +6,7 @@ import Logging
 import ServiceSupport
 import StateStore
 import SwitchCore
+import SwitchExtensions
 
 /// The real backend: the switch core on the Linux data plane (TAPs, AF_PACKET, netlink).
 ///
@@ -51,20 +52,33 @@ public actor DataPlaneBackend: SwitchBackend {
         public let name: String
         public let extensionClass: ExtensionClass
         public let summary: String
-        public let make: @Sendable () -> any SwitchExtension
+        /// Builds one from its settings, refusing unknown or invalid ones.
+        public let make: @Sendable (ExtensionSettings) throws(SwitchError) -> any SwitchExtension
 
-        public init(name: String, extensionClass: ExtensionClass, summary: String, make: @escaping @Sendable () -> any SwitchExtension) {
+        public init(name: String, extensionClass: ExtensionClass, summary: String,
+                    make: @escaping @Sendable (ExtensionSettings) throws(SwitchError) -> any SwitchExtension) {
             self.name = name
             self.extensionClass = extensionClass
             self.summary = summary
             self.make = make
         }
+
+        /// An extension that takes no settings.
+        public init(name: String, extensionClass: ExtensionClass, summary: String, make: @escaping @Sendable () -> any SwitchExtension) {
+            self.init(name: name, extensionClass: extensionClass, summary: summary) { (s: ExtensionSettings) throws(SwitchError) in
+                try s.check(extension: name, known: [])
+                return make()
+            }
+        }
     }
 
-    /// The extensions shipped with tapswitch.
-    public static let shippedExtensions: [ExtensionFactory] = BuiltinExtensions.all.map {
+    /// The extensions shipped with tapswitch (the `SwitchExtensions` registry).
+    public static let shippedExtensions: [ExtensionFactory] = ExtensionRegistry.builtin.entries.map {
         ExtensionFactory(name: $0.name, extensionClass: $0.extensionClass, summary: $0.summary, make: $0.make)
     }
+
+    /// Settings given per extension (`[extensions.NAME]`, `extension set`).
+    private var extensionSettings: [String: ExtensionSettings] = [:]
 
     /// - Parameter extensions: what can be enabled (the shipped ones; tests add their own).
     public init(logger: Logger = Logger(label: "tapswitch.backend"), extensions: [ExtensionFactory] = DataPlaneBackend.shippedExtensions) {
@@ -144,15 +158,53 @@ public actor DataPlaneBackend: SwitchBackend {
     }
 
     private func enable(_ names: [String]) async throws(BackendError) {
+        for name in names { try await enable(name, position: nil, top: false) }
+    }
+
+    /// Builds `name` with its settings now (so bad settings fail here, naming the key), then
+    /// enables it on the packet-loop queue.
+    private func enable(_ name: String, position: Int?, top: Bool) async throws(BackendError) {
         let rt = try running()
-        for name in names {
-            guard let entry = offered.first(where: { $0.name == name }) else {
-                throw BackendError(.invalidArgument, "unknown extension '\(name)' (available: \(offered.map(\.name).joined(separator: ", ")))")
-            }
-            do { try await rt.enableExtension(entry.make) } catch {
-                throw error.context("cannot enable extension '\(name)'")
-            }
-            enabled.append(name)
+        let make = try maker(name)
+        do { try await rt.enableExtension(position: position ?? (top ? 0 : nil), make) } catch {
+            throw error.context("cannot enable extension '\(name)'")
+        }
+        enabled.append(name)
+    }
+
+    private func maker(_ name: String) throws(BackendError) -> @Sendable () -> any SwitchExtension {
+        guard let entry = offered.first(where: { $0.name == name }) else {
+            throw BackendError(.notFound, "unknown extension '\(name)' (available: \(offered.map(\.name).joined(separator: ", ")))")
+        }
+        let settings = extensionSettings[name] ?? ExtensionSettings()
+        _ = try entry.make(settings)
+        // Built again on the queue that owns the switch (extensions need not be Sendable).
+        return {
+            do { return try entry.make(settings) } catch { preconditionFailure("settings of \(name) were checked: \(error)") }
+        }
+    }
+
+    public func enableExtension(named name: String, position: Int?) async throws(BackendError) {
+        if enabled.contains(name) { throw BackendError(.exists, "extension '\(name)' is already enabled") }
+        try await enable(name, position: position, top: true)
+    }
+
+    public func disableExtension(named name: String) async throws(BackendError) {
+        let rt = try running()
+        guard enabled.contains(name) else { throw BackendError(.notFound, "extension '\(name)' is not enabled") }
+        try await rt.disableExtension(named: name)
+        enabled.removeAll { $0 == name }
+    }
+
+    public func setExtensionSettings(named name: String, _ settings: [String: String]) async throws(BackendError) {
+        let old = extensionSettings[name]
+        extensionSettings[name] = ExtensionSettings(settings)
+        do throws(BackendError) {
+            let make = try maker(name)
+            if enabled.contains(name) { try await running().replaceExtension(named: name, make) }
+        } catch {
+            extensionSettings[name] = old
+            throw error
         }
     }
 

@@ -1,6 +1,7 @@
 import ControlProtocol
 import Dispatch
 import Foundation
+import SwitchExtensions
 import ServiceSupport
 import StateStore
 
@@ -232,6 +233,31 @@ public actor InMemoryBackend: SwitchBackend {
             guard let mac = p.nic?.assignedMAC ?? p.mac else { return nil }
             return FDBEntry(mac: mac, vlan: p.vlan, portId: p.id, portName: p.name, ageSeconds: 0, isStatic: true)
         }
+    }
+
+    public func enableExtension(named name: String, position: Int?) async throws(SwitchError) {
+        guard let d = availableExtensions().first(where: { $0.name == name }) else {
+            throw SwitchError(.notFound, "unknown extension '\(name)'")
+        }
+        if enabledExtensions.contains(name) { throw SwitchError(.exists, "extension '\(name)' is already enabled") }
+        // Into its class at `position` (default: the top), keeping the others' order.
+        let band = enabledExtensions.filter { n in availableExtensions().first { $0.name == n }?.class == d.class }
+        let p = min(max(position ?? 0, 0), band.count)
+        if p < band.count, let at = enabledExtensions.firstIndex(of: band[p]) {
+            enabledExtensions.insert(name, at: at)
+        } else {
+            enabledExtensions.append(name)
+        }
+    }
+
+    public func disableExtension(named name: String) async throws(SwitchError) {
+        guard enabledExtensions.contains(name) else { throw SwitchError(.notFound, "extension '\(name)' is not enabled") }
+        enabledExtensions.removeAll { $0 == name }
+    }
+
+    public func setExtensionSettings(named name: String, _ settings: [String: String]) async throws(SwitchError) {
+        guard availableExtensions().contains(where: { $0.name == name }) else { throw SwitchError(.notFound, "unknown extension '\(name)'") }
+        if let entry = ExtensionRegistry.builtin.entry(named: name) { _ = try entry.make(ExtensionSettings(settings)) }
     }
 
     public func extensions() async -> [ExtensionInfo] {

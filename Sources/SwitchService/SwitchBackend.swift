@@ -71,6 +71,15 @@ public protocol SwitchBackend: Sendable {
     /// `port-property` event and returns the port.
     func setPortSettings(named name: String, _ settings: PortSettings) async throws(SwitchError) -> PortInfo
 
+    /// Enables an offered extension at `position` within its class (nil: the top, as in
+    /// Hyper-V), built with the settings last given for it.
+    func enableExtension(named name: String, position: Int?) async throws(SwitchError)
+    /// Disables an extension; from the next frame on it sees nothing.
+    func disableExtension(named name: String) async throws(SwitchError)
+    /// Gives an extension its settings (`[extensions.NAME]`, `extension set`): unknown or invalid
+    /// ones are refused naming the key. An enabled extension is rebuilt in place with them.
+    func setExtensionSettings(named name: String, _ settings: [String: String]) async throws(SwitchError)
+
     func snapshot() async -> SwitchSnapshot
     func fdb() async -> [FDBEntry]
     func extensions() async -> [ExtensionInfo]

@@ -105,6 +105,9 @@ public struct Daemon: Sendable {
                                              "config": "\(options.configPath)"])
 
         do {
+            for (name, settings) in config.extensionSettings.sorted(by: { $0.key < $1.key }) {
+                try await backend.setExtensionSettings(named: name, settings)
+            }
             try await backend.configure(config.settings, extensions: config.extensions)
         } catch {
             Self.printError("tapswitchd: cannot create switch '\(config.settings.name)': \(error.message)")
@@ -134,6 +137,7 @@ public struct Daemon: Sendable {
         }
         let service = ControlService(backend: backend, store: store, records: recorded, logger: logger)
         await service.watchLostPorts()
+        await service.noteExtensionSettings(config.extensionSettings)
         let outcome = await service.adoptRecorded()
         for f in outcome.failures {
             logger.error("could not re-adopt recorded port", metadata: ["what": "\(f.what)", "error": "\(f.reason)"])
@@ -206,7 +210,7 @@ public struct Daemon: Sendable {
             notifier.ready(status: "reload failed: \(error.issues.first?.description ?? "config error"); running with the previous config")
             return current
         }
-        if new.settings != current.settings || new.extensions != current.extensions {
+        if new.settings != current.settings || new.extensions != current.extensions || new.extensionSettings != current.extensionSettings {
             do {
                 try await service.reconfigure(new)
             } catch {

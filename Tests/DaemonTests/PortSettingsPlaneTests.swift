@@ -133,4 +133,51 @@ struct PortSettingsPlaneTests {
         #expect(try store.load().vms.first?.nics.first?.settings == [])
         #expect(await service.handle(.portSet(name: "nope", settings: ["vlan=3"])).code == .notFound)
     }
+
+    @Test("[extensions.NAME] tables give settings; unknown extensions, keys and bad values are errors on their line")
+    func extensionTables() throws {
+        let l = ConfigLoader(availableExtensions: ["mac-spoof-guard", "mac-limit", "dhcp-guard"], groupExists: { _ in true })
+        let c = try l.parse("[extensions]\nenable = [\"mac-spoof-guard\"]\n[extensions.mac-spoof-guard]\nvm-default = false\n[extensions.mac-limit]\nvm-default = 8\n", file: "t.toml")
+        #expect(c.extensionSettings == ["mac-spoof-guard": ["vm-default": "off"], "mac-limit": ["vm-default": "8"]])
+        func message(_ text: String) -> String? {
+            do {
+                _ = try l.parse(text, file: "t.toml")
+                return nil
+            } catch {
+                return error.description
+            }
+        }
+        #expect(message("[extensions]\n[extensions.firewall]\nx = 1\n") == "t.toml:2: [extensions.firewall]: unknown extension 'firewall' (available: dhcp-guard, mac-limit, mac-spoof-guard)")
+        #expect(message("[extensions]\n[extensions.dhcp-guard]\n\ncolour = \"red\"\n") == "t.toml:4: extensions.dhcp-guard.colour: extension dhcp-guard: unknown setting 'colour' (settings: vm-default)")
+        #expect(message("[extensions]\n[extensions.mac-limit]\nvm-default = 0\n") == "t.toml:3: extensions.mac-limit.vm-default: extension mac-limit: vm-default=0: expected a number 1-65535 or none")
+    }
+
+    @Test("extension-enable/disable/set on the wire and through the service")
+    func extensionOps() async throws {
+        for request in [ControlRequest.extensionEnable(name: "dhcp-guard", position: 1), .extensionEnable(name: "dhcp-guard", position: nil),
+                        .extensionDisable(name: "dhcp-guard"), .extensionSet(name: "dhcp-guard", settings: ["vm-default=on"])] {
+            #expect(try Wire.decodeRequest(Wire.encodeLine(request).dropLast()) == request)
+        }
+        do {
+            _ = try Wire.decodeRequest(Data(#"{"op":"extension-set","name":"x","settings":["novalue"]}"#.utf8))
+            Issue.record("accepted")
+        } catch {
+            #expect(error.description == "settings: 'novalue' is not key=value")
+        }
+        let dir = try TempDir("tswext")
+        defer { dir.remove() }
+        let backend = InMemoryBackend()
+        try await backend.configure(SwitchSettings(), extensions: ["duplicate-mac-guard", "mac-spoof-guard"])
+        let service = ControlService(backend: backend, store: StateStore(directory: dir.file("state")), records: StateRecords(),
+                                     logger: Logger(label: "test"))
+        let enabled = await service.handle(.extensionEnable(name: "dhcp-guard", position: nil)).extensions
+        #expect(enabled?.first { $0.name == "dhcp-guard" }?.position == 0, "a new extension goes to the top of its class")
+        #expect(enabled?.first { $0.name == "duplicate-mac-guard" }?.position == 1)
+        #expect(await service.handle(.extensionEnable(name: "dhcp-guard", position: nil)).code == .exists)
+        #expect(await service.handle(.extensionDisable(name: "dhcp-guard")).extensions?.first { $0.name == "dhcp-guard" }?.enabled == false)
+        #expect(await service.handle(.extensionDisable(name: "dhcp-guard")).code == .notFound)
+        let bad = await service.handle(.extensionSet(name: "dhcp-guard", settings: ["colour=red"]))
+        #expect(bad.code == .invalidArgument && bad.error == "extension dhcp-guard: unknown setting 'colour' (settings: vm-default)")
+        #expect(await service.handle(.extensionSet(name: "dhcp-guard", settings: ["vm-default=on"])).ok)
+    }
 }

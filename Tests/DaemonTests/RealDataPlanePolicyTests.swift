@@ -211,4 +211,130 @@ struct RealDataPlanePolicyTests {
             return atTrunk.first?.vlan == expectTag ? nil : "trunk got \(atTrunk)"
         }
     }
+
+    // MARK: - Guards, isolation and extension management on real TAPs
+
+    /// IPv4/UDP, IPv6 and ARP frames carrying the probe's token in their payload (for `collectToken`).
+    enum Frames {
+        static func be16(_ v: UInt16) -> [UInt8] { [UInt8(v >> 8), UInt8(v & 0xFF)] }
+        static func be32(_ v: UInt32) -> [UInt8] { [UInt8(v >> 24), UInt8((v >> 16) & 0xFF), UInt8((v >> 8) & 0xFF), UInt8(v & 0xFF)] }
+
+        static func udp4(dst: [UInt8], src: [UInt8], from: UInt32, ports: (UInt16, UInt16), payload: [UInt8]) -> [UInt8] {
+            let udp = be16(ports.0) + be16(ports.1) + be16(UInt16(8 + payload.count)) + [0, 0] + payload
+            let ip: [UInt8] = [0x45, 0] + be16(UInt16(20 + udp.count)) + [0, 0, 0, 0, 64, 17, 0, 0] + be32(from) + be32(0xFFFF_FFFF)
+            return TestFrames.ethernet(dst: dst, src: src, etherType: 0x0800, payload: ip + udp)
+        }
+
+        /// A DHCP OFFER (BOOTREPLY from port 67) whose `sname` carries `marker`.
+        static func dhcpOffer(dst: [UInt8], src: [UInt8], marker: [UInt8]) -> [UInt8] {
+            var b: [UInt8] = [2, 1, 6, 0] + be32(7) + [0, 0, 0, 0] + be32(0) + be32(0x0A00_0032) + be32(0) + be32(0)
+            b += Array(repeating: 0, count: 16) + marker + Array(repeating: 0, count: 64 + 128 - marker.count)
+            b += be32(0x6382_5363) + [53, 1, 2, 255]
+            return udp4(dst: dst, src: src, from: 0x0A00_0005, ports: (67, 68), payload: b)  // its own, allowed, address
+        }
+
+        /// An ICMPv6 router advertisement from fe80::1 with `marker` after it.
+        static func routerAdvertisement(dst: [UInt8], src: [UInt8], marker: [UInt8]) -> [UInt8] {
+            let icmp: [UInt8] = [134, 0, 0, 0, 64, 0] + be16(1800) + be32(0) + be32(0) + marker
+            let ll: [UInt8] = [0xFE, 0x80] + Array(repeating: 0, count: 13) + [1]
+            let all: [UInt8] = [0xFF, 0x02] + Array(repeating: 0, count: 13) + [1]
+            let ip: [UInt8] = [0x60, 0, 0, 0] + be16(UInt16(icmp.count)) + [58, 255] + ll + all
+            return TestFrames.ethernet(dst: dst, src: src, etherType: 0x86DD, payload: ip + icmp)
+        }
+
+        /// An ARP reply claiming `ip` for `src`, with `marker` in the padding.
+        static func arpReply(src: [UInt8], ip: UInt32, marker: [UInt8]) -> [UInt8] {
+            let body: [UInt8] = [0, 1, 8, 0, 6, 4, 0, 2] + src + be32(ip) + Array(repeating: 0, count: 6) + be32(ip)
+            return TestFrames.ethernet(dst: TestFrames.broadcastMAC, src: src, etherType: 0x0806, payload: body + marker)
+        }
+    }
+
+    /// How many frames containing `marker` reach `nic` within `timeout`.
+    static func countMarked(_ nic: GuestNIC, _ marker: [UInt8], timeout: Duration, atLeast: Int = Int.max) throws -> Int {
+        var n = 0
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline, n < atLeast {
+            let left = ContinuousClock.now.duration(to: deadline)
+            guard try nic.receive(timeout: left, where: { $0.firstRange(of: marker) != nil }) != nil else { break }
+            n += 1
+        }
+        return n
+    }
+
+    @Test("Rogue DHCP server, rogue RA and ARP spoofing from guarded VMs are dropped; isolated and community ports; extension disable/enable and a vetoed setting")
+    func guardsIsolationAndExtensions() async throws {
+        try Privilege.requireNetAdmin()
+        let cleanup = Cleanup()
+        defer { cleanup.run() }
+        let list = vms(UniqueNames(), ["r", "s", "i", "j", "k"])  // rogue, its peer, then isolated / community / community
+        let d = try DaemonUnderTest(config: .shipped, cleanup: cleanup)
+        try await d.start()
+        let n = try await start(d, list, extra: ["pr": "dhcp-guard=on,router-guard=on,ip-guard=on,allowed-ips=10.0.0.5",
+                                                 "pi": "isolated=on", "pj": "pvlan=community:7", "pk": "pvlan=community:7"],
+                                cleanup: cleanup)
+        let (r, s, i, j, k) = (n["pr"]!, n["ps"]!, n["pi"]!, n["pj"]!, n["pk"]!)
+        let tapR = list[0].tap, tapS = list[1].tap
+        let marker = Array("tswguard".utf8) + Self.bytes(UInt32.random(in: 1...UInt32.max))
+        let bcast = TestFrames.broadcastMAC
+
+        let guards = try await offPool { () throws -> String? in
+            for _ in 0..<5 {
+                try r.send(Frames.dhcpOffer(dst: bcast, src: r.mac, marker: marker))
+                try r.send(Frames.routerAdvertisement(dst: bcast, src: r.mac, marker: marker))
+                try r.send(Frames.arpReply(src: r.mac, ip: 0x0A00_0001, marker: marker))  // claims the gateway
+            }
+            // Positive control: its own address passes the same guard.
+            try r.send(Frames.arpReply(src: r.mac, ip: 0x0A00_0005, marker: marker + [1]))
+            guard try Self.countMarked(s, marker + [1], timeout: .seconds(5), atLeast: 1) == 1 else { return "r's own ARP never reached s" }
+            let leaked = try Self.countMarked(s, marker, timeout: .milliseconds(300))
+            return leaked == 0 ? nil : "\(leaked) rogue frames reached s"
+        }
+        #expect(guards == nil, "\(guards ?? "")\n\(d.log)")
+        #expect(try await drops(d, tapR, "DHCP server message") == 5)
+        #expect(try await drops(d, tapR, "router advertisement") == 5)
+        #expect(try await drops(d, tapR, "ARP sender not allowed") == 5)
+
+        // Isolation: i reaches nobody here (no promiscuous port, no uplink); j and k reach each other only.
+        let token = UInt32.random(in: 1...UInt32.max)
+        let isolation = try await offPool { () throws -> String? in
+            try i.send(Self.probe(dst: bcast, src: i.mac, token: token, seq: 1))
+            try j.send(Self.probe(dst: bcast, src: j.mac, token: token, seq: 2))
+            let atK = try Self.collect(k, token: token, timeout: .seconds(5)) { $0.contains { $0.seq == 2 } }
+            guard atK.contains(where: { $0.seq == 2 }) else { return "community peer k never got j's broadcast" }
+            if atK.contains(where: { $0.seq == 1 }) { return "k got the isolated port's broadcast" }
+            let atS = try Self.collect(s, token: token, timeout: .milliseconds(300))
+            if !atS.isEmpty { return "the ordinary port s got \(atS)" }
+            let atI = try Self.collect(i, token: token, timeout: .milliseconds(100))
+            return atI.isEmpty ? nil : "the isolated port got \(atI)"
+        }
+        #expect(isolation == nil, "\(isolation ?? "")")
+
+        // A setting the guard refuses: s may not claim r's MAC. The old settings stay.
+        let veto = try await d.ctl("port", "set", tapS, "allowed-macs=\(list[0].mac)")
+        #expect(veto.status != 0 && veto.stderr.contains("mac-spoof-guard"), "\(veto.stderr)")
+        #expect(try await d.port(named: tapS)?.settings == nil)
+
+        // extension disable: the next spoofed frame passes; enable: dropped again.
+        #expect(try await d.ctl("extension", "disable", "mac-spoof-guard").status == 0)
+        let reachesR = try await offPool { () throws -> Int in
+            try s.send(Self.probe(dst: bcast, src: r.mac, token: token, seq: 51))
+            return try Self.collect(r, token: token, timeout: .seconds(5)) { $0.contains { $0.seq == 51 } }.filter { $0.seq == 51 }.count
+        }
+        #expect(reachesR == 1, "with the guard disabled s's spoofed broadcast is forwarded")
+        let enable = try await d.ctl("extension", "enable", "mac-spoof-guard")
+        #expect(enable.status == 0, "\(enable.stderr)")
+        let blocked = try await offPool { () throws -> Int in
+            try s.send(Self.probe(dst: bcast, src: r.mac, token: token, seq: 52))
+            try s.send(Self.probe(dst: bcast, src: s.mac, token: token, seq: 53))
+            let got = try Self.collect(r, token: token, timeout: .seconds(5)) { $0.contains { $0.seq == 53 } }
+            return got.filter { $0.seq == 52 }.count
+        }
+        #expect(blocked == 0, "enabled again: the spoofed frame is dropped")
+        let ext = try await d.json([ExtensionInfo].self, "extensions")
+        let guardInfo = ext.first { $0.name == "mac-spoof-guard" }
+        #expect(guardInfo?.enabled == true && guardInfo?.position == 0, "a new extension goes to the top of its class: \(ext)")
+        #expect(guardInfo?.counters.first { $0.name == "dropped" }?.value == 1)
+        let bad = try await d.ctl("extension", "set", "mac-spoof-guard", "colour=red")
+        #expect(bad.status != 0 && bad.stderr.contains("unknown setting 'colour'"), "\(bad.stderr)")
+    }
 }

@@ -57,6 +57,20 @@ struct SpoofGuardTests {
         #expect(es.take(a).isEmpty)
     }
 
+    @Test("allowed-macs naming another port's NIC MAC is vetoed by the guard; the old settings stay")
+    func vetoOtherPortsMAC() throws {
+        let es = try policySwitch()
+        let a = try es.addPort("a", mac: mac(1))
+        let b = try es.addPort("b", mac: mac(2))
+        try es.set(a, "allowed-macs=02:00:00:00:00:10")
+        let error = #expect(throws: SwitchError.self) { try es.set(a, "allowed-macs=02:00:00:00:00:10,02:00:00:00:00:02") }
+        #expect(error?.vetoingExtension == "mac-spoof-guard")
+        #expect(error?.vetoReason == "allowed-macs: 02:00:00:00:00:02 is the MAC of port b")
+        #expect(PortSettings(properties: es.sw.properties(of: a)).security.allowedMACs == [mac(0x10)])
+        es.send(from: a, Build.plain(.broadcast, mac(2)))
+        #expect(es.take(b).isEmpty)
+    }
+
     @Test("Internal and external ports are not guarded unless set; the extension's vm-default setting turns the default off")
     func defaults() throws {
         let es = try policySwitch()
