@@ -55,7 +55,7 @@ func formatVLAN(_ policy: VLANPolicy?) -> String {
     case .untagged: "untagged"
     case .access(let id): String(id)
     case .trunk(let allowed, let native):
-        "trunk:" + (allowed.isEmpty ? "none" : allowed.count == 4094 ? "all" : allowed.sorted().map(String.init).joined(separator: ","))
+        "trunk:" + (allowed.isEmpty ? "none" : PortSettings.formatVLANs(allowed))
             + (native.map { $0 == 0 ? "+native untagged" : "+native\($0)" } ?? "")
     }
 }

@@ -337,4 +337,32 @@ struct RealDataPlanePolicyTests {
         let bad = try await d.ctl("extension", "set", "mac-spoof-guard", "colour=red")
         #expect(bad.status != 0 && bad.stderr.contains("unknown setting 'colour'"), "\(bad.stderr)")
     }
+
+    @Test("[extensions.NAME] settings apply at start, and SIGHUP applies changed ones to the running extension")
+    func extensionSettingsAndReload() async throws {
+        try Privilege.requireNetAdmin()
+        let cleanup = Cleanup()
+        defer { cleanup.run() }
+        let shipped = try String(contentsOfFile: Products.repositoryRoot + "/config/tapswitchd.toml", encoding: .utf8)
+        func config(spoofGuardDefault: Bool) -> String { shipped + "\n[extensions.mac-spoof-guard]\nvm-default = \(spoofGuardDefault)\n" }
+        let d = try DaemonUnderTest(config: .text(config(spoofGuardDefault: false)), cleanup: cleanup)
+        try await d.start()
+        let list = vms(UniqueNames(), ["e", "f"])
+        let n = try await start(d, list, cleanup: cleanup)
+        let (e, f) = (n["pe"]!, n["pf"]!)
+        /// Sends a broadcast from `e` with a foreign source MAC (seq 1), then one with its own (seq 2); returns the seqs `f` got.
+        func spoofedThenOwn() async throws -> [UInt32] {
+            let token = UInt32.random(in: 1...UInt32.max)
+            return try await offPool { () throws -> [UInt32] in
+                try e.send(Self.probe(dst: TestFrames.broadcastMAC, src: Self.mac("52:54:00:ee:ee:ee"), token: token, seq: 1))
+                try e.send(Self.probe(dst: TestFrames.broadcastMAC, src: e.mac, token: token, seq: 2))
+                return try Self.collect(f, token: token, timeout: .seconds(5)) { $0.contains { $0.seq == 2 } }.map(\.seq)
+            }
+        }
+        #expect(try await spoofedThenOwn() == [1, 2], "vm-default = false: the VM ports are not guarded")
+        try config(spoofGuardDefault: true).write(toFile: d.configPath, atomically: true, encoding: .utf8)
+        d.signal(SIGHUP)
+        #expect(try await waitUntil { d.logText.contains("config reloaded") }, "\(d.log)")
+        #expect(try await spoofedThenOwn() == [2], "after SIGHUP: guarded")
+    }
 }
