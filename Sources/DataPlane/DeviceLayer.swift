@@ -34,9 +34,8 @@ public protocol DeviceLayer: AnyObject, Sendable {
     /// Deletes the link `name` (a TAP even while QEMU holds it).
     func deleteLink(_ name: String) throws
 
-    /// Opens the driver of a VM TAP (`segmenting`: resend GSO frames the reader cannot take through
-    /// a path that segments them) or an uplink (`promiscuous`).
-    func openDriver(on link: LinkInfo, promiscuous: Bool, segmenting: Bool, buffers: BatchBuffers) throws -> any PortDriver
+    /// Opens the driver of a VM's TAP or an uplink.
+    func openDriver(on link: LinkInfo, role: PacketPortRole, buffers: BatchBuffers) throws -> any PortDriver
 
     /// Creates an internal port's TAP with tapswitch holding its only queue (the device lives
     /// exactly as long as the returned driver), offloads on, host stack off, `mac`/`mtu` set, up;
@@ -50,6 +49,15 @@ public protocol DeviceLayer: AnyObject, Sendable {
 
     /// Link queries for the packet loop alone (its own socket: it never waits behind the control plane).
     func makeLoopLinkQuery() throws -> any LinkQuerying
+}
+
+/// What a device opened with ``DeviceLayer/openDriver(on:role:buffers:)`` is to the switch.
+public enum PacketPortRole: Sendable, Equatable {
+    /// A VM's TAP: a GSO frame its reader cannot take is resent through a path that segments it, and
+    /// UDP superframes from the guest are dropped at the socket (see ``PacketRingDriver``).
+    case vmTAP
+    /// An uplink: joined in promiscuous mode (it must see frames for every VM's MAC).
+    case uplink
 }
 
 /// An internal port's device as ``DeviceLayer/createInternalPort(_:mac:mtu:netnsPath:buffers:)`` made it.
@@ -117,8 +125,8 @@ public final class LinuxDeviceLayer: DeviceLayer {
 
     public func deleteLink(_ name: String) throws { try net.deleteLink(name) }
 
-    public func openDriver(on link: LinkInfo, promiscuous: Bool, segmenting: Bool, buffers: BatchBuffers) throws -> any PortDriver {
-        try PacketRingDriver(link: link, promiscuous: promiscuous, segmenting: segmenting, buffers: buffers)
+    public func openDriver(on link: LinkInfo, role: PacketPortRole, buffers: BatchBuffers) throws -> any PortDriver {
+        try PacketRingDriver(link: link, role: role, buffers: buffers)
     }
 
     public func createInternalPort(_ name: InterfaceName, mac: MACAddress, mtu: UInt32, netnsPath: String?,

@@ -26,7 +26,9 @@ extension SwitchRuntime {
 
     func linkChanged(_ info: LinkInfo) {
         // A driver that holds the device's only queue is always attached: carrier does not apply.
-        guard let io = byIndex[info.index], io.device == info.name, !io.closed, io.driver.followsCarrier else { return }
+        guard let io = byIndex[info.index], io.device == info.name, !io.closed else { return }
+        io.driver.linkChanged(info)
+        guard io.driver.followsCarrier else { return }
         if io.lastCarrier != info.hasCarrier {
             io.lastCarrier = info.hasCarrier
             let state = sw.nic(of: io.id)?.state

@@ -12,6 +12,12 @@ import SwitchCore
 /// the kernel segments a GSO frame for a reader that has not enabled offloads (the bypass socket
 /// refuses those with `ENOBUFS`). All sockets use `PACKET_VNET_HDR`.
 ///
+/// On a VM's TAP, IPv4/IPv6 UDP frames longer than the MTU plus the link header are dropped by a
+/// socket filter before they reach the ring: they can only be UDP superframes (UFO), which the
+/// kernel cannot describe with a virtio-net header and which, on a `TPACKET_V2` ring, make it drop
+/// every later frame of the socket (issue 12, finding 1; see ``PacketSocket/limitUDPFrames(to:)``).
+/// The filter follows MTU changes.
+///
 /// ## Concurrency model
 /// See ``PortDriver``: opened on any one thread, then confined to the packet-loop queue. It owns
 /// its three sockets and the ring (which keeps the receive socket alive while mapped).
@@ -34,26 +40,33 @@ public final class PacketRingDriver: PortDriver {
     /// Frames bigger than a ring slot that the kernel could not also queue (receive buffer full).
     private var oversizedLost: UInt64 = 0
     private var closed = false
+    /// The MTU the UDP superframe filter was set for (VM TAPs), nil without the filter.
+    private var filteredMTU: UInt32?
 
     public let followsCarrier = true
 
-    /// Opens the sockets on `link` and maps the ring.
-    /// - Parameters:
-    ///   - promiscuous: join the link in promiscuous mode (uplinks: frames for every VM's MAC).
-    ///   - segmenting: also open the qdisc socket that segments GSO frames (VM TAPs).
+    /// Opens the sockets on `link` and maps the ring. A VM's TAP also gets the segmenting socket and
+    /// the UDP superframe filter; an uplink is joined in promiscuous mode.
     /// - Throws: ``SystemError`` naming the failed step and the device; nothing stays open.
-    init(link: LinkInfo, promiscuous: Bool, segmenting: Bool, buffers: BatchBuffers) throws {
+    init(link: LinkInfo, role: PacketPortRole, buffers: BatchBuffers) throws {
         device = link.name
+        let isTAP = role == .vmTAP
         socket = try PacketSocket(interfaceIndex: link.index, interfaceName: link.name,
                                   options: .init(vnetHeader: true, auxData: true, ignoreOutgoing: true, qdiscBypass: true,
                                                  receiveBuffer: 4 << 20, sendBuffer: 4 << 20,
-                                                 receiveRing: Self.ringGeometry))
-        if promiscuous { try socket.addPromiscuousMembership(interfaceIndex: link.index) }
+                                                 receiveRing: Self.ringGeometry,
+                                                 udpFrameLimit: isTAP ? Self.udpFrameLimit(mtu: link.mtu) : nil))
+        filteredMTU = isTAP ? link.mtu : nil
+        if role == .uplink { try socket.addPromiscuousMembership(interfaceIndex: link.index) }
         ring = try ReceiveRing(socket: socket, geometry: Self.ringGeometry)
         transmitSocket = Self.transmitOnly(link, bypass: true)
-        segmentingSocket = segmenting ? Self.transmitOnly(link, bypass: false) : nil
+        segmentingSocket = isTAP ? Self.transmitOnly(link, bypass: false) : nil
         self.buffers = buffers
     }
+
+    /// The longest UDP frame that is not a superframe: the MTU, the Ethernet header and one VLAN tag
+    /// left in the frame.
+    static func udpFrameLimit(mtu: UInt32) -> Int { Int(mtu) + 18 }
 
     deinit { close() }
 
@@ -123,6 +136,16 @@ public final class PacketRingDriver: PortDriver {
                 }
             }
             return PortTransmit(sent: sent, refusal: refusal, errno: code)
+        }
+    }
+
+    public func linkChanged(_ info: LinkInfo) {
+        guard !closed, let mtu = filteredMTU, mtu != info.mtu else { return }
+        do {
+            try socket.limitUDPFrames(to: Self.udpFrameLimit(mtu: info.mtu))
+            filteredMTU = info.mtu
+        } catch {
+            // The old limit stays: larger plain UDP frames are dropped until the next change.
         }
     }
 

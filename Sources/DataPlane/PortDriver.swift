@@ -31,6 +31,9 @@ public protocol PortDriver: AnyObject {
     /// sent as dropped with the result's reason.
     func transmit(_ batch: FrameBatch, frames: UnsafeBufferPointer<UInt16>) -> PortTransmit
 
+    /// The device's link changed (a notification on the loop: MTU, address, carrier).
+    func linkChanged(_ info: LinkInfo)
+
     /// The device's pending error after the loop saw ``PollEvents/error`` on ``readiness`` (reading
     /// clears it); nil when there is none.
     func pendingError() -> Int32?

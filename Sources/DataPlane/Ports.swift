@@ -36,7 +36,7 @@ extension SwitchRuntime {
             throw SwitchError("cannot configure TAP \(spec.tap)", cause: error)
         }
         do throws(SwitchError) {
-            return try await plug(device: spec.tap, backing: .vmTAP, isRestore: isRestore, segmenting: true) { (sw: VirtualSwitch) throws(SwitchError) -> PortID in
+            return try await plug(device: spec.tap, backing: .vmTAP, role: .vmTAP, isRestore: isRestore) { (sw: VirtualSwitch) throws(SwitchError) -> PortID in
                 let properties: [PortProperty] = (spec.vlan.map { [.vlan(.access($0))] } ?? []) + spec.properties
                 return try sw.createPort(name: spec.tap, friendlyName: spec.vmName + "/" + spec.tap, type: spec.type,
                                          nic: NICParameters(type: spec.type, vmName: spec.vmName, mtu: spec.mtu, permanentMAC: spec.mac),
@@ -79,7 +79,7 @@ extension SwitchRuntime {
         guard let info = try link(device) else { throw SwitchError(.notFound, "cannot add external port \(device): no such network device") }
         do { try devices.bringUp(device) } catch { throw SwitchError("cannot bring up \(device)", cause: error) }
         let mac = info.mac.count == 6 ? MACAddress(info.mac[0], info.mac[1], info.mac[2], info.mac[3], info.mac[4], info.mac[5]) : MACAddress(rawValue: 0)
-        return try await plug(device: device, backing: .external, isRestore: false, promiscuous: true) { (sw: VirtualSwitch) throws(SwitchError) -> PortID in
+        return try await plug(device: device, backing: .external, role: .uplink, isRestore: false) { (sw: VirtualSwitch) throws(SwitchError) -> PortID in
             try sw.createPort(name: device, type: .external,
                               nic: NICParameters(type: .external, vmName: "", mtu: info.mtu, permanentMAC: mac), properties: properties)
         }
@@ -242,12 +242,12 @@ extension SwitchRuntime {
     }
 
     /// Opens the driver of `device` (a VM TAP or an uplink) and creates the port on the queue.
-    func plug(device: String, backing: PortBacking, isRestore: Bool, promiscuous: Bool = false, segmenting: Bool = false,
+    func plug(device: String, backing: PortBacking, role: PacketPortRole, isRestore: Bool,
               _ create: @escaping @Sendable (VirtualSwitch) throws(SwitchError) -> PortID) async throws(SwitchError) -> PortID {
         guard let info = try link(device) else { throw SwitchError(.notFound, "network device \(device) vanished") }
         let driver: any PortDriver
         do {
-            driver = try devices.openDriver(on: info, promiscuous: promiscuous, segmenting: segmenting, buffers: buffers)
+            driver = try devices.openDriver(on: info, role: role, buffers: buffers)
         } catch {
             throw SwitchError("cannot open the port driver on \(device)", cause: error)
         }

@@ -41,6 +41,7 @@ public final class TunQueueDriver: PortDriver {
         }
     }
 
+    public func linkChanged(_ info: LinkInfo) {}
     public func pendingError() -> Int32? { nil }
     public func collectStatistics() {}
     public func addDeviceDrops(to counters: inout PortCounters) {}

@@ -39,10 +39,13 @@ public final class PacketSocket {
         /// false: bind with protocol 0, so the socket never receives (a transmit-only socket costs the
         /// receive path nothing and has nobody waiting on it).
         public var receives: Bool
+        /// Drop IPv4/IPv6 UDP frames longer than this many bytes before they reach the socket (see
+        /// ``PacketSocket/limitUDPFrames(to:)``); nil keeps them.
+        public var udpFrameLimit: Int?
 
         public init(vnetHeader: Bool = true, auxData: Bool = true, ignoreOutgoing: Bool = true, qdiscBypass: Bool = true,
                     receiveBuffer: Int? = nil, sendBuffer: Int? = nil, receiveRing: ReceiveRing.Geometry? = nil,
-                    receives: Bool = true) {
+                    receives: Bool = true, udpFrameLimit: Int? = nil) {
             self.vnetHeader = vnetHeader
             self.auxData = auxData
             self.ignoreOutgoing = ignoreOutgoing
@@ -51,6 +54,7 @@ public final class PacketSocket {
             self.sendBuffer = sendBuffer
             self.receiveRing = receiveRing
             self.receives = receives
+            self.udpFrameLimit = udpFrameLimit
         }
     }
 
@@ -84,6 +88,7 @@ public final class PacketSocket {
             if let size = options.sendBuffer {
                 try setBufferSize(fd, force: SO_SNDBUFFORCE, plain: SO_SNDBUF, size: size, name: "SO_SNDBUF", device: interfaceName)
             }
+            if let limit = options.udpFrameLimit { try attachUDPLimit(fd, limit, device: interfaceName) }
             // Last: the kernel refuses PACKET_VNET_HDR and PACKET_VERSION with EBUSY once a ring exists.
             if let geometry = options.receiveRing { try setUpReceiveRing(fd, geometry: geometry, device: interfaceName) }
             var address = sockaddr_ll()
@@ -136,6 +141,21 @@ public final class PacketSocket {
         var length = socklen_t(MemoryLayout<Int32>.size)
         if getsockopt(fileDescriptor, SOL_SOCKET, SO_ERROR, &value, &length) != 0 { return errno }
         return value
+    }
+
+    /// Drops IPv4 and IPv6 UDP frames (untagged or with one 802.1Q/802.1ad tag in the frame) longer
+    /// than `maxLength` bytes before they reach the socket, with a classic BPF filter
+    /// (`SO_ATTACH_FILTER`, replacing any earlier one).
+    ///
+    /// Why: a guest can write a UDP fragmentation-offload (UFO) superframe (virtio-net `gso_type` 3).
+    /// The kernel cannot describe it with a `virtio_net_hdr`, and on a `TPACKET_V2` ring with
+    /// `PACKET_VNET_HDR` it drops it after claiming the ring slot without ever releasing it, so every
+    /// later frame of that socket is dropped as "ring full" (seen on 6.18). A frame longer than the
+    /// device's MTU plus the link header can only be such a superframe (or a USO one, which QEMU 7.2
+    /// does not produce): set `maxLength` to MTU + 18. Frames the filter drops are not counted by
+    /// ``statistics(interfaceName:)``.
+    public func limitUDPFrames(to maxLength: Int) throws(SystemError) {
+        try attachUDPLimit(fileDescriptor, maxLength, device: interfaceName)
     }
 
     /// Reads and resets the socket's `PACKET_STATISTICS` (see ``PacketStatistics``).
@@ -208,4 +228,44 @@ func readPacketStatistics(_ fd: Int32, device: String) throws(SystemError) -> Pa
     }
     // The kernel's tp_packets already includes the drops.
     return PacketStatistics(delivered: Int(stats.tp_packets) - Int(stats.tp_drops), dropped: Int(stats.tp_drops))
+}
+
+/// The classic BPF program of ``PacketSocket/limitUDPFrames(to:)``: accept unless the frame is longer
+/// than `maxLength` and carries IPv4 or IPv6 UDP (directly or behind one VLAN tag left in the frame;
+/// the kernel has already moved the outer tag into metadata).
+private func attachUDPLimit(_ fd: Int32, _ maxLength: Int, device: String) throws(SystemError) {
+    func op(_ code: Int32, _ jt: UInt8, _ jf: UInt8, _ k: UInt32) -> sock_filter {
+        sock_filter(code: UInt16(code), jt: jt, jf: jf, k: k)
+    }
+    let ldLen = BPF_LD | BPF_W | BPF_LEN, ldh = BPF_LD | BPF_H | BPF_ABS, ldb = BPF_LD | BPF_B | BPF_ABS
+    let jgt = BPF_JMP | BPF_JGT | BPF_K, jeq = BPF_JMP | BPF_JEQ | BPF_K, ret = BPF_RET | BPF_K
+    let udp: UInt32 = 17
+    var program: [sock_filter] = [
+        op(ldLen, 0, 0, 0),                         // 0  A = frame length
+        op(jgt, 0, 17, UInt32(clamping: maxLength)), // 1  short enough: accept (19)
+        op(ldh, 0, 0, 12),                          // 2  EtherType
+        op(jeq, 3, 0, 0x0800),                      // 3  IPv4 -> 7
+        op(jeq, 4, 0, 0x86DD),                      // 4  IPv6 -> 9
+        op(jeq, 5, 0, 0x8100),                      // 5  tagged -> 11
+        op(jeq, 4, 12, 0x88A8),                     // 6  tagged -> 11, else accept
+        op(ldb, 0, 0, 23),                          // 7  IPv4 protocol
+        op(jeq, 9, 10, udp),                        // 8  UDP -> drop (18), else accept
+        op(ldb, 0, 0, 20),                          // 9  IPv6 next header
+        op(jeq, 7, 8, udp),                         // 10
+        op(ldh, 0, 0, 16),                          // 11 inner EtherType
+        op(jeq, 1, 0, 0x0800),                      // 12 IPv4 -> 14
+        op(jeq, 2, 5, 0x86DD),                      // 13 IPv6 -> 16, else accept
+        op(ldb, 0, 0, 27),                          // 14 IPv4 protocol
+        op(jeq, 2, 3, udp),                         // 15
+        op(ldb, 0, 0, 24),                          // 16 IPv6 next header
+        op(jeq, 0, 1, udp),                         // 17
+        op(ret, 0, 0, 0),                           // 18 drop
+        op(ret, 0, 0, 0xFFFF_FFFF),                 // 19 accept whole
+    ]
+    try program.withUnsafeMutableBufferPointer { instructions throws(SystemError) in
+        var fprog = sock_fprog(len: UInt16(instructions.count), filter: instructions.baseAddress)
+        try systemCall("setsockopt(SO_ATTACH_FILTER)", device: device) {
+            setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &fprog, socklen_t(MemoryLayout<sock_fprog>.size))
+        }
+    }
 }

@@ -229,7 +229,7 @@ public final class FakeDeviceLayer: DeviceLayer {
         try remove(name, operation: .deleteLink, injectable: true)
     }
 
-    public func openDriver(on link: LinkInfo, promiscuous: Bool, segmenting: Bool, buffers: BatchBuffers) throws -> any PortDriver {
+    public func openDriver(on link: LinkInfo, role: PacketPortRole, buffers: BatchBuffers) throws -> any PortDriver {
         let wire = try state.withLock { s throws(FakeDeviceError) -> FakeWire in
             try Self.checkFailure(&s, .openDriver, link.name)
             guard var d = s.devices[link.name], d.index == link.index, let wire = s.wires[link.name] else {
@@ -433,6 +433,7 @@ final class FakePortDriver: PortDriver {
         return PortTransmit(TransmitResult(sent: 0, failure: .transmitQueueFull))
     }
 
+    func linkChanged(_ info: LinkInfo) {}
     func pendingError() -> Int32? { nil }
     func collectStatistics() {}
     func addDeviceDrops(to counters: inout PortCounters) {}

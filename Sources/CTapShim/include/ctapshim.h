@@ -20,6 +20,7 @@
 #include <linux/if_tun.h>
 #include <linux/virtio_net.h>
 #include <linux/sockios.h>
+#include <linux/filter.h>
 // The packet loop's epoll set and the eventfd that wakes it (not in Swift's Glibc module).
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
