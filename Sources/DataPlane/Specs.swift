@@ -7,7 +7,7 @@ public struct VMNICSpec: Sendable, Equatable {
     public var tap: String
     /// The VM's MAC (what QEMU/libvirt give the guest NIC). Also set on the TAP.
     public var mac: MACAddress
-    /// Owner/group of the TAP, so an unprivileged QEMU can attach.
+    /// Owner/group of the TAP, so an unprivileged QEMU can attach. Neither: root only.
     public var owner: UInt32?
     public var group: UInt32?
     public var mtu: UInt32

@@ -14,8 +14,11 @@ public enum TapDevice {
     /// Creates a persistent TAP named `name` with a virtio-net header (`IFF_TAP | IFF_NO_PI | IFF_VNET_HDR`).
     ///
     /// - Parameters:
-    ///   - owner: uid allowed to attach without `CAP_NET_ADMIN` (`TUNSETOWNER`); nil leaves it unrestricted.
-    ///   - group: gid allowed to attach (`TUNSETGROUP`); nil leaves it unrestricted.
+    ///   - owner: uid allowed to attach without `CAP_NET_ADMIN` (`TUNSETOWNER`).
+    ///   - group: gid allowed to attach (`TUNSETGROUP`).
+    ///   With neither, the TAP is root-only: the owner is set to uid 0. (A TAP with no owner and no
+    ///   group is attachable by every user who can open `/dev/net/tun`, and that user then *is* the
+    ///   VM's NIC.) Processes with `CAP_NET_ADMIN` can always attach.
     ///   - multiQueue: create with `IFF_MULTI_QUEUE`. Must match how QEMU attaches (`queues>1`), or its
     ///     `TUNSETIFF` fails with `EINVAL`.
     /// - Throws: ``SystemError`` with `EEXIST` if any link of that name exists (checked first, because
@@ -31,7 +34,7 @@ public enum TapDevice {
         let fd = try open(name: name.value, flags: flags, nonBlocking: false)
         // Closing a non-persistent TAP's last fd deletes it, so an error below leaves nothing behind.
         defer { close(fd) }
-        if let owner {
+        if let owner = owner ?? (group == nil ? 0 : nil) {
             try systemCall("TUNSETOWNER", device: name.value) { ts_ioctl_ulong(fd, TS_TUNSETOWNER, UInt(owner)) }
         }
         if let group {

@@ -88,3 +88,43 @@ func udpFrame(dst: [UInt8], src: [UInt8], totalLength: Int) -> [UInt8] {
     f += Array(repeating: 0, count: totalLength - f.count)
     return f
 }
+
+/// Who may become a VM's NIC.
+@Suite("TAP access for other users", .serialized, .enabled(if: Privilege.shouldRun, Privilege.comment))
+struct TAPAccessTests {
+    let names = UniqueNames.run
+
+    /// Issue 12, finding 2: a TAP started without `owner` had owner and group -1, which the kernel
+    /// reads as "anyone who can open /dev/net/tun".
+    @Test("issue 12 finding 2: a TAP started without owner cannot be attached by another user; with owner, that user can")
+    func tapWithoutOwnerIsRootOnly() async throws {
+        try await withRuntime { rt, _, cleanup in
+            let closed = names.name("ro")
+            let shared = names.name("rs")
+            try await rt.startTestVM(closed, mac: mac(0xD0), cleanup: cleanup)
+            cleanup.deleteLink(shared)
+            try await rt.startVMNIC(VMNICSpec(vmName: "vm-" + shared, tap: shared, mac: mac(0xD1), owner: 65534))
+            #expect(TapDevice.attributes(closed)?.owner == 0)
+            #expect(try attachAsNobody(closed) == "EPERM")
+            #expect(try attachAsNobody(shared) == "attached", "the configured owner may attach (positive control)")
+        }
+    }
+
+    /// Attaches to `tap` the way QEMU does, as uid/gid 65534 with no capabilities. /dev/net/tun is
+    /// opened before the privileges are dropped (on this host it is root-only itself), so only the
+    /// TAP's own owner check decides. Returns "attached" or the errno's name.
+    func attachAsNobody(_ tap: String) throws -> String {
+        let script = """
+            import errno, fcntl, struct, sys
+            try:
+                fcntl.ioctl(3, 0x400454ca, struct.pack('16sH', sys.argv[1].encode(), 0x0002 | 0x1000))
+                print('attached')
+            except OSError as e:
+                print(errno.errorcode.get(e.errno, e.errno))
+            """
+        let result = try Shell.run(["bash", "-c", "exec 3<>/dev/net/tun && exec setpriv --reuid=65534 --regid=65534 --clear-groups "
+                                        + "/usr/bin/python3 -c \"$0\" \"$1\"", script, tap])
+        try #require(result.status == 0, "helper failed: \(result.stderr)")
+        return result.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+}
