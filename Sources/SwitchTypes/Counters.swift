@@ -41,9 +41,4 @@ public struct PortCounters: Sendable, Equatable {
     }
 
     public var totalDrops: UInt64 { drops.values.reduce(0, +) }
-
-    /// Frames dropped in one direction for one reason (0 when none).
-    public func drops(_ direction: Direction, _ reason: String) -> UInt64 {
-        drops[DropKey(direction: direction, reason: reason)] ?? 0
-    }
 }

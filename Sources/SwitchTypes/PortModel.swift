@@ -13,7 +13,12 @@ public enum PortType: String, Sendable, CaseIterable {
 
     /// The types a VM NIC can have.
     public static let vmNICTypes: [PortType] = [.synthetic, .emulated]
-    public var isVMNIC: Bool { self == .synthetic || self == .emulated }
+    public var isVMNIC: Bool {
+        switch self {
+        case .synthetic, .emulated: true
+        case .external, .internal: false
+        }
+    }
 }
 
 /// Port states, following the PORT_CREATE … PORT_TEARDOWN … PORT_DELETE lifecycle.
