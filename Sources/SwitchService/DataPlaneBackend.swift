@@ -11,11 +11,8 @@ import SwitchExtensions
 /// The real backend: the switch core on the Linux data plane (TAPs, AF_PACKET, netlink).
 ///
 /// An actor: VM bookkeeping (which TAPs belong to which VM) is serialised here; the switch itself
-/// lives on the DataPlane's packet-loop queue (see ``SwitchRuntime``).
-/// Errors are the shared ``SwitchError``: the core's and the data plane's codes (exists, not
-/// found, vetoed...) reach the control client unchanged.
-public typealias BackendError = SwitchError
-
+/// lives on the DataPlane's packet-loop queue (see ``SwitchRuntime``). Errors are the shared
+/// ``SwitchError``: the core's and the data plane's codes reach the control client unchanged.
 public actor DataPlaneBackend: SwitchBackend {
     public nonisolated var kind: String { "dataplane" }
 
@@ -98,7 +95,7 @@ public actor DataPlaneBackend: SwitchBackend {
         return await rt.withSwitch(body)
     }
 
-    public func configure(_ settings: SwitchSettings, extensions: [String]) async throws(BackendError) {
+    public func configure(_ settings: SwitchSettings, extensions: [String]) async throws(SwitchError) {
         let config = SwitchConfiguration(name: settings.name, macTableSize: settings.macTableSize, macLimitPerPort: settings.macLimitPerPort,
                                          macAgingSeconds: UInt64(settings.macAgingSeconds),
                                          unknownUnicast: settings.unknownUnicast)
@@ -107,7 +104,7 @@ public actor DataPlaneBackend: SwitchBackend {
             rt = try SwitchRuntime(configuration: config, busyPollMicroseconds: settings.busyPollMicroseconds, logger: logger)
             try rt.start()
         } catch {
-            throw BackendError(.system, "cannot start the data plane: \(error)")
+            throw SwitchError(.system, "cannot start the data plane: \(error)")
         }
         let hub = self.hub
         rt.addEventHandler { event in Self.publish(event, to: hub) }
@@ -120,7 +117,7 @@ public actor DataPlaneBackend: SwitchBackend {
         try await enable(extensions)
     }
 
-    public func reload(_ settings: SwitchSettings, extensions: [String]) async throws(BackendError) {
+    public func reload(_ settings: SwitchSettings, extensions: [String]) async throws(SwitchError) {
         let rt = try running()
         await rt.setUnknownUnicast(settings.unknownUnicast)
         await rt.setBusyPoll(microseconds: settings.busyPollMicroseconds)
@@ -136,7 +133,7 @@ public actor DataPlaneBackend: SwitchBackend {
     /// Makes the enabled extensions exactly `names`, in that order within each class: disables
     /// those no longer listed, enables new ones, then moves each to its listed place. Each step
     /// takes effect on the next batch; ports are not disturbed.
-    private func applyExtensionList(_ names: [String]) async throws(BackendError) {
+    private func applyExtensionList(_ names: [String]) async throws(SwitchError) {
         let rt = try running()
         for name in enabled where !names.contains(name) {
             do { try await rt.disableExtension(named: name) } catch { throw error.context("cannot disable extension '\(name)'") }
@@ -157,13 +154,13 @@ public actor DataPlaneBackend: SwitchBackend {
         enabled = names
     }
 
-    private func enable(_ names: [String]) async throws(BackendError) {
+    private func enable(_ names: [String]) async throws(SwitchError) {
         for name in names { try await enable(name, position: nil, top: false) }
     }
 
     /// Builds `name` with its settings now (so bad settings fail here, naming the key), then
     /// enables it on the packet-loop queue.
-    private func enable(_ name: String, position: Int?, top: Bool) async throws(BackendError) {
+    private func enable(_ name: String, position: Int?, top: Bool) async throws(SwitchError) {
         let rt = try running()
         let make = try maker(name)
         do { try await rt.enableExtension(position: position ?? (top ? 0 : nil), make) } catch {
@@ -172,9 +169,9 @@ public actor DataPlaneBackend: SwitchBackend {
         enabled.append(name)
     }
 
-    private func maker(_ name: String) throws(BackendError) -> @Sendable () -> any SwitchExtension {
+    private func maker(_ name: String) throws(SwitchError) -> @Sendable () -> any SwitchExtension {
         guard let entry = offered.first(where: { $0.name == name }) else {
-            throw BackendError(.notFound, "unknown extension '\(name)' (available: \(offered.map(\.name).joined(separator: ", ")))")
+            throw SwitchError(.notFound, "unknown extension '\(name)' (available: \(offered.map(\.name).joined(separator: ", ")))")
         }
         let settings = extensionSettings[name] ?? ExtensionSettings()
         _ = try entry.make(settings)
@@ -184,22 +181,22 @@ public actor DataPlaneBackend: SwitchBackend {
         }
     }
 
-    public func enableExtension(named name: String, position: Int?) async throws(BackendError) {
-        if enabled.contains(name) { throw BackendError(.exists, "extension '\(name)' is already enabled") }
+    public func enableExtension(named name: String, position: Int?) async throws(SwitchError) {
+        if enabled.contains(name) { throw SwitchError(.exists, "extension '\(name)' is already enabled") }
         try await enable(name, position: position, top: true)
     }
 
-    public func disableExtension(named name: String) async throws(BackendError) {
+    public func disableExtension(named name: String) async throws(SwitchError) {
         let rt = try running()
-        guard enabled.contains(name) else { throw BackendError(.notFound, "extension '\(name)' is not enabled") }
+        guard enabled.contains(name) else { throw SwitchError(.notFound, "extension '\(name)' is not enabled") }
         try await rt.disableExtension(named: name)
         enabled.removeAll { $0 == name }
     }
 
-    public func setExtensionSettings(named name: String, _ settings: [String: String]) async throws(BackendError) {
+    public func setExtensionSettings(named name: String, _ settings: [String: String]) async throws(SwitchError) {
         let old = extensionSettings[name]
         extensionSettings[name] = ExtensionSettings(settings)
-        do throws(BackendError) {
+        do throws(SwitchError) {
             let make = try maker(name)
             if enabled.contains(name) { try await running().replaceExtension(named: name, make) }
         } catch {
@@ -210,15 +207,15 @@ public actor DataPlaneBackend: SwitchBackend {
 
     // MARK: - VMs
 
-    public func startVM(_ spec: VMSpec) async throws(BackendError) -> [PortInfo] {
+    public func startVM(_ spec: VMSpec) async throws(SwitchError) -> [PortInfo] {
         try await startVM(spec, restore: false)
     }
 
-    private func startVM(_ spec: VMSpec, restore: Bool) async throws(BackendError) -> [PortInfo] {
+    private func startVM(_ spec: VMSpec, restore: Bool) async throws(SwitchError) -> [PortInfo] {
         let rt = try running()
-        if vms[spec.name] != nil { throw BackendError(.exists, "VM '\(spec.name)' is already running") }
+        if vms[spec.name] != nil { throw SwitchError(.exists, "VM '\(spec.name)' is already running") }
         for nic in spec.nics where pendingRemovals[nic.tap] != nil {
-            throw BackendError(.exists, "TAP '\(nic.tap)' is still being removed (references hold its NIC; see 'tapswitchctl events')")
+            throw SwitchError(.exists, "TAP '\(nic.tap)' is still being removed (references hold its NIC; see 'tapswitchctl events')")
         }
         var created: [String] = []
         var failedNICs: [SwitchError] = []
@@ -226,9 +223,9 @@ public actor DataPlaneBackend: SwitchBackend {
         for (i, nic) in spec.nics.enumerated() {
             let mac = nic.mac ?? Self.randomMAC()
             resolved.nics[i].mac = mac
-            do throws(BackendError) {
-                let owner = try nic.owner.map { n throws(BackendError) in try Self.uid(n) }
-                let group = try nic.group.map { n throws(BackendError) in try Self.gid(n) }
+            do throws(SwitchError) {
+                let owner = try nic.owner.map { n throws(SwitchError) in try Self.uid(n) }
+                let group = try nic.group.map { n throws(SwitchError) in try Self.gid(n) }
                 try await rt.startVMNIC(VMNICSpec(vmName: spec.name, tap: nic.tap, mac: mac, owner: owner, group: group,
                                                   mtu: UInt32(nic.mtu ?? NICSpec.defaultMTU), type: nic.type,
                                                   properties: try nic.portSettings().properties), isRestore: restore)
@@ -257,9 +254,9 @@ public actor DataPlaneBackend: SwitchBackend {
         return created.compactMap { tap in snapshot.ports.first { $0.name == tap } }
     }
 
-    public func stopVM(named name: String, force: Bool) async throws(BackendError) -> [String] {
+    public func stopVM(named name: String, force: Bool) async throws(SwitchError) -> [String] {
         let rt = try running()
-        guard let spec = vms[name] else { throw BackendError(.notFound, "no running VM named '\(name)'") }
+        guard let spec = vms[name] else { throw SwitchError(.notFound, "no running VM named '\(name)'") }
         let taps = Set(spec.nics.map(\.tap))
         let inSwitch = await rt.snapshot().ports.filter { taps.contains($0.port.name) }
         if !force {
@@ -267,7 +264,7 @@ public actor DataPlaneBackend: SwitchBackend {
             // change nothing, while QEMU is attached (the TAP has carrier).
             let attached = rt.attachedTAPs(spec.nics.map(\.tap))
             if !attached.isEmpty {
-                throw BackendError(.busy, "VM '\(name)' is still attached: TAP \(attached.joined(separator: ", ")) "
+                throw SwitchError(.busy, "VM '\(name)' is still attached: TAP \(attached.joined(separator: ", ")) "
                     + "\(attached.count == 1 ? "is" : "are") in use by its guest; stop the guest first, or use --force to remove the TAPs under it")
             }
         }
@@ -283,7 +280,7 @@ public actor DataPlaneBackend: SwitchBackend {
                 }
                 continue
             }
-            do throws(BackendError) {
+            do throws(SwitchError) {
                 if try await beginRemoval(nic.tap, runtime: rt, deleteTAP: true, vm: name) { pending.append(nic.tap) }
             } catch {
                 // A TAP deleted by hand already took its port with it.
@@ -291,14 +288,14 @@ public actor DataPlaneBackend: SwitchBackend {
             }
         }
         vms[name] = nil
-        if !failures.isEmpty { throw BackendError(.system, failures.joined(separator: "; ")) }
+        if !failures.isEmpty { throw SwitchError(.system, failures.joined(separator: "; ")) }
         return pending
     }
 
     /// Starts the stop sequence of one port and returns once NIC_DISCONNECT has gone down the
     /// stack: true when references hold the rest, which then completes by itself
     /// (``removalFinished(_:)``), reported every `holdReportAfter` while it waits.
-    private func beginRemoval(_ name: String, runtime rt: SwitchRuntime, deleteTAP: Bool, vm: String?) async throws(BackendError) -> Bool {
+    private func beginRemoval(_ name: String, runtime rt: SwitchRuntime, deleteTAP: Bool, vm: String?) async throws(SwitchError) -> Bool {
         let started = ContinuousClock.now
         nextRemovalToken += 1
         let token = nextRemovalToken
@@ -385,7 +382,7 @@ public actor DataPlaneBackend: SwitchBackend {
 
     // MARK: - Internal and external ports
 
-    public func addInternalPort(_ spec: InternalPortSpec) async throws(BackendError) -> PortInfo {
+    public func addInternalPort(_ spec: InternalPortSpec) async throws(SwitchError) -> PortInfo {
         let rt = try running()
         let mac = spec.mac ?? Self.randomMAC()
         try await rt.addInternalPort(name: spec.name, mac: mac, netns: spec.netns, properties: try PortSettings.parse(spec.settings).properties)
@@ -395,17 +392,17 @@ public actor DataPlaneBackend: SwitchBackend {
         return try await portInfo(spec.name)
     }
 
-    public func addExternalPort(_ spec: ExternalPortSpec) async throws(BackendError) -> PortInfo {
+    public func addExternalPort(_ spec: ExternalPortSpec) async throws(SwitchError) -> PortInfo {
         let rt = try running()
         if let other = externals.keys.first {
-            throw BackendError(.exists, "the switch already has an external port (\(other)); remove it first")
+            throw SwitchError(.exists, "the switch already has an external port (\(other)); remove it first")
         }
         try await rt.addExternalPort(device: spec.device, properties: try PortSettings.parse(spec.settings).properties)
         externals[spec.device] = spec
         return try await portInfo(spec.device)
     }
 
-    public func setPortSettings(named name: String, _ settings: PortSettings) async throws(BackendError) -> PortInfo {
+    public func setPortSettings(named name: String, _ settings: PortSettings) async throws(SwitchError) -> PortInfo {
         let rt = try running()
         try await rt.setPortSettings(named: name, settings)
         // Keep the specs this backend reports from in step (the service records them durably).
@@ -420,13 +417,13 @@ public actor DataPlaneBackend: SwitchBackend {
         return port
     }
 
-    public func removePort(named name: String) async throws(BackendError) -> Bool {
+    public func removePort(named name: String) async throws(SwitchError) -> Bool {
         let rt = try running()
         if let vm = vms.values.first(where: { $0.nics.contains { $0.tap == name } }) {
-            throw BackendError(.invalidState, "port '\(name)' belongs to VM '\(vm.name)'; use 'vm stop \(vm.name)'")
+            throw SwitchError(.invalidState, "port '\(name)' belongs to VM '\(vm.name)'; use 'vm stop \(vm.name)'")
         }
         guard internals[name] != nil || externals[name] != nil else {
-            throw BackendError(.notFound, "no port named '\(name)'")
+            throw SwitchError(.notFound, "no port named '\(name)'")
         }
         let pending = try await beginRemoval(name, runtime: rt, deleteTAP: false, vm: nil)
         internals[name] = nil
@@ -511,14 +508,14 @@ public actor DataPlaneBackend: SwitchBackend {
 
     // MARK: - Helpers
 
-    private func running() throws(BackendError) -> SwitchRuntime {
-        guard let runtime else { throw BackendError(.invalidState, "the switch is not configured yet") }
+    private func running() throws(SwitchError) -> SwitchRuntime {
+        guard let runtime else { throw SwitchError(.invalidState, "the switch is not configured yet") }
         return runtime
     }
 
-    private func portInfo(_ name: String) async throws(BackendError) -> PortInfo {
+    private func portInfo(_ name: String) async throws(SwitchError) -> PortInfo {
         guard let p = await snapshot().ports.first(where: { $0.name == name }) else {
-            throw BackendError(.system, "port '\(name)' vanished right after it was created")
+            throw SwitchError(.system, "port '\(name)' vanished right after it was created")
         }
         return p
     }
@@ -563,15 +560,15 @@ public actor DataPlaneBackend: SwitchBackend {
         MACAddress(rawValue: 0x5254_0000_0000 | UInt64.random(in: 0...0xFF_FFFF))
     }
 
-    static func uid(_ name: String) throws(BackendError) -> UInt32 {
+    static func uid(_ name: String) throws(SwitchError) -> UInt32 {
         if let n = UInt32(name) { return n }
-        guard let pw = getpwnam(name) else { throw BackendError(.invalidArgument, "owner: no such user '\(name)'") }
+        guard let pw = getpwnam(name) else { throw SwitchError(.invalidArgument, "owner: no such user '\(name)'") }
         return pw.pointee.pw_uid
     }
 
-    static func gid(_ name: String) throws(BackendError) -> UInt32 {
+    static func gid(_ name: String) throws(SwitchError) -> UInt32 {
         if let n = UInt32(name) { return n }
-        guard let gr = getgrnam(name) else { throw BackendError(.invalidArgument, "group: no such group '\(name)'") }
+        guard let gr = getgrnam(name) else { throw SwitchError(.invalidArgument, "group: no such group '\(name)'") }
         return gr.pointee.gr_gid
     }
 }
