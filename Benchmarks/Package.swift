@@ -1,5 +1,10 @@
 // swift-tools-version: 6.1
+import Foundation
 import PackageDescription
+
+// SwiftPM names a path dependency after its directory (`main`, `tapswitch`, a worktree's name...):
+// refer to the repository by whatever its checkout is called.
+let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().lastPathComponent.lowercased()
 
 // Allocation and throughput benchmarks of the switch core, in their own package so the main build
 // never resolves the benchmark tooling. From the repository root:
@@ -16,7 +21,7 @@ let package = Package(
         // The switch set-ups both runners push traffic through.
         .target(
             name: "Scenarios",
-            dependencies: [.product(name: "SwitchCore", package: "main"), .product(name: "SwitchExtensions", package: "main")],
+            dependencies: [.product(name: "SwitchCore", package: repository), .product(name: "SwitchExtensions", package: repository)],
             path: "Scenarios"
         ),
         // Counting malloc wrappers, linked only into alloc-bench.
