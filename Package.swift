@@ -76,12 +76,16 @@ let package = Package(
             name: "TapswitchDaemon",
             dependencies: [
                 "ControlProtocol", "ControlServer", "DaemonConfig", "ServiceSupport", "StateStore", "SwitchService",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        .executableTarget(name: "tapswitchd", dependencies: ["TapswitchDaemon", "SwitchService"]),
+        // The device-free daemon for unprivileged tests: tapswitchd's code and backend over FakeDevices.
         .executableTarget(
-            name: "tapswitchd",
-            dependencies: ["TapswitchDaemon", "ServiceSupport", "SwitchService", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            name: "tapswitchd-fake",
+            dependencies: ["DataPlane", "FakeDevices", "SwitchService", "TapswitchDaemon"],
+            path: "Tests/FakeDaemon"
         ),
         .executableTarget(
             name: "tapswitchctl",
@@ -103,7 +107,7 @@ let package = Package(
             name: "DaemonTests",
             dependencies: [
                 "TapswitchDaemon", "ControlServer", "DaemonConfig", "ServiceSupport", "StateStore", "SwitchService",
-                "ControlProtocol", "FakeVM", "SwitchCore", "TestSupport",
+                "ControlProtocol", "DataPlane", "FakeDevices", "FakeVM", "SwitchCore", "TestSupport",
             ]
         ),
         .testTarget(name: "QEMUTests", dependencies: ["ControlProtocol", "TestSupport"]),

@@ -14,7 +14,9 @@ import SwitchExtensions
 /// lives on the DataPlane's packet-loop queue (see ``SwitchRuntime``). Errors are the shared
 /// ``SwitchError``: the core's and the data plane's codes reach the control client unchanged.
 public actor DataPlaneBackend: SwitchBackend {
-    public nonisolated var kind: String { "dataplane" }
+    public nonisolated let kind: String
+    /// The host's devices; nil means the real ones (``LinuxDeviceLayer``).
+    private let devices: (any DeviceLayer)?
 
     private let hub = EventHub()
     private let logger: Logger
@@ -78,8 +80,15 @@ public actor DataPlaneBackend: SwitchBackend {
     private var extensionSettings: [String: ExtensionSettings] = [:]
 
     /// - Parameter extensions: what can be enabled (the shipped ones; tests add their own).
-    public init(logger: Logger = Logger(label: "tapswitch.backend"), extensions: [ExtensionFactory] = DataPlaneBackend.shippedExtensions) {
+    /// - Parameters:
+    ///   - devices: the host's devices; nil means the real ones. The device-free test daemon passes
+    ///     an in-memory layer: everything else (switch, packet loop, this backend) is the same.
+    ///   - extensions: what can be enabled (the shipped ones; tests add their own).
+    public init(logger: Logger = Logger(label: "tapswitch.backend"), devices: (any DeviceLayer)? = nil, kind: String = "dataplane",
+                extensions: [ExtensionFactory] = DataPlaneBackend.shippedExtensions) {
         self.logger = logger
+        self.devices = devices
+        self.kind = kind
         offered = extensions
     }
 
@@ -101,7 +110,7 @@ public actor DataPlaneBackend: SwitchBackend {
                                          unknownUnicast: settings.unknownUnicast)
         let rt: SwitchRuntime
         do {
-            rt = try SwitchRuntime(configuration: config, busyPollMicroseconds: settings.busyPollMicroseconds, logger: logger)
+            rt = try SwitchRuntime(configuration: config, devices: devices, busyPollMicroseconds: settings.busyPollMicroseconds, logger: logger)
             try rt.start()
         } catch {
             throw SwitchError(.system, "cannot start the data plane: \(error)")

@@ -4,8 +4,8 @@ import StateStore
 
 /// The seam between the daemon (config, control socket, state, systemd) and the switch itself.
 ///
-/// The daemon drives exactly one backend. ``InMemoryBackend`` keeps everything in memory and touches
-/// no device; the real backend (SwitchCore + DataPlane + LinuxNet) plugs in behind the same protocol.
+/// The daemon drives exactly one backend: ``DataPlaneBackend`` (SwitchCore + DataPlane) on the
+/// host's devices, or, in the device-free test daemon, on in-memory ones (`FakeDevices`).
 ///
 /// ## Contract
 /// - `init` of a backend must not touch any device: `tapswitchd --check-config` creates one only to

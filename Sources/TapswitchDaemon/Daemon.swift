@@ -65,7 +65,7 @@ public struct Daemon: Sendable {
     private let makeBackend: @Sendable () -> any SwitchBackend
 
     /// - Parameter makeBackend: creates the switch; must not touch devices (see ``SwitchBackend``).
-    public init(options: DaemonOptions, makeBackend: @escaping @Sendable () -> any SwitchBackend = { InMemoryBackend() }) {
+    public init(options: DaemonOptions, makeBackend: @escaping @Sendable () -> any SwitchBackend) {
         self.options = options
         self.makeBackend = makeBackend
     }

@@ -1,2 +1,5 @@
+import SwitchService
+import TapswitchDaemon
+
 // Kept to one line: everything lives in TapswitchD (non-isolated), not in MainActor top-level code.
-await TapswitchD.start()
+await TapswitchD.start { DataPlaneBackend() }

@@ -1,4 +1,5 @@
 import ControlProtocol
+import FakeDevices
 import Foundation
 import Logging
 import Testing
@@ -11,19 +12,19 @@ import TestSupport
 import Glibc
 #endif
 
-/// The control server in-process, with the in-memory backend and a short request timeout.
+/// The control server in-process, with the backend over in-memory devices and a short request timeout.
 @Suite("Control server")
 struct ControlServerTests {
     struct Fixture {
         let dir: TempDir
         let server: ControlServer
-        let backend: InMemoryBackend
+        let backend: DataPlaneBackend
         var path: String { server.options.path }
 
         init() async throws {
             signal(SIGPIPE, SIG_IGN)
             dir = try TempDir("tswsrv")
-            backend = InMemoryBackend()
+            backend = DataPlaneBackend(devices: FakeDeviceLayer())
             try await backend.configure(SwitchSettings(), extensions: ["duplicate-mac-guard"])
             let service = ControlService(backend: backend, store: StateStore(directory: dir.file("state")), records: StateRecords(),
                                          logger: Logger(label: "test"))
@@ -34,6 +35,13 @@ struct ControlServerTests {
 
         func close() {
             server.stop()
+            release()
+        }
+
+        /// Stops the backend (its packet loop must not outlive it) and removes the directory.
+        func release() {
+            let backend = self.backend
+            Task { await backend.shutdown() }
             dir.remove()
         }
 
@@ -70,7 +78,7 @@ struct ControlServerTests {
         #expect((st.st_mode & S_IFMT) == S_IFSOCK)
         f.server.stop()
         #expect(access(f.path, F_OK) != 0)
-        f.dir.remove()
+        f.release()
     }
 
     @Test("a second server on a live socket is refused; a stale socket is replaced")
@@ -187,7 +195,7 @@ struct ControlServerTests {
     @Test("events --follow streams history then live events in order, and ends on stop")
     func follow() async throws {
         let f = try await Fixture()
-        defer { f.dir.remove() }
+        defer { f.release() }
         _ = try await f.call(.vmStart(VMSpec(name: "a", nics: [NICSpec(tap: "a0")])))
         let path = f.path
         let server = f.server
@@ -199,13 +207,13 @@ struct ControlServerTests {
             let history = try c.readResponse()?.events ?? []
             _ = try ControlConnection.roundTrip(.vmStop(name: "a"), path: path)
             var live: [SwitchEvent] = []
-            while live.count < 3, let r = try c.readResponse(), let e = r.event { live.append(e) }
+            while live.count < 4, let r = try c.readResponse(), let e = r.event { live.append(e) }
             server.stop()
             return (history, live, try c.readResponse())
         }
         #expect(history.map(\.kind) == [.portCreate, .nicCreate])
-        #expect(live.map(\.kind) == [.nicDelete, .portTeardown, .portDelete])
-        #expect(live.map(\.seq) == [3, 4, 5])
+        #expect(live.map(\.kind) == [.nicDisconnect, .nicDelete, .portTeardown, .portDelete])
+        #expect(live.map(\.seq) == [3, 4, 5, 6])
         #expect(afterStop == nil, "stop closes following clients")
     }
 }

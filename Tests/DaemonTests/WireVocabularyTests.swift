@@ -1,4 +1,5 @@
 import ControlProtocol
+import FakeDevices
 import Foundation
 import Logging
 import StateStore
@@ -154,8 +155,9 @@ struct WireVocabularyTests {
     func codesFromTheService() async throws {
         let dir = try TempDir("tswvocab")
         defer { dir.remove() }
-        let backend = InMemoryBackend()
+        let backend = DataPlaneBackend(devices: FakeDeviceLayer())
         try await backend.configure(SwitchSettings(), extensions: ["duplicate-mac-guard"])
+        defer { Task { await backend.shutdown() } }
         let service = ControlService(backend: backend, store: StateStore(directory: dir.file("state")), records: StateRecords(),
                                      logger: Logger(label: "test"))
         /// What the client reads for `request`: the service's answer, sent as a line and decoded.

@@ -47,13 +47,17 @@ public final class DaemonUnderTest: Sendable {
     private let process = Mutex<Process?>(nil)
 
     /// Environment variables never inherited from the test process (the caller's `environment` may set them).
-    private static let scrubbed = ["TAPSWITCH_BACKEND", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"]
+    private static let scrubbed = ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"]
+    /// The executable: `tapswitchd`, or `tapswitchd-fake` (the same daemon on in-memory devices).
+    private let binary: String
 
     /// Prepares the directory (nothing runs yet: see ``start()``) and registers the daemon's stop and the
     /// directory's removal with `cleanup`.
     /// - Parameter environment: added to the test process's environment without
-    ///   `TAPSWITCH_BACKEND`, `NOTIFY_SOCKET` and `WATCHDOG_*` (so the default is the real data plane).
-    public init(config: Config, environment: [String: String] = [:], cleanup: Cleanup) throws {
+    ///   `NOTIFY_SOCKET` and `WATCHDOG_*`.
+    /// - Parameter binary: `tapswitchd` (real devices, needs root) or `tapswitchd-fake` (device-free).
+    public init(config: Config, environment: [String: String] = [:], binary: String = "tapswitchd", cleanup: Cleanup) throws {
+        self.binary = binary
         let dir = try TempDir("tswd")
         self.dir = dir
         socket = dir.file("run/control.sock")
@@ -86,7 +90,7 @@ public final class DaemonUnderTest: Sendable {
     /// Spawns tapswitchd without waiting for it (``waitReady(timeout:)`` does).
     public func launch() throws {
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: try Products.path("tapswitchd"))
+        p.executableURL = URL(fileURLWithPath: try Products.path(binary))
         p.arguments = ["--config", configPath, "--socket", socket, "--state-dir", stateDir, "--log-level", "debug"]
         var env = ProcessInfo.processInfo.environment
         for key in Self.scrubbed { env.removeValue(forKey: key) }

@@ -3,11 +3,12 @@ import ControlProtocol
 import Foundation
 import ServiceSupport
 import SwitchService
-import TapswitchDaemon
 
-/// `tapswitchd`: parses the command line and hands over to ``Daemon``.
-struct TapswitchD: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
+/// `tapswitchd`'s command line: parses it and hands over to ``Daemon``. The executables call
+/// ``start(makeBackend:)`` with the backend they run on (`tapswitchd`: the data plane on the
+/// host's devices; the test daemon: the same backend on in-memory devices).
+public struct TapswitchD: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
         commandName: "tapswitchd",
         abstract: "User-space virtual switch daemon for KVM hosts (Hyper-V switch model over TAPs).",
         discussion: """
@@ -53,7 +54,9 @@ struct TapswitchD: AsyncParsableCommand {
         "Seconds SIGTERM/SIGINT may take to stop the daemon; then it exits anyway with status 1.", valueName: "seconds"))
     var shutdownTimeout: Double = 10
 
-    func validate() throws {
+    public init() {}
+
+    public func validate() throws {
         guard LogLevelName(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level: '\(logLevel)' is not one of: \(LogLevelName.allCases.map(\.rawValue).joined(separator: ", "))")
         }
@@ -67,7 +70,11 @@ struct TapswitchD: AsyncParsableCommand {
         if stateDir.isEmpty { throw ValidationError("--state-dir: must not be empty") }
     }
 
-    func run() async throws {
+    public func run() async throws {
+        try await run(makeBackend: { DataPlaneBackend() })
+    }
+
+    func run(makeBackend: @escaping @Sendable () -> any SwitchBackend) async throws {
         let options = DaemonOptions(
             configPath: config ?? DaemonOptions.defaultConfigPath(),
             socketPath: socket,
@@ -76,22 +83,23 @@ struct TapswitchD: AsyncParsableCommand {
             checkConfigOnly: checkConfig,
             requestTimeout: requestTimeout,
             shutdownTimeout: shutdownTimeout)
-        // The real data plane, unless TAPSWITCH_BACKEND=in-memory asks for the device-free backend
-        // (used by the unprivileged control-path tests).
-        let inMemory = ProcessInfo.processInfo.environment["TAPSWITCH_BACKEND"] == "in-memory"
-        let daemon = Daemon(options: options, makeBackend: { inMemory ? InMemoryBackend() as any SwitchBackend : DataPlaneBackend() })
+        let daemon = Daemon(options: options, makeBackend: makeBackend)
         // The daemon's async work runs on its own threads, never waiting for the cooperative pool.
         let code = await withTaskExecutorPreference(DaemonExecutor.shared) { await daemon.run() }
         if code != 0 { throw ExitCode(code) }
     }
 
-    /// Bad command lines exit 2 with one line on stderr instead of ArgumentParser's 64 and usage block.
-    static func start() async {
+    /// Parses the command line and runs the daemon on `makeBackend`'s backend. Bad command lines
+    /// exit 2 with one line on stderr instead of ArgumentParser's 64 and usage block.
+    public static func start(makeBackend: @escaping @Sendable () -> any SwitchBackend) async {
         do {
-            var command = try parseAsRoot()
-            if var async = command as? any AsyncParsableCommand {
+            let command = try parseAsRoot()
+            if let daemon = command as? TapswitchD {
+                try await daemon.run(makeBackend: makeBackend)
+            } else if var async = command as? any AsyncParsableCommand {
                 try await async.run()
             } else {
+                var command = command
                 try command.run()
             }
         } catch {
