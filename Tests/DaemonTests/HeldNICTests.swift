@@ -1,5 +1,6 @@
 import ControlProtocol
 import ControlServer
+import FakeDevices
 import Foundation
 import Logging
 import StateStore
@@ -25,27 +26,22 @@ final class NICHolder: SwitchExtension, @unchecked Sendable {
     }
 }
 
-/// The control plane never waits for a held NIC: the real backend on real TAPs, driven through the
-/// control socket in-process.
-@Suite("Held NIC", .serialized, .enabled(if: Privilege.shouldRun, Privilege.comment))
+/// The control plane never waits for a held NIC: the daemon's backend, switch and packet loop on
+/// in-memory devices, driven through the control socket in-process (no root needed).
+@Suite("Held NIC")
 struct HeldNICTests {
     @Test("a held NIC reference: vm stop answers 'removal pending', another VM starts meanwhile, the holder is reported, and the removal completes when released")
     func heldReference() async throws {
-        try Privilege.requireNetAdmin()
-        let names = UniqueNames()
-        let tapA = names.name("held0"), tapB = names.name("free0")
-        let cleanup = Cleanup()
-        defer { cleanup.run() }
-        cleanup.deleteLink(tapA)
-        cleanup.deleteLink(tapB)
+        let tapA = "held0", tapB = "free0"
+        let devices = FakeDeviceLayer()
         let dir = try TempDir("tswheld")
         defer { dir.remove() }
 
         let holder = DataPlaneBackend.ExtensionFactory(name: "nic-holder", extensionClass: .filtering, summary: "test: holds NICs") {
             NICHolder(targets: [tapA])
         }
-        let backend = DataPlaneBackend(extensions: DataPlaneBackend.shippedExtensions + [holder])
-        try await backend.configure(SwitchSettings(name: names.name("sw")), extensions: ["nic-holder"])
+        let backend = DataPlaneBackend(devices: devices, extensions: DataPlaneBackend.shippedExtensions + [holder])
+        try await backend.configure(SwitchSettings(name: "held"), extensions: ["nic-holder"])
         await backend.setNICHoldReport(seconds: 0.2)
         let service = ControlService(backend: backend, store: StateStore(directory: dir.file("state")), records: StateRecords(),
                                      logger: Logger(label: "test"))
@@ -65,8 +61,7 @@ struct HeldNICTests {
         let start = try await call(.vmStart(VMSpec(name: "held", nics: [NICSpec(tap: tapA, mac: MACAddress(rawValue: 0x5254_00d1_0001))])))
         #expect(start.ok, "\(start.error ?? "")")
         // QEMU attaches: NIC_CONNECT, and the extension takes its reference.
-        let guest = try GuestNIC(tap: tapA, mac: "52:54:00:d1:00:01")
-        defer { guest.close() }
+        devices.attach(tapA)
         try await offPool {
             try waitUntil("NIC of \(tapA) connected", timeout: .seconds(10)) {
                 seen.withLock { $0.contains { $0.kind == .nicConnect && $0.portName == tapA } }
@@ -98,7 +93,7 @@ struct HeldNICTests {
         let report = seen.withLock { $0.first { $0.kind == .nicHeld && $0.portName == tapA } }
         #expect(report?.detail?.contains("nic-holder (1 NIC reference)") == true, "\(report?.detail ?? "")")
         #expect(report?.vmName == "held")
-        #expect(TapExists.check(tapA), "the TAP stays while the removal is pending")
+        #expect(devices.device(tapA) != nil, "the TAP stays while the removal is pending")
 
         // The holder lets go: NIC_DELETE ... PORT_DELETE follow by themselves, then the TAP goes.
         let released = await backend.withSwitch { sw -> Bool in
@@ -110,7 +105,7 @@ struct HeldNICTests {
             try waitUntil("port-delete of \(tapA)", timeout: .seconds(10)) {
                 seen.withLock { $0.contains { $0.kind == .portDelete && $0.portName == tapA } }
             }
-            try waitUntil("TAP \(tapA) deleted", timeout: .seconds(10)) { !TapExists.check(tapA) }
+            try waitUntil("TAP \(tapA) deleted", timeout: .seconds(10)) { devices.device(tapA) == nil }
         }
         let order = seen.withLock { $0.filter { $0.portName == tapA }.map(\.kind) }
         #expect(order.suffix(3) == [.nicDelete, .portTeardown, .portDelete], "\(order)")
@@ -120,8 +115,4 @@ struct HeldNICTests {
         server.stop()
         await backend.shutdown()
     }
-}
-
-enum TapExists {
-    static func check(_ name: String) -> Bool { FileManager.default.fileExists(atPath: "/sys/class/net/\(name)") }
 }
