@@ -17,7 +17,7 @@ public struct DaemonConfig: Sendable, Equatable {
     /// Group allowed to use the control socket (mode 0660); nil means root only.
     public var controlGroup: String?
     /// A `vm stop` / `port remove` whose NIC is still held by references after this long is
-    /// reported (log and `nic-held` event naming the holders), and again at this interval.
+    /// reported (log and `nic-held` event naming the holders), and again at doubling intervals.
     public var nicHoldReportSeconds = 30
     /// Enabled extensions, in stack order within each class.
     public var extensions: [String]

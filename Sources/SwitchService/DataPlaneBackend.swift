@@ -303,7 +303,8 @@ public actor DataPlaneBackend: SwitchBackend {
 
     /// Starts the stop sequence of one port and returns once NIC_DISCONNECT has gone down the
     /// stack: true when references hold the rest, which then completes by itself
-    /// (``removalFinished(_:)``), reported every `holdReportAfter` while it waits.
+    /// (``removalFinished(_:token:)``), reported after `holdReportAfter` and at doubling intervals
+    /// while it waits.
     private func beginRemoval(_ name: String, runtime rt: SwitchRuntime, deleteTAP: Bool, vm: String?) async throws(SwitchError) -> Bool {
         let started = ContinuousClock.now
         nextRemovalToken += 1
@@ -321,9 +322,13 @@ public actor DataPlaneBackend: SwitchBackend {
         // No suspension between the answer above and this entry: `removalFinished` runs on this
         // actor and finds it.
         let reporter = Task(executorPreference: DaemonExecutor.shared) { [holdReportAfter] in
+            // Reported after the configured time, then after twice as long each time (a NIC held
+            // for hours does not flood the log), at most hourly.
+            var wait = holdReportAfter
             while !Task.isCancelled {
-                do { try await Task.sleep(for: holdReportAfter) } catch { return }
+                do { try await Task.sleep(for: wait) } catch { return }
                 await self.reportHeld(name)
+                wait = min(wait * 2, .seconds(3600))
             }
         }
         pendingRemovals[name] = PendingRemoval(since: started, deleteTAP: dropTAP, vm: vm, reporter: reporter, token: token)

@@ -62,7 +62,7 @@ public protocol SwitchBackend: Sendable {
     func removePort(named name: String) async throws(SwitchError) -> Bool
 
     /// How long a removal may wait for references before it is reported (log and a `nic-held`
-    /// event naming the holders, repeated at that interval while it waits).
+    /// event naming the holders; again after twice as long each time while it waits).
     func setNICHoldReport(seconds: Double) async
 
     /// Makes a port's policy settings `settings` (its VLAN and security properties), as vetoable
