@@ -134,11 +134,12 @@ public final class LinuxDeviceLayer: DeviceLayer {
         let queue: TunQueue
         let index: Int32
         do {
-            try TapDevice.createPersistent(name: name, owner: nil, group: nil)
-            // From here the queue owns the fd: any throw below closes it.
-            queue = try TunQueue(attachingTo: name, vnetHeader: true, nonBlocking: true)
-            // Not persistent: the host interface lives exactly as long as our queue.
-            try queue.setPersistent(false)
+            // One TUNSETIFF creates the TAP with our queue attached: not persistent, the host
+            // interface lives exactly as long as the queue. (Creating it persistent, closing and
+            // attaching again raced with any fork in another thread: the child's copy of the first
+            // fd kept the single queue busy, and the attach failed with EBUSY.) The caller has
+            // checked that the name is free. From here the queue owns the fd: any throw closes it.
+            queue = try TunQueue(attachingTo: name, vnetHeader: true, nonBlocking: true, createIfMissing: true)
             // Let the host stack hand us TSO/GSO superframes and partial checksums.
             try queue.setOffload(csum: true, tso4: true, tso6: true)
             try net.disableHostStack(name.value)
@@ -148,8 +149,7 @@ public final class LinuxDeviceLayer: DeviceLayer {
             }
             index = info.index
         } catch {
-            // The queue (if any) is closed by now; the TAP may still be persistent if we failed before
-            // clearing that flag.
+            // The queue (if any) is closed by now, which destroyed the TAP; make sure.
             try? net.deleteLink(name.value)
             throw error
         }
