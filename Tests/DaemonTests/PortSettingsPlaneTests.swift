@@ -1,4 +1,5 @@
 import ControlProtocol
+import FakeDevices
 import Foundation
 import Logging
 import StateStore
@@ -104,8 +105,9 @@ struct PortSettingsPlaneTests {
     func service() async throws {
         let dir = try TempDir("tswplane")
         defer { dir.remove() }
-        let backend = InMemoryBackend()
+        let backend = DataPlaneBackend(devices: FakeDeviceLayer())
         try await backend.configure(SwitchSettings(), extensions: [])
+        defer { Task { await backend.shutdown() } }
         let store = StateStore(directory: dir.file("state"))
         let service = ControlService(backend: backend, store: store, records: StateRecords(), logger: Logger(label: "test"))
         let nic = NICSpec(tap: "v0", mac: MACAddress("52:54:00:00:00:01"), vlan: 10)
