@@ -24,11 +24,23 @@ public final class FakeVM {
     private let buffer: UnsafeMutableRawBufferPointer
 
     /// Attaches to `tap` (non-blocking).
+    ///
+    /// `EBUSY` is retried for up to `busyRetry`: in a process whose other threads spawn programs
+    /// (a test run in parallel), a child holds a copy of every fd from fork to exec, so the fd that
+    /// created the TAP a moment ago may still hold its single queue.
     /// - Throws: ``SystemError`` (e.g. `EBUSY` if something else is attached to the TAP).
-    public init(tap: String, vnetHeader: Bool = false) throws {
+    public init(tap: String, vnetHeader: Bool = false, busyRetry: Duration = .seconds(1)) throws {
         self.tap = try InterfaceName(tap)
         self.vnetHeader = vnetHeader
-        fd = try TapDevice.attach(name: self.tap, vnetHeader: vnetHeader, nonBlocking: true)
+        let deadline = ContinuousClock.now + busyRetry
+        while true {
+            do {
+                fd = try TapDevice.attach(name: self.tap, vnetHeader: vnetHeader, nonBlocking: true)
+                break
+            } catch let error as SystemError where error.errno == EBUSY && ContinuousClock.now < deadline {
+                usleep(10_000)
+            }
+        }
         buffer = .allocate(byteCount: 65536 + Self.vnetHeaderSize + 64, alignment: 16)
     }
 

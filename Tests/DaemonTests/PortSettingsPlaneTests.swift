@@ -168,8 +168,9 @@ struct PortSettingsPlaneTests {
         }
         let dir = try TempDir("tswext")
         defer { dir.remove() }
-        let backend = InMemoryBackend()
+        let backend = DataPlaneBackend(devices: FakeDeviceLayer())
         try await backend.configure(SwitchSettings(), extensions: ["duplicate-mac-guard", "mac-spoof-guard"])
+        defer { Task { await backend.shutdown() } }
         let service = ControlService(backend: backend, store: StateStore(directory: dir.file("state")), records: StateRecords(),
                                      logger: Logger(label: "test"))
         let enabled = await service.handle(.extensionEnable(name: "dhcp-guard", position: nil)).extensions

@@ -40,15 +40,8 @@ extension Privileged {
             #expect(attributes.owner == 4242)
             #expect(attributes.group == 4343)
 
-            // No fd is held: a "QEMU" can attach, and a second one is refused with EBUSY. (A process
-            // that another test spawns in parallel holds a copy of every fd from fork to exec, so
-            // the creating fd may linger for a moment: retry EBUSY briefly.)
-            var attached: FakeVM?
-            try waitUntil("\(name) attachable", timeout: .seconds(5)) {
-                do { attached = try FakeVM(tap: name) } catch let e as SystemError where e.errno == EBUSY { return false }
-                return true
-            }
-            let vm = try #require(attached)
+            // No fd is held: a "QEMU" can attach, and a second one is refused with EBUSY.
+            let vm = try FakeVM(tap: name)
             #expect {
                 _ = try FakeVM(tap: name)
             } throws: { error in
