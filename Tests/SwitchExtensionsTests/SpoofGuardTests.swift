@@ -69,6 +69,11 @@ struct SpoofGuardTests {
         #expect(PortSettings(properties: es.sw.properties(of: a)).security.allowedMACs == [mac(0x10)])
         es.send(from: a, Build.plain(.broadcast, mac(2)))
         #expect(es.take(b).isEmpty)
+        // A change of VLAN and security together: the VLAN part is undone when the security part is vetoed.
+        #expect(throws: SwitchError.self) { try es.set(a, "vlan=20", "allowed-macs=02:00:00:00:00:02") }
+        #expect(es.sw.properties(of: a).contains { if case .vlan = $0 { true } else { false } } == false)
+        es.send(from: a, Build.plain(.broadcast, mac(1)))
+        #expect(es.take(b).count == 1, "still in the untagged domain with b")
     }
 
     @Test("Internal and external ports are not guarded unless set; the extension's vm-default setting turns the default off")
