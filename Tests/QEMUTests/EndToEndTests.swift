@@ -185,15 +185,55 @@ struct EndToEndTests {
         let otherPort = try #require(try daemon.port(named: tapOther))
         #expect(otherPort.counters.framesIn > 0, "\(otherPort)")
     }
+
+    /// A trunk port: the guest talks on its VLAN subinterface (`ip link add link eth0 name eth0.10
+    /// type vlan id 10`) to an access-VLAN-10 guest, and the same addresses on VLAN 20 stay apart.
+    @Test func trunkGuestWithVLANSubinterface() throws {
+        try Privilege.requireNetAdmin()
+        let image = try GuestImage.locate()
+        let cleanup = Cleanup()
+        defer { cleanup.run() }
+        let names = UniqueNames()
+        let daemon = try DaemonUnderTest(config: .shipped, cleanup: cleanup)
+        try daemon.start()
+        let log = { daemon.log }
+        let (tapTrunk, tapTen, tapTwenty) = (names.name("trk"), names.name("a10"), names.name("a20"))
+        let macs = (GuestSpec.randomMAC(), GuestSpec.randomMAC(), GuestSpec.randomMAC())
+        try daemon.startVM("trunk", tap: tapTrunk, mac: macs.0, settings: "vlan-mode=trunk,allowed-vlans=10,20", cleanup: cleanup)
+        try daemon.startVM("ten", tap: tapTen, mac: macs.1, vlan: 10, cleanup: cleanup)
+        try daemon.startVM("twenty", tap: tapTwenty, mac: macs.2, vlan: 20, cleanup: cleanup)
+        #expect(try daemon.port(named: tapTrunk)?.vlanPolicy == .trunk(allowed: [10, 20], native: nil))
+
+        var trunkSpec = GuestSpec(name: "trk", tap: tapTrunk, mac: macs.0, ip: "10.99.5.1/24", role: .idle)
+        trunkSpec.vlan = 10
+        let trunk = try QEMUGuest(trunkSpec, image: image)
+        cleanup.add("kill trunk guest") { trunk.kill() }
+        #expect(try trunk.waitForReady().contains("if=eth0.10"))
+        var tenSpec = GuestSpec(name: "a10", tap: tapTen, mac: macs.1, ip: "10.99.5.2/24", role: .ping(peers: ["10.99.5.1"], count: 3))
+        tenSpec.peerWait = 20
+        let ten = try QEMUGuest(tenSpec, image: image)
+        var twentySpec = GuestSpec(name: "a20", tap: tapTwenty, mac: macs.2, ip: "10.99.5.3/24", role: .noPing(peers: ["10.99.5.1"]))
+        twentySpec.peerWait = 6
+        let twenty = try QEMUGuest(twentySpec, image: image)
+        cleanup.add("kill access guests") { ten.kill(); twenty.kill() }
+
+        let reached = try ten.waitForResult()
+        #expect(reached.kind == "ping" && reached.ok, "\(reached.line)\n\(ten.serialLog)\n\(trunk.serialLog)\n\(log())")
+        let apart = try twenty.waitForResult()
+        #expect(apart.kind == "noping" && apart.ok, "\(apart.line)\n\(twenty.serialLog)\n\(log())")
+        let twentyPort = try #require(try daemon.port(named: tapTwenty))
+        #expect(twentyPort.counters.framesIn > 0, "VLAN 20's ARP requests entered the switch: \(twentyPort)")
+    }
 }
 
 extension DaemonUnderTest {
-    /// `tapswitchctl vm start VM --nic TAP,mac=MAC[,vlan=N]` for one NIC; registers the TAP's deletion
-    /// as a fallback in `cleanup`.
-    fileprivate func startVM(_ vm: String, tap: String, mac: String, vlan: Int? = nil, cleanup: Cleanup) throws {
+    /// `tapswitchctl vm start VM --nic TAP,mac=MAC[,vlan=N][,SETTINGS]` for one NIC; registers the TAP's
+    /// deletion as a fallback in `cleanup`.
+    fileprivate func startVM(_ vm: String, tap: String, mac: String, vlan: Int? = nil, settings: String? = nil, cleanup: Cleanup) throws {
         cleanup.deleteLink(tap)
         var nic = "\(tap),mac=\(mac)"
         if let vlan { nic += ",vlan=\(vlan)" }
+        if let settings { nic += "," + settings }
         _ = try json([PortInfo].self, "vm", "start", vm, "--nic", nic)
     }
 
