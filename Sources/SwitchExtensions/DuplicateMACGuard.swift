@@ -3,6 +3,9 @@ import SwitchCore
 /// Filtering extension: vetoes a NIC whose host-assigned MAC is already used by another NIC on the
 /// switch. Two VMs with one MAC make both unreachable in ways that are hard to diagnose; refusing
 /// the second at NIC_CREATE names the conflict instead.
+///
+/// ## Concurrency model
+/// Confined to the queue that owns the switch it is enabled on (control callbacks only). Not `Sendable`.
 public final class DuplicateMACGuard: SwitchExtension {
     public static let extensionName = "duplicate-mac-guard"
     public let name = DuplicateMACGuard.extensionName
