@@ -25,6 +25,20 @@ func makeTap(_ role: String, cleanup: Cleanup, up: Bool = true, hostStackOff: Bo
     return try #require(try netlink.link(named: name), "TAP \(name) vanished right after creation")
 }
 
+/// ``TapDevice/attach(name:vnetHeader:nonBlocking:createIfMissing:)`` to a TAP this process just
+/// created, retrying `EBUSY` briefly: a program that another test spawns in parallel holds a copy of
+/// the creating fd from fork to exec (as ``FakeVM`` does too).
+func attachFresh(_ name: String, vnetHeader: Bool) throws -> Int32 {
+    let deadline = ContinuousClock.now + .seconds(1)
+    while true {
+        do {
+            return try TapDevice.attach(name: InterfaceName(name), vnetHeader: vnetHeader, nonBlocking: true)
+        } catch let error as SystemError where error.errno == EBUSY && ContinuousClock.now < deadline {
+            usleep(10_000)
+        }
+    }
+}
+
 /// Waits until the kernel's link watcher has marked `name` operationally up, which is also when it activates
 /// the qdisc after carrier comes on. Frames sent through the qdisc before that are dropped silently.
 func waitForOperUp(_ name: String, timeout: Duration = .seconds(3)) throws {

@@ -153,7 +153,7 @@ extension Privileged {
             defer { cleanup.run() }
             let link = try makeTap("tunfd", cleanup: cleanup)
             // An "internal port": the switch itself holds a queue fd of a TAP.
-            let fd = try TapDevice.attach(name: InterfaceName(link.name), vnetHeader: true, nonBlocking: true)
+            let fd = try attachFresh(link.name, vnetHeader: true)
             defer { close(fd) }
             let observer = try Receiver(link, options: Self.switchOptions)
             let frames = (0..<3).map { TestFrames.ethernet(dst: vmMAC, src: peerMAC, etherType: 0x88b5, payload: [UInt8($0)]) }
