@@ -13,13 +13,14 @@ import PackageDescription
 //                   TUN queue) and the DeviceLayer seam (LinuxNet by default). Makes no syscalls itself.
 //   FakeVM          attaches to a TAP exactly as QEMU does (tests, benchmarks).
 //   FakeDevices     (Tests/) in-memory DeviceLayer: the real runtime without root, for tests.
+//   tapswitchd-fake (Tests/) tapswitchd on FakeDevices: the device-free daemon of the unprivileged tests.
 //   ControlProtocol JSON messages between tapswitchctl and tapswitchd.
 //   DaemonConfig    the TOML subset and the config loader (every problem with its line).
 //   StateStore      the VM/port records of the previous run (state.json).
 //   ServiceSupport  systemd notify and watchdog, logging, signals as events.
 //   SwitchService   ControlService (requests, records) and the backend over the switch, EventHub.
 //   ControlServer   the unix control socket: peer checks, one request line, the answer.
-//   TapswitchDaemon the daemon's life: config, adoption, socket, READY, signals.
+//   TapswitchDaemon tapswitchd's command line and life: config, adoption, socket, READY, signals, shutdown deadline.
 let package = Package(
     name: "tapswitch",
     platforms: [.macOS(.v15)],
