@@ -4,6 +4,7 @@
 #include <sys/ioctl.h>
 #include <linux/if.h>
 #include <assert.h>
+#include <sched.h>
 
 const unsigned long TS_TUNSETIFF = TUNSETIFF;
 const unsigned long TS_TUNSETPERSIST = TUNSETPERSIST;
@@ -50,3 +51,5 @@ size_t ts_cmsg_len(size_t payload) { return CMSG_LEN(payload); }
 
 int ts_ioctl_ptr(int fd, unsigned long request, void *arg) { return ioctl(fd, request, arg); }
 int ts_ioctl_ulong(int fd, unsigned long request, unsigned long arg) { return ioctl(fd, request, arg); }
+
+int ts_unshare_files(void) { return unshare(CLONE_FILES); }

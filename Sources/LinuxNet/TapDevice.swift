@@ -24,7 +24,13 @@ public enum TapDevice {
     /// - Throws: ``SystemError`` with `EEXIST` if any link of that name exists (checked first, because
     ///   `TUNSETIFF` on an existing persistent TAP would silently attach to it instead of failing), or the
     ///   failing ioctl. On failure nothing is left behind: the device is only made persistent last.
+    /// The creating fd lives on a thread with its own fd table, so no process spawned meanwhile can keep
+    /// the new TAP attached (see ``onPrivateFileTable(_:)``).
     public static func createPersistent(name: InterfaceName, owner: UInt32?, group: UInt32?, multiQueue: Bool = false) throws {
+        try onPrivateFileTable { () throws in try create(name: name, owner: owner, group: group, multiQueue: multiQueue) }
+    }
+
+    private static func create(name: InterfaceName, owner: UInt32?, group: UInt32?, multiQueue: Bool) throws {
         if if_nametoindex(name.value) != 0 {
             throw SystemError(operation: "create TAP", device: name.value, errno: EEXIST,
                               detail: "a link with this name already exists")

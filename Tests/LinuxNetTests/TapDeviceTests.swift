@@ -1,6 +1,7 @@
 import FakeVM
 import Foundation
 import LinuxNet
+import Synchronization
 import Testing
 import TestSupport
 
@@ -14,6 +15,32 @@ extension Privileged {
         init() throws {
             try Privilege.requireNetAdmin()
             ignoreSIGPIPE()
+        }
+
+        @Test("a TAP created while other threads spawn processes is not held by them: it attaches at once (no EBUSY)")
+        func creationSurvivesConcurrentSpawns() throws {
+            let cleanup = Cleanup()
+            defer { cleanup.run() }
+            // Another thread spawns short-lived processes the whole time: each starts with a copy of the
+            // process's fd table and holds it until it execs.
+            let stop = Atomic<Bool>(false)
+            let spawner = Thread {
+                while !stop.load(ordering: .relaxed) {
+                    let p = Process()
+                    p.executableURL = URL(fileURLWithPath: "/bin/true")
+                    try? p.run()
+                    p.waitUntilExit()
+                }
+            }
+            spawner.start()
+            defer { stop.store(true, ordering: .relaxed) }
+            for i in 0..<100 {
+                let name = names.name("sp\(i)")
+                try TapDevice.createPersistent(name: InterfaceName(name), owner: nil, group: nil)
+                cleanup.deleteLink(name)
+                let vm = try FakeVM(tap: name)  // EBUSY if a spawned child still held the creating fd
+                vm.close()
+            }
         }
 
         @Test("createPersistent makes a persistent, owned TAP and keeps no fd open")

@@ -25,6 +25,9 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 
+// unshare(CLONE_FILES) for the calling thread (sched.h needs _GNU_SOURCE, set for this target only).
+int ts_unshare_files(void);
+
 // MARK: TUN ioctl numbers (defined with _IOW/_IOR, which Swift cannot evaluate).
 extern const unsigned long TS_TUNSETIFF;
 extern const unsigned long TS_TUNSETPERSIST;
