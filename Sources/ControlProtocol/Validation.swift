@@ -10,7 +10,8 @@ public enum Validate {
     public static let vlanRange = 1...4094
     public static let maxVMNameLength = 64
 
-    /// A network interface name: 1 to 15 characters from `A-Z a-z 0-9 _ . -`, not `.` or `..`.
+    /// A network interface name: 1 to 15 characters from `A-Z a-z 0-9 _ . -`, not `.` or `..`, not
+    /// starting with `-` (which `ip`, QEMU's `ifname=` and scripts would read as an option).
     public static func interfaceName(_ name: String, field: String) throws(FieldError) -> String {
         if name.isEmpty { throw FieldError(field: field, message: "interface name must not be empty") }
         if name.utf8.count > maxInterfaceNameLength {
@@ -20,6 +21,9 @@ public enum Validate {
             throw FieldError(field: field, message: "interface name '\(name)' contains '\(bad)'; allowed are A-Z a-z 0-9 _ . -")
         }
         if name == "." || name == ".." { throw FieldError(field: field, message: "'\(name)' is not a valid interface name") }
+        if name.hasPrefix("-") {
+            throw FieldError(field: field, message: "interface name '\(name)' starts with '-', which tools would read as an option")
+        }
         return name
     }
 

@@ -1,7 +1,7 @@
 /// A validated Linux interface name.
 ///
-/// Rules: non-empty, at most 15 bytes (`IFNAMSIZ - 1`), not `.` or `..`, and only ASCII letters, digits,
-/// `_`, `.` and `-`. The kernel itself accepts more (anything but `/`, `:` and whitespace), but names that
+/// Rules: non-empty, at most 15 bytes (`IFNAMSIZ - 1`), not `.` or `..`, not starting with `-` (`ip`,
+/// QEMU and scripts would take it for an option), and only ASCII letters, digits, `_`, `.` and `-`. The kernel itself accepts more (anything but `/`, `:` and whitespace), but names that
 /// travel through shell scripts, QEMU command lines and sysfs paths are safer in this subset.
 public struct InterfaceName: Sendable, Hashable, CustomStringConvertible {
     /// The longest name the kernel accepts (`IFNAMSIZ` is 16 including the NUL).
@@ -19,6 +19,7 @@ public struct InterfaceName: Sendable, Hashable, CustomStringConvertible {
             throw InterfaceNameError(name: s, reason: "is \(bytes) bytes long (at most \(Self.maxLength) allowed)")
         }
         if s == "." || s == ".." { throw InterfaceNameError(name: s, reason: "is reserved ('.' and '..' are not allowed)") }
+        if s.hasPrefix("-") { throw InterfaceNameError(name: s, reason: "starts with '-' (tools would read it as an option)") }
         for scalar in s.unicodeScalars {
             let ok = scalar.isASCII
                 && ((scalar >= "a" && scalar <= "z") || (scalar >= "A" && scalar <= "Z") || (scalar >= "0" && scalar <= "9")

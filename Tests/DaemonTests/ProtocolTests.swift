@@ -72,6 +72,19 @@ struct ProtocolTests {
         #expect(rejection(json) == expected)
     }
 
+    @Test("finding 9: a TAP or port name starting with '-' is rejected, naming the field", arguments: [
+        (#"{"op": "vm-start", "vm": {"name": "a", "nics": [{"tap": "-x"}]}}"#,
+         "vm.nics[0].tap: interface name '-x' starts with '-', which tools would read as an option"),
+        (#"{"op": "port-add-internal", "name": "--help"}"#, "name: interface name '--help' starts with '-', which tools would read as an option"),
+        (#"{"op": "port-remove", "name": "-"}"#, "name: interface name '-' starts with '-', which tools would read as an option"),
+    ])
+    func finding9_leadingDashName(json: String, expected: String) throws {
+        #expect(rejection(json) == expected)
+        #expect(throws: FieldError.self) { try Validate.interfaceName("-vm1", field: "f") }
+        // A dash inside the name stays fine.
+        #expect(try Validate.interfaceName("vm1-0", field: "f") == "vm1-0")
+    }
+
     @Test("oversized and non-UTF-8 requests are rejected")
     func limits() {
         let big = Data(repeating: 0x20, count: Wire.maxRequestBytes)

@@ -30,6 +30,18 @@ struct InterfaceNameTests {
         }
     }
 
+    @Test("finding 9: a name starting with '-' is rejected (tools would read it as an option)")
+    func finding9_leadingDash() {
+        for input in ["-", "-x", "--help"] {
+            #expect {
+                _ = try InterfaceName(input)
+            } throws: { error in
+                "\(error)" == "interface name \"\(input)\" starts with '-' (tools would read it as an option)"
+            }
+        }
+        #expect((try? InterfaceName("a-")) != nil)
+    }
+
     @Test("counts bytes, not characters")
     func byteLength() {
         // 8 characters, 16 bytes in UTF-8: too long before the character check even runs.
