@@ -50,16 +50,59 @@ public struct StderrLogHandler: LogHandler {
         var merged = metadata
         if let p = metadataProvider?.get() { merged.merge(p) { _, new in new } }
         if let m = event.metadata { merged.merge(m) { _, new in new } }
-        let meta = merged.isEmpty ? "" : " " + merged.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
-        let line: String
-        if journal {
-            line = "<\(Self.syslogPriority(event.level))>\(event.message)\(meta)\n"
-        } else {
-            line = "\(Self.timestamp()) \(event.level.rawValue.uppercased()) \(label): \(event.message)\(meta)\n"
-        }
+        let line = format(level: event.level, message: "\(event.message)", metadata: merged)
         Self.lock.withLock { _ in
             _ = line.utf8CString.withUnsafeBufferPointer { write(STDERR_FILENO, $0.baseAddress, $0.count - 1) }
         }
+    }
+
+    /// One log entry as one line: values come from clients and config files, so control characters
+    /// in the message are escaped and metadata values are quoted logfmt-style (``logfmtValue(_:)``):
+    /// a newline or NUL in a request field can never start a forged entry.
+    public func format(level: Logger.Level, message: String, metadata: Logger.Metadata) -> String {
+        let meta = metadata.isEmpty ? "" : " " + metadata.sorted { $0.key < $1.key }
+            .map { "\(Self.escapeControl($0.key))=\(Self.logfmtValue("\($0.value)"))" }.joined(separator: " ")
+        let text = Self.escapeControl(message)
+        if journal { return "<\(Self.syslogPriority(level))>\(text)\(meta)\n" }
+        return "\(Self.timestamp()) \(level.rawValue.uppercased()) \(label): \(text)\(meta)\n"
+    }
+
+    /// A character that would end or corrupt a line: C0 controls, DEL, C1 controls, and the Unicode
+    /// line and paragraph separators.
+    static func isControl(_ c: Unicode.Scalar) -> Bool {
+        c.value < 0x20 || (0x7F...0x9F).contains(c.value) || c.value == 0x2028 || c.value == 0x2029
+    }
+
+    /// `\n`, `\r`, `\t`, `\0` and `\u{XX}` for control characters; everything else as it is.
+    static func escapeControl(_ s: String, alsoQuote: Bool = false) -> String {
+        guard s.unicodeScalars.contains(where: { isControl($0) || (alsoQuote && ($0 == "\"" || $0 == "\\")) }) else { return s }
+        var out = String.UnicodeScalarView()
+        for c in s.unicodeScalars {
+            switch c {
+            case "\n": out.append(contentsOf: #"\n"#.unicodeScalars)
+            case "\r": out.append(contentsOf: #"\r"#.unicodeScalars)
+            case "\t": out.append(contentsOf: #"\t"#.unicodeScalars)
+            case "\0": out.append(contentsOf: #"\0"#.unicodeScalars)
+            case "\"" where alsoQuote: out.append(contentsOf: #"\""#.unicodeScalars)
+            case "\\" where alsoQuote: out.append(contentsOf: #"\\"#.unicodeScalars)
+            default:
+                if isControl(c) {
+                    out.append(contentsOf: "\\u{\(String(c.value, radix: 16))}".unicodeScalars)
+                } else {
+                    out.append(c)
+                }
+            }
+        }
+        return String(out)
+    }
+
+    /// logfmt: bare when the value has no space, `=`, quote, backslash or control character; else in
+    /// double quotes with those escaped. Empty values are `""`.
+    static func logfmtValue(_ s: String) -> String {
+        let bare = !s.isEmpty && !s.unicodeScalars.contains {
+            $0 == " " || $0 == "=" || $0 == "\"" || $0 == "\\" || isControl($0) || $0.properties.isWhitespace
+        }
+        return bare ? s : "\"\(escapeControl(s, alsoQuote: true))\""
     }
 
     static func syslogPriority(_ level: Logger.Level) -> Int {
