@@ -55,10 +55,26 @@ public struct DaemonConfig: Sendable, Equatable {
 }
 
 /// All problems found in a config file, one `file:line: message` per line.
+/// At most ``maxIssues`` are kept (a huge broken file must not make one error per entry); `omitted`
+/// counts the rest.
 public struct ConfigError: Error, Sendable, Equatable, CustomStringConvertible {
     public var issues: [ConfigIssue]
-    public init(issues: [ConfigIssue]) { self.issues = issues }
-    public var description: String { issues.map(\.description).joined(separator: "\n") }
+    /// Problems found beyond ``maxIssues``, not listed.
+    public var omitted: Int
+    public static let maxIssues = 100
+
+    public init(issues: [ConfigIssue], omitted: Int = 0) {
+        self.issues = issues
+        self.omitted = omitted
+    }
+
+    /// The line saying how many problems are not listed; nil when none are left out.
+    public var omittedLine: String? {
+        guard omitted > 0, let file = issues.first?.file else { return nil }
+        return "\(file): \(omitted) more problem\(omitted == 1 ? "" : "s") not shown (only the first \(Self.maxIssues) are listed)"
+    }
+
+    public var description: String { (issues.map(\.description) + [omittedLine].compactMap { $0 }).joined(separator: "\n") }
 }
 
 /// Reads a config file into a ``DaemonConfig``, reporting every problem with its line.
@@ -98,7 +114,7 @@ public struct ConfigLoader: Sendable {
         }
         var b = Builder(file: file, loader: self)
         let config = b.build(root)
-        if !b.issues.isEmpty { throw ConfigError(issues: b.issues.sorted { $0.line < $1.line }) }
+        if !b.issues.isEmpty { throw ConfigError(issues: b.issues.sorted { $0.line < $1.line }, omitted: b.omitted) }
         return config
     }
 }
@@ -108,6 +124,8 @@ private struct Builder {
     let file: String
     let loader: ConfigLoader
     var issues: [ConfigIssue] = []
+    /// Issues found after the first ``ConfigError/maxIssues``: counted only.
+    var omitted = 0
 
     init(file: String, loader: ConfigLoader) {
         self.file = file
@@ -115,6 +133,10 @@ private struct Builder {
     }
 
     mutating func issue(_ line: Int, _ message: String) {
+        guard issues.count < ConfigError.maxIssues else {
+            omitted += 1
+            return
+        }
         issues.append(ConfigIssue(file: file, line: line, message: message))
     }
 

@@ -17,7 +17,21 @@ public struct ConfigIssue: Error, Sendable, Equatable, CustomStringConvertible {
     public init(file: String, line: Int, message: String) {
         self.file = file
         self.line = line
-        self.message = message
+        self.message = Self.bounded(message)
+    }
+
+    /// Longest message kept whole; a message quoting a huge value keeps its start and end.
+    public static let maxMessageLength = 400
+
+    /// Messages quote the offending value: never echo a megabyte of it back.
+    static func bounded(_ message: String) -> String {
+        guard message.utf8.count > maxMessageLength else { return message }
+        let scalars = message.unicodeScalars
+        guard scalars.count > maxMessageLength else { return message }
+        let keep = maxMessageLength / 2
+        let head = String(String.UnicodeScalarView(scalars.prefix(keep)))
+        let tail = String(String.UnicodeScalarView(scalars.suffix(keep)))
+        return "\(head)…(\(scalars.count - 2 * keep) characters left out)…\(tail)"
     }
 
     public var description: String { "\(file):\(line): \(message)" }
@@ -71,6 +85,14 @@ final class TOMLTable {
     subscript(key: String) -> Entry? { entries[key] }
 
     func lineOf(_ key: String) -> Int { keyLines[key] ?? line }
+
+    /// Appends to the array of tables at `key` in place (the array is moved out of `entries` first, so
+    /// it is never copied: appending 40k `[[vm]]` tables stays linear).
+    func append(_ table: TOMLTable, to key: String) {
+        guard case .tableArray(var ts)? = entries.removeValue(forKey: key) else { return }
+        ts.append(table)
+        entries[key] = .tableArray(ts)
+    }
 
     func set(_ key: String, _ entry: Entry, line: Int) {
         if entries[key] == nil { keys.append(key) }
@@ -200,9 +222,8 @@ struct TOMLParser {
             t.explicitlyDefined = true
             switch parent[last] {
             case nil: parent.set(last, .tableArray([t]), line: headerLine)
-            case .tableArray(var ts)?:
-                ts.append(t)
-                parent.set(last, .tableArray(ts), line: headerLine)
+            case .tableArray?:
+                parent.append(t, to: last)
             case .table?: throw fail("[[\(name)]]: '\(name)' is a table here; write [\(name)]", line: headerLine)
             case .value?: throw fail("[[\(name)]]: '\(name)' is already a value", line: headerLine)
             }

@@ -207,6 +207,7 @@ public struct Daemon: Sendable {
             new = try loader.load(path: options.configPath)
         } catch {
             for issue in error.issues { logger.error("reload: config error, keeping the previous config", metadata: ["issue": "\(issue)"]) }
+            if let more = error.omittedLine { logger.error("reload: config error, keeping the previous config", metadata: ["issue": "\(more)"]) }
             notifier.ready(status: "reload failed: \(error.issues.first?.description ?? "config error"); running with the previous config")
             return current
         }
