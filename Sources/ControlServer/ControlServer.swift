@@ -15,6 +15,12 @@ import Glibc
 /// wrong types, early close) get a one-line error where possible and never affect other clients or
 /// the daemon: each connection has its own thread, a read deadline, a size limit and a send timeout.
 ///
+/// Connections are budgeted so that no group of clients can lock the others out: request connections
+/// (at most ``Options/maxConnections``) and `events --follow` streams (at most ``Options/maxFollowers``)
+/// have separate limits, and when every request slot is taken, a new client evicts the connection
+/// that has waited longest without sending its request line, so idle clients never block a
+/// `vm start`. Only connections whose requests are being answered are never evicted.
+///
 /// ## Concurrency model
 /// - One accept thread blocks in `poll` on the listening socket and a wake-up pipe (``stop()``
 ///   writes to the pipe; nothing else closes the listening fd while the thread may use it).
@@ -22,9 +28,10 @@ import Glibc
 ///   async world through `blockingAwait` (a semaphore; safe because these are our own threads,
 ///   never the cooperative pool), whose work runs on ``DaemonExecutor``: answering never needs a
 ///   free cooperative-pool thread.
-/// - `state` (open connection fds, the allowed group, the stopping flag) sits behind a `Mutex`.
-///   ``stop()`` shuts down every open connection fd so their threads wake up and close them;
-///   a connection thread is the only one that closes its fd.
+/// - `state` (open connection fds and their phase, the allowed group, the stopping flag) sits behind
+///   a `Mutex`. ``stop()`` and eviction shut down a connection fd (under the lock) so its thread wakes
+///   up and closes it; a connection thread is the only one that closes its fd, and it moves its own
+///   connection from reading to working under the lock, so an evicted connection is never answered.
 public final class ControlServer: Sendable {
     public struct Options: Sendable {
         public var path: String
@@ -34,7 +41,10 @@ public final class ControlServer: Sendable {
         public var requestTimeout: Double = 5
         /// Time a send may block on a client that does not read.
         public var sendTimeout: Double = 5
+        /// Connections reading or answering a request (followers not included).
         public var maxConnections = 64
+        /// `events --follow` streams, on top of ``maxConnections``.
+        public var maxFollowers = 64
 
         public init(path: String, group: String? = nil) {
             self.path = path
@@ -42,11 +52,36 @@ public final class ControlServer: Sendable {
         }
     }
 
+    /// What a connection is doing.
+    private enum Phase {
+        /// Waiting for its request line; `ticket` orders connections by arrival (oldest evicted first).
+        case reading(ticket: UInt64)
+        case working
+        case following
+        /// Shut down to make room; its thread is finishing.
+        case evicted
+    }
+
     private struct State {
-        var connections: Set<Int32> = []
+        var connections: [Int32: Phase] = [:]
+        var nextTicket: UInt64 = 0
         var allowedGroup: gid_t?
         var groupName: String?
         var stopping = false
+
+        var requestConnections: Int {
+            connections.values.count(where: { switch $0 { case .reading, .working: true; case .following, .evicted: false } })
+        }
+        var followers: Int { connections.values.count(where: { if case .following = $0 { true } else { false } }) }
+
+        /// The connection that has waited longest for its request line.
+        var oldestReading: Int32? {
+            var best: (fd: Int32, ticket: UInt64)?
+            for (fd, phase) in connections {
+                if case .reading(let t) = phase, t < best?.ticket ?? .max { best = (fd, t) }
+            }
+            return best?.fd
+        }
     }
 
     public let options: Options
@@ -100,7 +135,7 @@ public final class ControlServer: Sendable {
         let conns = state.withLock { s -> [Int32] in
             guard !s.stopping else { return [] }
             s.stopping = true
-            return Array(s.connections)
+            return Array(s.connections.keys)
         }
         var byte: UInt8 = 1
         _ = write(wakeWrite, &byte, 1)
@@ -141,11 +176,21 @@ public final class ControlServer: Sendable {
                 continue
             }
             _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+            var evicted = false
             let admitted = state.withLock { s -> Bool in
-                guard !s.stopping, s.connections.count < options.maxConnections else { return false }
-                s.connections.insert(fd)
+                guard !s.stopping else { return false }
+                if s.requestConnections >= options.maxConnections {
+                    // Make room: a client that has not sent its line yet loses its slot.
+                    guard let victim = s.oldestReading else { return false }
+                    s.connections[victim] = .evicted
+                    shutdown(victim, Int32(SHUT_RDWR))
+                    evicted = true
+                }
+                s.connections[fd] = .reading(ticket: s.nextTicket)
+                s.nextTicket += 1
                 return true
             }
+            if evicted { logger.debug("control connection limit reached: dropped the longest-idle connection") }
             guard admitted else {
                 UnixSocket.setSendTimeout(fd, seconds: 1)
                 UnixSocket.sendAll(fd, Wire.encodeLine(ControlResponse.failure(SwitchError(.busy, "too many control connections (limit \(options.maxConnections)); try again"))))
@@ -154,7 +199,7 @@ public final class ControlServer: Sendable {
             }
             let t = Thread { [self] in
                 serve(fd)
-                state.withLock { _ = $0.connections.remove(fd) }
+                state.withLock { _ = $0.connections.removeValue(forKey: fd) }
                 close(fd)
             }
             t.name = "tapswitch-control"
@@ -190,6 +235,12 @@ public final class ControlServer: Sendable {
         case .line(let l):
             line = l
         }
+        let evicted = state.withLock { s -> Bool in
+            guard case .reading? = s.connections[fd] else { return true }
+            s.connections[fd] = .working
+            return false
+        }
+        if evicted { return }
         let request: ControlRequest
         do {
             request = try Wire.decodeRequest(line)
@@ -200,6 +251,16 @@ public final class ControlServer: Sendable {
         }
         logger.debug("control request", metadata: ["op": "\(request.op)", "uid": "\(cred.uid)", "pid": "\(cred.pid)"])
         if case .events(follow: true) = request {
+            // A follower leaves the request budget for its own.
+            let admitted = state.withLock { s -> Bool in
+                guard s.followers < options.maxFollowers else { return false }
+                s.connections[fd] = .following
+                return true
+            }
+            guard admitted else {
+                reply(fd, .failure(SwitchError(.busy, "too many event followers (limit \(options.maxFollowers)); try again")))
+                return
+            }
             follow(fd)
             return
         }

@@ -21,7 +21,7 @@ struct ControlServerTests {
         let backend: DataPlaneBackend
         var path: String { server.options.path }
 
-        init() async throws {
+        init(requestTimeout: Double = 0.5) async throws {
             signal(SIGPIPE, SIG_IGN)
             dir = try TempDir("tswsrv")
             backend = DataPlaneBackend(devices: FakeDeviceLayer())
@@ -29,7 +29,7 @@ struct ControlServerTests {
             let service = ControlService(backend: backend, store: StateStore(directory: dir.file("state")), records: StateRecords(),
                                          logger: Logger(label: "test"))
             var options = ControlServer.Options(path: dir.file("run/control.sock"))
-            options.requestTimeout = 0.5
+            options.requestTimeout = requestTimeout
             server = try ControlServer(options: options, service: service, logger: Logger(label: "test"))
         }
 
@@ -190,6 +190,62 @@ struct ControlServerTests {
         }
         #expect(ok)
         #expect(await f.backend.snapshot().ports.count == 16)
+    }
+
+    @Test("finding 3: 64 events --follow streams leave requests their own budget; followers have their own limit")
+    func finding3_followersDoNotExhaustTheSocket() async throws {
+        let f = try await Fixture()
+        defer { f.close() }
+        let path = f.path
+        let limit = f.server.options.maxFollowers
+        let (vmStart, show, extraFollower) = try await offPool { () throws -> (ControlResponse, ControlResponse, ControlResponse?) in
+            var followers: [ControlConnection] = []
+            defer { for c in followers { c.close() } }
+            for _ in 0..<limit {
+                let c = try ControlConnection(path: path, timeout: 10)
+                followers.append(c)
+                try c.send(.events(follow: true))
+                _ = try c.readResponse()  // the history: this one is following now
+            }
+            let start = try ControlConnection.roundTrip(.vmStart(VMSpec(name: "a", nics: [NICSpec(tap: "a0")])), path: path, timeout: 10)
+            let show = try ControlConnection.roundTrip(.show, path: path, timeout: 10)
+            // One more follower is over its own limit: refused, the requests above were not.
+            let extra = try ControlConnection(path: path, timeout: 10)
+            defer { extra.close() }
+            try extra.send(.events(follow: true))
+            return (start, show, try extra.readResponse())
+        }
+        #expect(vmStart.ok, "vm start with \(limit) followers open: \(vmStart.error ?? "")")
+        #expect(show.ok && show.snapshot?.ports.count == 1)
+        #expect(extraFollower?.code == .busy)
+        #expect(extraFollower?.error == "too many event followers (limit \(limit)); try again")
+        #expect(try await waitUntil { f.server.connectionCount == 0 })
+    }
+
+    @Test("finding 3: idle connections that never send a request do not lock others out")
+    func finding3_idleConnectionsDoNotBlock() async throws {
+        // A long request timeout: without eviction the idle clients would hold every slot for a minute.
+        let f = try await Fixture(requestTimeout: 60)
+        defer { f.close() }
+        let path = f.path
+        let limit = f.server.options.maxConnections
+        let server = f.server
+        let (replies, evictedClosed) = try await offPool { () throws -> ([ControlResponse], Bool) in
+            var idle: [ControlConnection] = []
+            defer { for c in idle { c.close() } }
+            for _ in 0..<limit { idle.append(try ControlConnection(path: path, timeout: 10)) }
+            try TestSupport.waitUntil("\(limit) idle connections admitted", timeout: .seconds(10)) { server.connectionCount == limit }
+            var replies: [ControlResponse] = []
+            for i in 0..<3 {
+                replies.append(try ControlConnection.roundTrip(.vmStart(VMSpec(name: "v\(i)", nics: [NICSpec(tap: "v\(i)")])), path: path, timeout: 10))
+            }
+            // The oldest idle connection made room: the server closed it.
+            return (replies, (try? idle[0].readLine()) == nil)
+        }
+        let errors = replies.compactMap { $0.error }
+        #expect(errors.isEmpty && replies.count == 3, "\(errors)")
+        #expect(evictedClosed)
+        #expect(try await waitUntil { f.server.connectionCount == 0 })
     }
 
     @Test("events --follow streams history then live events in order, and ends on stop")
