@@ -49,23 +49,125 @@ public struct StateStore: Sendable {
 
     /// The recorded state; empty records when no file exists yet.
     public func load() throws(SwitchError) -> StateRecords {
-        guard FileManager.default.fileExists(atPath: path) else { return StateRecords() }
-        let data: Data
-        do {
-            data = try Data(contentsOf: URL(fileURLWithPath: path))
-        } catch {
-            throw SwitchError(.system, "cannot read state file \(path): \(error.localizedDescription)")
+        guard let data = try read() else { return StateRecords() }
+        switch decode(data) {
+        case .records(let r): return r
+        case .otherVersion(let v): throw versionError(v)
+        case .damaged(let why): throw SwitchError(.invalidState, "state file \(path) is damaged: \(why)")
         }
+    }
+
+    /// What ``loadRecovering(now:)`` found.
+    public struct Recovery: Sendable, Equatable {
+        public var records: StateRecords
+        /// Where a damaged file was moved (`state.json.corrupt-TIME`); nil when the file was sound.
+        public var setAside: String?
+        /// Why the file was unreadable as a whole.
+        public var damage: String?
+        /// Recorded entries that could not be read, even one by one.
+        public var lostEntries = 0
+    }
+
+    /// Like ``load()``, but a damaged file does not stop the daemon: it is renamed to
+    /// `state.json.corrupt-TIME` (kept for a post-mortem, never overwritten) and every VM and port
+    /// entry that still reads on its own is recovered. A file of another format version, or a
+    /// state path that is not a regular file, is still an error: nothing is damaged there.
+    public func loadRecovering(now: Date = Date()) throws(SwitchError) -> Recovery {
+        guard let data = try read() else { return Recovery(records: StateRecords()) }
+        let why: String
+        switch decode(data) {
+        case .records(let r): return Recovery(records: r)
+        case .otherVersion(let v): throw versionError(v)
+        case .damaged(let w): why = w
+        }
+        // 20270115T080000Z: UTC, sortable, no ':' (awkward in shells and some tools).
+        let stamp = now.formatted(Date.ISO8601FormatStyle(timeZone: .gmt)).filter { $0 != ":" && $0 != "-" }
+        var aside = "\(path).corrupt-\(stamp)"
+        var n = 1
+        while access(aside, F_OK) == 0 {
+            n += 1
+            aside = "\(path).corrupt-\(stamp)-\(n)"
+        }
+        guard rename(path, aside) == 0 else {
+            throw SwitchError(.system, "state file \(path) is damaged (\(why)) and cannot be moved aside to \(aside): \(errnoText())")
+        }
+        syncDirectory()
+        var recovery = Recovery(records: StateRecords(), setAside: aside, damage: why)
+        salvage(data, into: &recovery)
+        return recovery
+    }
+
+    /// Every entry of a damaged file that decodes on its own (the JSON itself must still parse).
+    private func salvage(_ data: Data, into recovery: inout Recovery) {
+        guard let top = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+              let records = top["records"] as? [String: Any] else { return }
+        func entries<T: Decodable>(_ key: String, _ type: T.Type) -> [T] {
+            guard let list = records[key] as? [Any] else { return [] }
+            return list.compactMap { item in
+                guard let d = try? JSONSerialization.data(withJSONObject: item), let v = try? Wire.makeDecoder().decode(T.self, from: d) else {
+                    recovery.lostEntries += 1
+                    return nil
+                }
+                return v
+            }
+        }
+        let vms = entries("vms", VMSpec.self), internals = entries("internalPorts", InternalPortSpec.self)
+        let externals = entries("externalPorts", ExternalPortSpec.self)
+        recovery.records = StateRecords(vms: vms, internalPorts: internals, externalPorts: externals)
+    }
+
+    private enum Decoded {
+        case records(StateRecords)
+        case otherVersion(Int)
+        case damaged(String)
+    }
+
+    private func decode(_ data: Data) -> Decoded {
         do {
             let file = try Wire.makeDecoder().decode(File.self, from: data)
-            guard file.version == Self.formatVersion else {
-                throw SwitchError(.invalidState, "state file \(path) has format version \(file.version); this daemon reads version \(Self.formatVersion)")
-            }
-            return file.records
-        } catch let e as SwitchError {
-            throw e
+            return file.version == Self.formatVersion ? .records(file.records) : .otherVersion(file.version)
         } catch {
-            throw SwitchError(.invalidState, "state file \(path) is damaged: \(error)")
+            return .damaged("\(error)")
+        }
+    }
+
+    private func versionError(_ version: Int) -> SwitchError {
+        SwitchError(.invalidState, "state file \(path) has format version \(version); this daemon reads version \(Self.formatVersion)")
+    }
+
+    /// The file's bytes; nil when there is none. A path that is not a regular file (a directory
+    /// named `state.json`, say) or cannot be read is an error naming it and the reason.
+    private func read() throws(SwitchError) -> Data? {
+        var st = stat()
+        if lstat(path, &st) != 0 {
+            if errno == ENOENT { return nil }
+            throw SwitchError(.system, "cannot read state file \(path): \(errnoText())")
+        }
+        guard st.st_mode & S_IFMT == S_IFREG else {
+            let kind = st.st_mode & S_IFMT == S_IFDIR ? "a directory" : st.st_mode & S_IFMT == S_IFLNK ? "a symbolic link" : "not a regular file"
+            throw SwitchError(.invalidState, "state file \(path) is \(kind), not a regular file; move it out of the way")
+        }
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw SwitchError(.system, "cannot read state file \(path): \(errnoText())") }
+        defer { close(fd) }
+        var data = Data()
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw SwitchError(.system, "cannot read state file \(path): \(errnoText())")
+            }
+            if n == 0 { return data }
+            data.append(contentsOf: chunk[0..<n])
+        }
+    }
+
+    private func syncDirectory() {
+        let dfd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if dfd >= 0 {
+            _ = fsync(dfd)
+            close(dfd)
         }
     }
 
@@ -117,10 +219,6 @@ public struct StateStore: Sendable {
             throw SwitchError(.system, "rename \(tmp) to \(path): \(errnoText(e))")
         }
         // Make the rename itself durable.
-        let dfd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if dfd >= 0 {
-            _ = fsync(dfd)
-            close(dfd)
-        }
+        syncDirectory()
     }
 }

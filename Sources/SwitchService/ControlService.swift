@@ -177,9 +177,11 @@ public actor ControlService {
 
     /// Answers once NIC_DISCONNECT is done for every NIC; returns the TAPs whose removal is pending.
     private func stopVM(_ name: String, force: Bool) async throws(SwitchError) -> [String]? {
-        let pending = try await backend.stopVM(named: name, force: force)
-        records.vms.removeAll { $0.name == name }
-        try saveAfterRemoval("VM '\(name)'")
+        var after = records
+        after.vms.removeAll { $0.name == name }
+        let pending = try await recordingFirst(after, "VM '\(name)' was not stopped") { () async throws(SwitchError) in
+            try await backend.stopVM(named: name, force: force)
+        }
         logger.notice("VM stopped", metadata: ["vm": "\(name)", "pending": "\(pending.joined(separator: ","))"])
         return pending.isEmpty ? nil : pending
     }
@@ -215,10 +217,12 @@ public actor ControlService {
     }
 
     private func removePort(_ name: String) async throws(SwitchError) -> [String]? {
-        let pending = try await backend.removePort(named: name)
-        records.internalPorts.removeAll { $0.name == name }
-        records.externalPorts.removeAll { $0.device == name }
-        try saveAfterRemoval("port '\(name)'")
+        var after = records
+        after.internalPorts.removeAll { $0.name == name }
+        after.externalPorts.removeAll { $0.device == name }
+        let pending = try await recordingFirst(after, "port '\(name)' was not removed") { () async throws(SwitchError) in
+            try await backend.removePort(named: name)
+        }
         logger.notice("port removed", metadata: ["port": "\(name)", "pending": "\(pending)"])
         return pending ? [name] : nil
     }
@@ -252,13 +256,31 @@ public actor ControlService {
         return port
     }
 
-    /// The device is gone already; failing to record that only matters at the next restart.
-    private func saveAfterRemoval(_ what: String) throws(SwitchError) {
+    /// Removal with the state recorded first: the records without the VM or port are written
+    /// before any device is touched, so a full disk or a read-only state directory refuses the
+    /// request with nothing changed, instead of deleting TAPs that the state file still lists (which
+    /// a restart would recreate). If the removal itself fails, the previous records are written back.
+    private func recordingFirst<T>(_ after: StateRecords, _ refusal: String,
+                                   remove: () async throws(SwitchError) -> T) async throws(SwitchError) -> T {
+        guard after != records else {
+            // Nothing recorded to remove (the backend names what is missing).
+            return try await remove()
+        }
         do throws(SwitchError) {
-            try store.save(records)
+            try store.save(after)
         } catch {
-            logger.error("cannot record state", metadata: ["error": "\(error.message)"])
-            throw error.context("\(what) was removed, but the state could not be recorded")
+            logger.error("cannot record state; nothing removed", metadata: ["error": "\(error.message)"])
+            throw error.context("\(refusal): cannot record state")
+        }
+        do throws(SwitchError) {
+            let result = try await remove()
+            records = after
+            return result
+        } catch {
+            do throws(SwitchError) { try store.save(records) } catch {
+                logger.error("cannot record state after a failed removal", metadata: ["error": "\(error.message)"])
+            }
+            throw error
         }
     }
 

@@ -129,9 +129,21 @@ public struct Daemon: Sendable {
         let recorded: StateRecords
         do {
             try store.prepare()
-            recorded = try store.load()
+            let recovery = try store.loadRecovering()
+            recorded = recovery.records
+            if let aside = recovery.setAside {
+                // Loud: the previous run's VMs that were not recovered are no longer managed.
+                let message = "state file was damaged: moved it aside and started with what could be recovered; "
+                    + "TAPs of VMs not recovered are left in place, unmanaged (start them again with vm start after deleting the TAP, or delete them)"
+                logger.critical("\(message)", metadata: [
+                    "damaged": "\(aside)", "reason": "\(recovery.damage ?? "")", "recovered-vms": "\(recorded.vms.count)",
+                    "recovered-ports": "\(recorded.internalPorts.count + recorded.externalPorts.count)", "lost-entries": "\(recovery.lostEntries)",
+                ])
+                // The recovered records replace the damaged file at once, so a crash now loses nothing more.
+                try store.save(recorded)
+            }
         } catch {
-            Self.printError("tapswitchd: \(error.message) (move it aside to start with no recorded VMs)")
+            Self.printError("tapswitchd: \(error.message)")
             await backend.shutdown()
             return DaemonExitCode.failure
         }
