@@ -76,7 +76,7 @@ let package = Package(
         .target(
             name: "TapswitchDaemon",
             dependencies: [
-                "ControlProtocol", "ControlServer", "DaemonConfig", "ServiceSupport", "StateStore", "SwitchService",
+                "ControlProtocol", "ControlServer", "DaemonConfig", "LinuxNet", "ServiceSupport", "StateStore", "SwitchService",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

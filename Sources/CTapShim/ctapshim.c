@@ -53,3 +53,15 @@ int ts_ioctl_ptr(int fd, unsigned long request, void *arg) { return ioctl(fd, re
 int ts_ioctl_ulong(int fd, unsigned long request, unsigned long arg) { return ioctl(fd, request, arg); }
 
 int ts_unshare_files(void) { return unshare(CLONE_FILES); }
+
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+const int TS_PR_CAPBSET_READ = PR_CAPBSET_READ;
+const int TS_PR_CAPBSET_DROP = PR_CAPBSET_DROP;
+const int TS_PR_CAP_AMBIENT = PR_CAP_AMBIENT;
+const unsigned long TS_PR_CAP_AMBIENT_CLEAR_ALL = PR_CAP_AMBIENT_CLEAR_ALL;
+const uint32_t TS_LINUX_CAPABILITY_VERSION_3 = _LINUX_CAPABILITY_VERSION_3;
+int ts_prctl(int option, unsigned long arg2, unsigned long arg3) { return prctl(option, arg2, arg3, 0UL, 0UL); }
+int ts_capget(struct __user_cap_header_struct *header, struct __user_cap_data_struct *data) { return (int)syscall(SYS_capget, header, data); }
+int ts_capset(struct __user_cap_header_struct *header, const struct __user_cap_data_struct *data) { return (int)syscall(SYS_capset, header, data); }

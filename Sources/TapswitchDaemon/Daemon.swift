@@ -2,6 +2,7 @@ import ControlProtocol
 import ControlServer
 import DaemonConfig
 import Foundation
+import LinuxNet
 import Logging
 import ServiceSupport
 import StateStore
@@ -22,6 +23,8 @@ public struct DaemonOptions: Sendable {
     public var requestTimeout: Double
     /// Seconds SIGTERM/SIGINT may take to stop; then the process exits anyway (status 1).
     public var shutdownTimeout: Double
+    /// What the executable did to the process's capabilities at start-up (logged); nil if nothing.
+    public var capabilities: CapabilityReport?
 
     public init(configPath: String, socketPath: String = Wire.defaultSocketPath, stateDirectory: String = DaemonOptions.defaultStateDirectory,
                 logLevel: LogLevelName = .info, checkConfigOnly: Bool = false, requestTimeout: Double = 5, shutdownTimeout: Double = 10) {
@@ -103,6 +106,16 @@ public struct Daemon: Sendable {
         notifier.status("starting")
         logger.notice("starting", metadata: ["version": "\(TapswitchVersion.current)", "backend": "\(backend.kind)",
                                              "config": "\(options.configPath)"])
+        if let caps = options.capabilities {
+            if let problem = caps.problem {
+                logger.warning("could not limit capabilities", metadata: ["error": "\(problem)", "kept": "\(caps.kept)"])
+            } else {
+                logger.info("capabilities limited", metadata: ["kept": "\(caps.kept)"])
+            }
+            if config.controlGroup != nil, !caps.kept.contains(.chown) {
+                logger.info("no CAP_CHOWN: the control socket gets its group only if the daemon is a member of it (SupplementaryGroups=)")
+            }
+        }
 
         do {
             for (name, settings) in config.extensionSettings.sorted(by: { $0.key < $1.key }) {

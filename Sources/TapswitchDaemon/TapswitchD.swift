@@ -1,8 +1,10 @@
 import ArgumentParser
 import ControlProtocol
+import DaemonConfig
 import Foundation
 import ServiceSupport
 import SwitchService
+import Synchronization
 
 /// `tapswitchd`'s command line: parses it and hands over to ``Daemon``. The executables call
 /// ``start(makeBackend:)`` with the backend they run on (`tapswitchd`: the data plane on the
@@ -75,7 +77,7 @@ public struct TapswitchD: AsyncParsableCommand {
     }
 
     func run(makeBackend: @escaping @Sendable () -> any SwitchBackend) async throws {
-        let options = DaemonOptions(
+        var options = DaemonOptions(
             configPath: config ?? DaemonOptions.defaultConfigPath(),
             socketPath: socket,
             stateDirectory: stateDir,
@@ -83,10 +85,26 @@ public struct TapswitchD: AsyncParsableCommand {
             checkConfigOnly: checkConfig,
             requestTimeout: requestTimeout,
             shutdownTimeout: shutdownTimeout)
+        options.capabilities = Self.capabilities.withLock { $0 }
         let daemon = Daemon(options: options, makeBackend: makeBackend)
         // The daemon's async work runs on its own threads, never waiting for the cooperative pool.
         let code = await withTaskExecutorPreference(DaemonExecutor.shared) { await daemon.run() }
         if code != 0 { throw ExitCode(code) }
+    }
+
+    /// What ``limitCapabilities()`` did, for the daemon to log.
+    static let capabilities = Mutex<CapabilityReport?>(nil)
+
+    /// Keeps only the capabilities the daemon needs (``DaemonPrivileges``), deciding about
+    /// `CAP_CHOWN` from the config's `[control] group`. Runs on the main thread before any other
+    /// thread exists, so every later thread inherits the reduced sets. A command line or config
+    /// that does not parse keeps the minimum: the daemon exits on it anyway.
+    public static func limitCapabilities() {
+        guard let command = try? parseAsRoot() as? TapswitchD, !command.checkConfig else { return }
+        let path = command.config ?? DaemonOptions.defaultConfigPath()
+        let group = (try? ConfigLoader().load(path: path))?.controlGroup
+        let report = DaemonPrivileges.limit(controlGroup: group)
+        capabilities.withLock { $0 = report }
     }
 
     /// Parses the command line and runs the daemon on `makeBackend`'s backend. Bad command lines

@@ -8,7 +8,8 @@ import TestSupport
 import Glibc
 #endif
 
-/// Issue 12, finding 5: the state file against full, read-only and damaged state directories.
+/// Issue 12, findings 5 and 10: the state file against full, read-only and damaged state
+/// directories, and the capabilities the daemon keeps.
 @Suite("State file robustness (issue 12 finding 5)")
 struct StateFileRobustnessTests {
     @Test("finding 5: a directory named state.json is a clear error, not 'NSCocoaErrorDomain error 256'")
@@ -126,5 +127,45 @@ struct DaemonRobustnessTests {
         #expect(d.logText.contains("state file was damaged: moved it aside"), "\(d.log)")
         // The recovered (empty) records replaced the damaged file at once.
         #expect(try StateStore(directory: d.stateDir).load() == StateRecords())
+    }
+
+    /// The `Cap...:` line of /proc/PID/status (or of one of its threads) as a number.
+    static func capabilityLine(_ status: String, _ key: String) -> UInt64? {
+        status.split(separator: "\n").first { $0.hasPrefix(key + ":") }.flatMap { UInt64($0.dropFirst(key.count + 1).trimmingCharacters(in: .whitespaces), radix: 16) }
+    }
+
+    @Test("finding 10: started as root, the daemon keeps only CAP_NET_ADMIN and CAP_NET_RAW (plus CAP_CHOWN with a control group) in every thread and set",
+          arguments: [nil, "adm"] as [String?])
+    func finding10_capabilitiesLimitedAtStart(_ group: String?) async throws {
+        try Privilege.requireNetAdmin()
+        try #require(geteuid() == 0, "needs root")
+        let cleanup = Cleanup()
+        defer { cleanup.run() }
+        let shipped = try String(contentsOfFile: Products.repositoryRoot + "/config/tapswitchd.toml", encoding: .utf8)
+        let text = group.map { shipped.replacingOccurrences(of: "group = \"\"", with: "group = \"\($0)\"") } ?? shipped
+        let d = try DaemonUnderTest(config: .text(text), cleanup: cleanup)
+        try await d.start()
+        let pid = try await d.json(VersionInfo.self, "version").pid
+        let expected: UInt64 = (1 << 12) | (1 << 13) | (group == nil ? 0 : 1 << 0)
+        let tasks = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")
+        #expect(tasks.count > 1, "the daemon runs several threads")
+        for task in tasks {
+            let status = try String(contentsOfFile: "/proc/\(pid)/task/\(task)/status", encoding: .utf8)
+            #expect(Self.capabilityLine(status, "CapEff") == expected, "thread \(task): \(status)")
+            #expect(Self.capabilityLine(status, "CapPrm") == expected, "thread \(task)")
+            #expect(Self.capabilityLine(status, "CapBnd") == expected, "thread \(task)")
+            #expect(Self.capabilityLine(status, "CapInh") == 0 && Self.capabilityLine(status, "CapAmb") == 0, "thread \(task)")
+        }
+        // What is kept is enough: the socket got its group, and a VM TAP comes and goes.
+        if let group {
+            var st = stat()
+            #expect(stat(d.socket, &st) == 0 && st.st_gid == getgrnam(group)!.pointee.gr_gid)
+        }
+        let tap = UniqueNames().name("cap0")
+        cleanup.deleteLink(tap)
+        let start = try await d.ctl("vm", "start", "cap", "--nic", tap, "--mac", Self.mac)
+        #expect(start.status == 0, "vm start: \(start.stderr)\n\(d.log)")
+        #expect(try await d.ctl("vm", "stop", "cap").status == 0)
+        #expect(try await waitUntil { try !linkExists(tap) })
     }
 }

@@ -93,5 +93,16 @@ static inline uint32_t ts_load_acquire_u32(const uint32_t *_Nonnull p) { return 
 /// Release store of a ring slot's tp_status: every read of the slot happens before the kernel may refill it.
 static inline void ts_store_release_u32(uint32_t *_Nonnull p, uint32_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
 
+// MARK: Process capabilities (prctl is variadic; capget/capset have no glibc wrapper).
+#include <linux/capability.h>
+extern const int TS_PR_CAPBSET_READ;
+extern const int TS_PR_CAPBSET_DROP;
+extern const int TS_PR_CAP_AMBIENT;
+extern const unsigned long TS_PR_CAP_AMBIENT_CLEAR_ALL;
+extern const uint32_t TS_LINUX_CAPABILITY_VERSION_3;
+int ts_prctl(int option, unsigned long arg2, unsigned long arg3);
+int ts_capget(struct __user_cap_header_struct *_Nonnull header, struct __user_cap_data_struct *_Nonnull data);
+int ts_capset(struct __user_cap_header_struct *_Nonnull header, const struct __user_cap_data_struct *_Nonnull data);
+
 #endif // __linux__
 #endif // TAPSWITCH_CTAPSHIM_H
