@@ -21,6 +21,8 @@ import PackageDescription
 //   SwitchService   ControlService (requests, records) and the backend over the switch, EventHub.
 //   ControlServer   the unix control socket: peer checks, one request line, the answer.
 //   TapswitchDaemon tapswitchd's command line and life: config, adoption, socket, READY, signals, shutdown deadline.
+//   TapswitchKit    for extension authors: re-exports SwitchCore and the registry; runs tapswitchd
+//                   with their extensions added (examples/ethertype-filter).
 let package = Package(
     name: "tapswitch",
     platforms: [.macOS(.v15)],
@@ -33,6 +35,7 @@ let package = Package(
         .library(name: "EmbeddedSwitch", targets: ["EmbeddedSwitch"]),
         .library(name: "SwitchExtensions", targets: ["SwitchExtensions"]),
         .library(name: "DataPlane", targets: ["DataPlane"]),
+        .library(name: "TapswitchKit", targets: ["TapswitchKit"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -76,12 +79,13 @@ let package = Package(
         .target(
             name: "TapswitchDaemon",
             dependencies: [
-                "ControlProtocol", "ControlServer", "DaemonConfig", "LinuxNet", "ServiceSupport", "StateStore", "SwitchService",
+                "ControlProtocol", "ControlServer", "DaemonConfig", "LinuxNet", "ServiceSupport", "StateStore", "SwitchExtensions", "SwitchService",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        .executableTarget(name: "tapswitchd", dependencies: ["TapswitchDaemon", "SwitchService"]),
+        .target(name: "TapswitchKit", dependencies: ["SwitchCore", "SwitchExtensions", "SwitchService", "TapswitchDaemon"]),
+        .executableTarget(name: "tapswitchd", dependencies: ["TapswitchKit"]),
         // The device-free daemon for unprivileged tests: tapswitchd's code and backend over FakeDevices.
         .executableTarget(
             name: "tapswitchd-fake",

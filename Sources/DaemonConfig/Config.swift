@@ -83,10 +83,15 @@ public struct ConfigLoader: Sendable {
     public var availableExtensions: Set<String>?
     /// Answers whether a group exists (default: the system group database).
     public var groupExists: @Sendable (String) -> Bool
+    /// Checks `[extensions.NAME]` settings with the factory of each extension it knows (a build
+    /// with its own extensions passes its registry, so their settings are checked too).
+    public var registry: ExtensionRegistry
 
-    public init(availableExtensions: Set<String>? = nil, groupExists: @escaping @Sendable (String) -> Bool = ConfigLoader.systemGroupExists) {
+    public init(availableExtensions: Set<String>? = nil, groupExists: @escaping @Sendable (String) -> Bool = ConfigLoader.systemGroupExists,
+                registry: ExtensionRegistry = .builtin) {
         self.availableExtensions = availableExtensions
         self.groupExists = groupExists
+        self.registry = registry
     }
 
     public static let systemGroupExists: @Sendable (String) -> Bool = { name in
@@ -234,7 +239,7 @@ private struct Builder {
             issue(t.line, "[extensions.\(name)]: unknown extension '\(name)' (available: \(avail.sorted().joined(separator: ", ")))")
             return nil
         }
-        let entry = ExtensionRegistry.builtin.entry(named: name)
+        let entry = loader.registry.entry(named: name)
         var out: [String: String] = [:]
         var ok = true
         for key in t.keys {

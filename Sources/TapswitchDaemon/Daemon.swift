@@ -6,6 +6,7 @@ import LinuxNet
 import Logging
 import ServiceSupport
 import StateStore
+import SwitchExtensions
 import SwitchService
 #if canImport(Glibc)
 import Glibc
@@ -66,10 +67,16 @@ public enum DaemonExitCode {
 public struct Daemon: Sendable {
     public let options: DaemonOptions
     private let makeBackend: @Sendable () -> any SwitchBackend
+    private let registry: ExtensionRegistry
 
-    /// - Parameter makeBackend: creates the switch; must not touch devices (see ``SwitchBackend``).
-    public init(options: DaemonOptions, makeBackend: @escaping @Sendable () -> any SwitchBackend) {
+    /// - Parameters:
+    ///   - registry: the extensions this build offers; the config's `[extensions.NAME]` settings
+    ///     are checked with their factories.
+    ///   - makeBackend: creates the switch; must not touch devices (see ``SwitchBackend``).
+    public init(options: DaemonOptions, registry: ExtensionRegistry = .builtin,
+                makeBackend: @escaping @Sendable () -> any SwitchBackend) {
         self.options = options
+        self.registry = registry
         self.makeBackend = makeBackend
     }
 
@@ -84,7 +91,7 @@ public struct Daemon: Sendable {
         logger.logLevel = options.logLevel.level
 
         let backend = makeBackend()
-        let loader = ConfigLoader(availableExtensions: Set(backend.availableExtensions().map(\.name)))
+        let loader = ConfigLoader(availableExtensions: Set(backend.availableExtensions().map(\.name)), registry: registry)
         var config: DaemonConfig
         do {
             config = try loader.load(path: options.configPath)

@@ -3,12 +3,14 @@ import ControlProtocol
 import DaemonConfig
 import Foundation
 import ServiceSupport
+import SwitchExtensions
 import SwitchService
 import Synchronization
 
 /// `tapswitchd`'s command line: parses it and hands over to ``Daemon``. The executables call
-/// ``start(makeBackend:)`` with the backend they run on (`tapswitchd`: the data plane on the
-/// host's devices; the test daemon: the same backend on in-memory devices).
+/// ``start(registry:makeBackend:)`` with the extensions they offer and the backend they run on
+/// (`tapswitchd` and builds with their own extensions, through `TapswitchKit`: the data plane on
+/// the host's devices; the test daemon: the same backend on in-memory devices).
 public struct TapswitchD: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "tapswitchd",
@@ -73,10 +75,10 @@ public struct TapswitchD: AsyncParsableCommand {
     }
 
     public func run() async throws {
-        try await run(makeBackend: { DataPlaneBackend() })
+        try await run(registry: .builtin, makeBackend: { DataPlaneBackend() })
     }
 
-    func run(makeBackend: @escaping @Sendable () -> any SwitchBackend) async throws {
+    func run(registry: ExtensionRegistry, makeBackend: @escaping @Sendable () -> any SwitchBackend) async throws {
         var options = DaemonOptions(
             configPath: config ?? DaemonOptions.defaultConfigPath(),
             socketPath: socket,
@@ -86,7 +88,7 @@ public struct TapswitchD: AsyncParsableCommand {
             requestTimeout: requestTimeout,
             shutdownTimeout: shutdownTimeout)
         options.capabilities = Self.capabilities.withLock { $0 }
-        let daemon = Daemon(options: options, makeBackend: makeBackend)
+        let daemon = Daemon(options: options, registry: registry, makeBackend: makeBackend)
         // The daemon's async work runs on its own threads, never waiting for the cooperative pool.
         let code = await withTaskExecutorPreference(DaemonExecutor.shared) { await daemon.run() }
         if code != 0 { throw ExitCode(code) }
@@ -109,11 +111,13 @@ public struct TapswitchD: AsyncParsableCommand {
 
     /// Parses the command line and runs the daemon on `makeBackend`'s backend. Bad command lines
     /// exit 2 with one line on stderr instead of ArgumentParser's 64 and usage block.
-    public static func start(makeBackend: @escaping @Sendable () -> any SwitchBackend) async {
+    /// - Parameter registry: the extensions the backend offers (config settings are checked with
+    ///   their factories); the shipped ones by default.
+    public static func start(registry: ExtensionRegistry = .builtin, makeBackend: @escaping @Sendable () -> any SwitchBackend) async {
         do {
             let command = try parseAsRoot()
             if let daemon = command as? TapswitchD {
-                try await daemon.run(makeBackend: makeBackend)
+                try await daemon.run(registry: registry, makeBackend: makeBackend)
             } else if var async = command as? any AsyncParsableCommand {
                 try await async.run()
             } else {

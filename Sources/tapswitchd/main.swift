@@ -1,7 +1,6 @@
-import SwitchService
-import TapswitchDaemon
+import TapswitchKit
 
 // Kept short: everything lives in TapswitchD (non-isolated), not in MainActor top-level code.
-// Capabilities are per thread: they are limited here, before the first thread is started.
-TapswitchD.limitCapabilities()
-await TapswitchD.start { DataPlaneBackend() }
+// Custom builds with their own extensions call the same entry point (see TapswitchKit), which
+// limits the capabilities first, before the first thread is started.
+await TapswitchDaemonMain.run()
