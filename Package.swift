@@ -112,7 +112,7 @@ let package = Package(
             name: "DaemonTests",
             dependencies: [
                 "TapswitchDaemon", "ControlServer", "DaemonConfig", "ServiceSupport", "StateStore", "SwitchService",
-                "ControlProtocol", "DataPlane", "FakeDevices", "FakeVM", "SwitchCore", "TestSupport",
+                "ControlProtocol", "DataPlane", "FakeDevices", "FakeVM", "SwitchCore", "SwitchExtensions", "TestSupport",
             ]
         ),
         .testTarget(name: "QEMUTests", dependencies: ["ControlProtocol", "TestSupport"]),

@@ -3,6 +3,8 @@ import FakeDevices
 import Foundation
 import Logging
 import StateStore
+import SwitchCore
+import SwitchExtensions
 import Testing
 @testable import DaemonConfig
 @testable import SwitchService
@@ -152,6 +154,28 @@ struct PortSettingsPlaneTests {
         #expect(message("[extensions]\n[extensions.firewall]\nx = 1\n") == "t.toml:2: [extensions.firewall]: unknown extension 'firewall' (available: dhcp-guard, mac-limit, mac-spoof-guard)")
         #expect(message("[extensions]\n[extensions.dhcp-guard]\n\ncolour = \"red\"\n") == "t.toml:4: extensions.dhcp-guard.colour: extension dhcp-guard: unknown setting 'colour' (settings: vm-default)")
         #expect(message("[extensions]\n[extensions.mac-limit]\nvm-default = 0\n") == "t.toml:3: extensions.mac-limit.vm-default: extension mac-limit: vm-default=0: expected a number 1-65535 or none")
+    }
+
+    @Test("[extensions.NAME] of an extension a build adds (TapswitchKit) is checked by its factory, on its line")
+    func addedExtensionSettings() throws {
+        final class Probe: SwitchExtension {
+            let name = "probe"
+            let extensionClass = ExtensionClass.filtering
+        }
+        var registry = ExtensionRegistry.builtin
+        try registry.register(ExtensionRegistry.Entry(name: "probe", extensionClass: .filtering, summary: "test") { (s) throws(SwitchError) in
+            try s.check(extension: "probe", known: ["level"])
+            _ = try s.limit("level", extension: "probe", range: 1...3, default: 1)
+            return Probe()
+        })
+        let l = ConfigLoader(availableExtensions: Set(registry.names), groupExists: { _ in true }, registry: registry)
+        #expect(try l.parse("[extensions]\nenable = [\"probe\"]\n[extensions.probe]\nlevel = 2\n", file: "t.toml").extensionSettings == ["probe": ["level": "2"]])
+        #expect(throws: ConfigError(issues: [ConfigIssue(file: "t.toml", line: 3, message: "extensions.probe.level: extension probe: level=9: expected a number 1-3 or none")])) {
+            try l.parse("[extensions]\n[extensions.probe]\nlevel = 9\n", file: "t.toml")
+        }
+        // Without the build's registry the settings are not checked at load (the shipped loader's behaviour).
+        #expect(try ConfigLoader(availableExtensions: Set(registry.names), groupExists: { _ in true })
+            .parse("[extensions]\n[extensions.probe]\nlevel = 9\n", file: "t.toml").extensionSettings == ["probe": ["level": "9"]])
     }
 
     @Test("extension-enable/disable/set on the wire and through the service")
