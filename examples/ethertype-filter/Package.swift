@@ -21,9 +21,11 @@ let package = Package(
             name: "tapswitchd-custom",
             dependencies: ["EtherTypeFilter", .product(name: "TapswitchKit", package: "tapswitch")]
         ),
+        // Per-thread malloc counting for the allocation test (test-only).
+        .target(name: "CThreadAllocations", path: "Tests/CThreadAllocations"),
         .testTarget(
             name: "EtherTypeFilterTests",
-            dependencies: ["EtherTypeFilter", .product(name: "EmbeddedSwitch", package: "tapswitch")]
+            dependencies: ["EtherTypeFilter", "CThreadAllocations", .product(name: "EmbeddedSwitch", package: "tapswitch")]
         ),
     ]
 )
