@@ -9,7 +9,9 @@ import SwitchCore
 /// - IPv6: the source must be allowed, link-local (fe80::/10) or unspecified (duplicate address
 ///   detection); a neighbour advertisement's target address must be allowed or link-local.
 /// Other EtherTypes pass. With `dhcp-snooping=on`, a DHCPv4 ACK delivered to the port for the NIC's
-/// MAC adds the acknowledged address for the lease time (at most ``maxLeases`` per port).
+/// MAC adds the acknowledged address for the lease time, and a DHCPv6 REPLY delivered to the NIC's
+/// MAC adds each IA_NA address for its valid lifetime (a valid lifetime of 0 withdraws it); at most
+/// ``maxLeases`` of each family per port, the one expiring first replaced.
 public final class IPGuard: PortPolicyExtension {
     public static let extensionName = "ip-guard"
     static let maxPrefixes = SecurityPolicy.maxAllowedIPs
@@ -28,6 +30,8 @@ public final class IPGuard: PortPolicyExtension {
     private var v6: UnsafeMutablePointer<UInt64>?      // (high, low, mask high, mask low)
     private var leaseAddress: UnsafeMutablePointer<UInt32>?
     private var leaseExpiry: UnsafeMutablePointer<UInt64>?
+    private var lease6Address: UnsafeMutablePointer<UInt64>?  // (high, low)
+    private var lease6Expiry: UnsafeMutablePointer<UInt64>?
     private var nicMACs: UnsafeMutablePointer<UInt64>? // permanent, current
     private var ipv4Reason = DropReason.runtFrame
     private var arpReason = DropReason.runtFrame
@@ -52,6 +56,7 @@ public final class IPGuard: PortPolicyExtension {
     private func free() {
         v4Count?.deallocate(); v4?.deallocate(); v6Count?.deallocate(); v6?.deallocate()
         leaseAddress?.deallocate(); leaseExpiry?.deallocate(); nicMACs?.deallocate()
+        lease6Address?.deallocate(); lease6Expiry?.deallocate()
     }
 
     override func prepare(_ sw: VirtualSwitch, capacity n: Int) {
@@ -65,6 +70,8 @@ public final class IPGuard: PortPolicyExtension {
         v6 = .allocate(capacity: n * Self.maxPrefixes * 4); v6?.initialize(repeating: 0, count: n * Self.maxPrefixes * 4)
         leaseAddress = .allocate(capacity: n * Self.maxLeases); leaseAddress?.initialize(repeating: 0, count: n * Self.maxLeases)
         leaseExpiry = .allocate(capacity: n * Self.maxLeases); leaseExpiry?.initialize(repeating: 0, count: n * Self.maxLeases)
+        lease6Address = .allocate(capacity: n * Self.maxLeases * 2); lease6Address?.initialize(repeating: 0, count: n * Self.maxLeases * 2)
+        lease6Expiry = .allocate(capacity: n * Self.maxLeases); lease6Expiry?.initialize(repeating: 0, count: n * Self.maxLeases)
         nicMACs = .allocate(capacity: n * 2); nicMACs?.initialize(repeating: 0, count: n * 2)
         ipv4Reason = sw.registerDropReason("IPv4 source address not allowed (ip-guard)")
         arpReason = sw.registerDropReason("ARP sender not allowed (ip-guard)")
@@ -74,7 +81,8 @@ public final class IPGuard: PortPolicyExtension {
     }
 
     override func portChanged(_ index: Int, _ port: TrackedPort?, _ sw: VirtualSwitch) {
-        guard let v4Count, let v4, let v6Count, let v6, let leaseAddress, let leaseExpiry, let nicMACs else { return }
+        guard let v4Count, let v4, let v6Count, let v6, let leaseAddress, let leaseExpiry, let lease6Address, let lease6Expiry,
+              let nicMACs else { return }
         on.set(index, port.map { $0.security.ipGuard ?? ($0.isVM && vmDefault) } ?? false)
         let wasSnooping = snooping[index]
         snooping.set(index, port?.security.dhcpSnooping ?? false)
@@ -98,19 +106,29 @@ public final class IPGuard: PortPolicyExtension {
         v6Count[index] = UInt8(n6)
         // Leases belong to the NIC that got them: forget them with the NIC, or when snooping stops.
         if port?.nic == nil || (wasSnooping && !snooping[index]) {
-            for k in 0..<Self.maxLeases { leaseAddress[index * Self.maxLeases + k] = 0; leaseExpiry[index * Self.maxLeases + k] = 0 }
+            for k in 0..<Self.maxLeases {
+                let slot = index * Self.maxLeases + k
+                leaseAddress[slot] = 0; leaseExpiry[slot] = 0
+                lease6Address[slot * 2] = 0; lease6Address[slot * 2 + 1] = 0; lease6Expiry[slot] = 0
+            }
         }
         nicMACs[index * 2] = port?.nic?.permanentMAC.rawValue ?? 0
         nicMACs[index * 2 + 1] = port?.nic?.currentMAC.rawValue ?? 0
     }
 
-    /// The IPv4 leases snooped for a port (tests, `port get`).
+    /// The leases snooped for a port and in force, IPv4 then IPv6 (tests, `port get`).
     public func leases(of port: PortID, in sw: VirtualSwitch) -> [IPPrefix] {
-        guard let index = sw.portIndex(of: port), index < capacity, let leaseAddress, let leaseExpiry else { return [] }
-        return (0..<Self.maxLeases).compactMap { k in
+        guard let index = sw.portIndex(of: port), index < capacity, let leaseAddress, let leaseExpiry,
+              let lease6Address, let lease6Expiry else { return [] }
+        let v4: [IPPrefix] = (0..<Self.maxLeases).compactMap { k in
             let a = leaseAddress[index * Self.maxLeases + k]
             return a != 0 && leaseExpiry[index * Self.maxLeases + k] > sw.now ? IPPrefix(ipv4: a) : nil
         }
+        let v6: [IPPrefix] = (0..<Self.maxLeases).compactMap { k in
+            let slot = index * Self.maxLeases + k
+            return lease6Expiry[slot] > sw.now ? IPPrefix(ipv6: lease6Address[slot * 2], lease6Address[slot * 2 + 1]) : nil
+        }
+        return v4 + v6
     }
 
     @inline(__always)
@@ -125,13 +143,17 @@ public final class IPGuard: PortPolicyExtension {
     }
 
     @inline(__always)
-    private func allowsIPv6(_ s: Int, _ high: UInt64, _ low: UInt64) -> Bool {
-        guard let v6Count, let v6 else { return false }
+    private func allowsIPv6(_ s: Int, _ high: UInt64, _ low: UInt64, now: UInt64) -> Bool {
+        guard let v6Count, let v6, let lease6Address, let lease6Expiry else { return false }
         if PacketFields.isLinkLocal6(high) { return true }
         let base = s * Self.maxPrefixes * 4
         for k in 0..<Int(v6Count[s]) {
             let b = base + 4 * k
             if high & v6[b + 2] == v6[b] && low & v6[b + 3] == v6[b + 1] { return true }
+        }
+        for k in 0..<Self.maxLeases {
+            let slot = s * Self.maxLeases + k
+            if lease6Expiry[slot] > now && lease6Address[slot * 2] == high && lease6Address[slot * 2 + 1] == low { return true }
         }
         return false
     }
@@ -173,7 +195,7 @@ public final class IPGuard: PortPolicyExtension {
                 }
             case EtherType.ipv6:
                 let high = PacketFields.u64(p, l3 + 8), low = PacketFields.u64(p, l3 + 16)
-                if !(high == 0 && low == 0) && !allowsIPv6(s, high, low) {
+                if !(high == 0 && low == 0) && !allowsIPv6(s, high, low, now: now) {
                     context.drop(i, reason: ipv6Reason)
                     droppedIPv6 &+= 1
                     continue
@@ -194,7 +216,7 @@ public final class IPGuard: PortPolicyExtension {
                         droppedUnreadable &+= 1
                         continue
                     }
-                    if !allowsIPv6(s, PacketFields.u64(p, offset + 8), PacketFields.u64(p, offset + 16)) {
+                    if !allowsIPv6(s, PacketFields.u64(p, offset + 8), PacketFields.u64(p, offset + 16), now: now) {
                         context.drop(i, reason: ndReason)
                         droppedND &+= 1
                     }
@@ -207,15 +229,30 @@ public final class IPGuard: PortPolicyExtension {
         }
     }
 
-    /// DHCP snooping: an ACK on its way to a snooping port, for that port's NIC, grants the address.
+    /// DHCP snooping: an ACK (DHCPv4) or REPLY (DHCPv6) on its way to a snooping port, for that
+    /// port's NIC, grants the addresses in it.
     override public func egress(_ context: inout EgressContext) {
         guard snooping.onCount > 0, let nicMACs else { return }
         let batch = context.batch
         for i in context.frames where context.isLive(i) {
             let h = batch.parsed(i)
-            guard h.etherType == EtherType.ipv4,
+            guard h.etherType == EtherType.ipv4 || h.etherType == EtherType.ipv6,
                   case .header(PacketFields.udp, let offset, let end) = PacketFields.transport(batch, i, h) else { continue }
             let p = UnsafeRawPointer(batch.frame(i))
+            if h.etherType == EtherType.ipv6 {
+                // Server (or relay) to client; the REPLY goes to the client's link-local unicast
+                // address, so its Ethernet destination names the NIC (a DUID need not hold a MAC).
+                guard offset + 8 <= end, PacketFields.u16(p, offset) == 547, PacketFields.u16(p, offset + 2) == 546,
+                      Self.isWellFormedReply6(p, message: offset + 8, end: end) else { continue }
+                let client = h.destination.rawValue
+                for d in context.destinations(i) where !d.isExcluded && snooping[d.portIndex] {
+                    let k = d.portIndex
+                    if client == nicMACs[k * 2] || client == nicMACs[k * 2 + 1] {
+                        snoopReply6(p, message: offset + 8, end: end, port: k, now: context.sw.now)
+                    }
+                }
+                continue
+            }
             guard offset + 8 <= end, PacketFields.u16(p, offset) == 67, PacketFields.u16(p, offset + 2) == 68 else { continue }
             guard let ack = Self.dhcpAck(p, bootp: offset + 8, end: end) else { continue }
             for d in context.destinations(i) where !d.isExcluded && snooping[d.portIndex] {
@@ -238,6 +275,82 @@ public final class IPGuard: PortPolicyExtension {
         }
         leaseAddress[base + slot] = address
         leaseExpiry[base + slot] = expiry
+        snoopedLeases &+= 1
+    }
+
+    /// True for a DHCPv6 REPLY (type 7) at `m` whose options, and those inside each IA_NA, all lie
+    /// within the packet: anything cut short or lying grants nothing.
+    static func isWellFormedReply6(_ p: UnsafeRawPointer, message m: Int, end: Int) -> Bool {
+        guard m + 4 <= end, PacketFields.u8(p, m) == 7 else { return false }
+        var o = m + 4
+        while o < end {
+            guard o + 4 <= end else { return false }
+            let code = PacketFields.u16(p, o), body = o + 4, next = body + Int(PacketFields.u16(p, o + 2))
+            guard next <= end else { return false }
+            if code == 3 {  // IA_NA: IAID, T1, T2, then its own options
+                guard body + 12 <= next else { return false }
+                var a = body + 12
+                while a < next {
+                    guard a + 4 <= next else { return false }
+                    a += 4 + Int(PacketFields.u16(p, a + 2))
+                }
+                guard a == next else { return false }
+            }
+            o = next
+        }
+        return true
+    }
+
+    /// Grants port `k` each IAADDR of each IA_NA of a well-formed REPLY (see ``isWellFormedReply6``)
+    /// for its valid lifetime; a lifetime of 0 withdraws the address, and an IA_NA whose status is
+    /// not success grants nothing.
+    private func snoopReply6(_ p: UnsafeRawPointer, message m: Int, end: Int, port k: Int, now: UInt64) {
+        var o = m + 4
+        while o < end {
+            let code = PacketFields.u16(p, o), body = o + 4, next = body + Int(PacketFields.u16(p, o + 2))
+            defer { o = next }
+            guard code == 3 else { continue }
+            var failed = false
+            var a = body + 12
+            while a < next {  // status code option (13): 2-byte status, 0 = success
+                let length = Int(PacketFields.u16(p, a + 2))
+                if PacketFields.u16(p, a) == 13 && (length < 2 || PacketFields.u16(p, a + 4) != 0) { failed = true }
+                a += 4 + length
+            }
+            guard !failed else { continue }
+            a = body + 12
+            while a < next {
+                let length = Int(PacketFields.u16(p, a + 2))
+                // IAADDR: address, preferred lifetime, valid lifetime (then its options).
+                if PacketFields.u16(p, a) == 5 && length >= 24 {
+                    let high = PacketFields.u64(p, a + 4), low = PacketFields.u64(p, a + 12)
+                    let valid = UInt64(PacketFields.u32(p, a + 24))
+                    // Only a unicast, global-scope address means anything as a source.
+                    if !(high == 0 && low == 0) && high >> 56 != 0xFF && !PacketFields.isLinkLocal6(high) {
+                        grant6(k, high, low, until: valid == 0 ? 0 : now &+ min(valid, Self.maxLease))
+                    }
+                }
+                a += 4 + length
+            }
+        }
+    }
+
+    private func grant6(_ index: Int, _ high: UInt64, _ low: UInt64, until expiry: UInt64) {
+        guard let lease6Address, let lease6Expiry else { return }
+        let base = index * Self.maxLeases
+        var slot = 0
+        var found = false
+        for k in 0..<Self.maxLeases {
+            if lease6Address[(base + k) * 2] == high && lease6Address[(base + k) * 2 + 1] == low { slot = k; found = true; break }
+            if lease6Expiry[base + k] < lease6Expiry[base + slot] { slot = k }
+        }
+        if expiry == 0 {  // withdrawn
+            if found { lease6Expiry[base + slot] = 0 }
+            return
+        }
+        lease6Address[(base + slot) * 2] = high
+        lease6Address[(base + slot) * 2 + 1] = low
+        lease6Expiry[base + slot] = expiry
         snoopedLeases &+= 1
     }
 

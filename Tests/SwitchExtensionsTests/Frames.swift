@@ -53,6 +53,25 @@ enum Build {
         udp4(dst, src, from: ip4(10, 0, 0, 1), to: 0xFFFF_FFFF, ports: (67, 68), dhcp(op: 2, type: type, yiaddr: yiaddr, chaddr: chaddr, lease: lease))
     }
 
+    /// A DHCPv6 message (REPLY by default) with a client identifier and one IA_NA holding an IAADDR
+    /// per (address, valid lifetime), and an optional IA_NA status code.
+    static func dhcp6(type: UInt8 = 7, addresses: [(String, UInt32)], status: UInt16? = nil) -> [UInt8] {
+        var inner: [UInt8] = []
+        for (address, valid) in addresses {
+            let (h, l) = ip6(address)
+            inner += be16(5) + be16(24) + be64(h) + be64(l) + be32(valid / 2) + be32(valid)
+        }
+        if let status { inner += be16(13) + be16(2) + be16(status) }
+        let ia = be32(1) + be32(0) + be32(0) + inner
+        let clientID = be16(1) + be16(10) + be16(3) + be16(1) + mac(1).bytes  // DUID-LL
+        return [type, 0x12, 0x34, 0x56] + clientID + be16(3) + be16(UInt16(ia.count)) + ia
+    }
+
+    /// A DHCPv6 server message (UDP 547 to 546) to `dst`, link-local to link-local.
+    static func dhcp6Server(_ dst: MACAddress, _ src: MACAddress, _ message: [UInt8]) -> [UInt8] {
+        ipv6(dst, src, from: ip6("fe80::9"), to: ip6("fe80::1"), next: 17, udp(547, 546, message))
+    }
+
     /// IPv6 packet with `next` as the first next-header value and `payload` after the fixed header;
     /// `payloadLength` overrides the header's field.
     static func ipv6(_ dst: MACAddress, _ src: MACAddress, from: (UInt64, UInt64), to: (UInt64, UInt64), next: UInt8, _ payload: [UInt8],
@@ -85,6 +104,15 @@ enum Build {
 func policySwitch(maxPorts: Int = 64) throws -> EmbeddedSwitch {
     let es = EmbeddedSwitch(configuration: SwitchConfiguration(maxPorts: maxPorts, batchCapacity: 32))
     for name in ExtensionRegistry.defaultEnabled { try es.sw.enable(ExtensionRegistry.builtin.make(name)) }
+    return es
+}
+
+/// ``policySwitch(maxPorts:)`` with `ipGuard` as its ip-guard, for tests that read its leases.
+func policySwitch(ipGuard: IPGuard) throws -> EmbeddedSwitch {
+    let es = EmbeddedSwitch(configuration: SwitchConfiguration(maxPorts: 64, batchCapacity: 32))
+    for name in ExtensionRegistry.defaultEnabled {
+        if name == IPGuard.extensionName { try es.sw.enable(ipGuard) } else { try es.sw.enable(ExtensionRegistry.builtin.make(name)) }
+    }
     return es
 }
 

@@ -79,6 +79,126 @@ struct IPGuardTests {
         #expect(es.take(peer).isEmpty, "the lease expired")
     }
 
+    @Test("DHCPv6 snooping: a REPLY's IA_NA address for the port's NIC is allowed for its valid lifetime; others are not")
+    func snooping6() throws {
+        let ipGuard = try IPGuard()
+        let es = try policySwitch(ipGuard: ipGuard)
+        let vm = try es.addPort("vm", mac: mac(1))
+        let peer = try es.addPort("peer", mac: mac(2))
+        let rogue = try es.addPort("rogue", mac: mac(3))
+        let server = try es.addPort("uplink", mac: mac(9), type: .external)
+        try es.set(vm, "ip-guard=on", "dhcp-snooping=on")
+        try es.set(rogue, "dhcp-guard=on")
+        let all = ip6("ff02::1")
+        let fromLease = Build.ipv6(.broadcast, mac(1), from: ip6("2001:db8::77"), to: all, next: 59, [])
+        let fromOther = Build.ipv6(.broadcast, mac(1), from: ip6("2001:db8::78"), to: all, next: 59, [])
+        es.send(from: vm, fromLease)
+        #expect(es.take(peer).isEmpty)
+        // Not for this NIC, not a REPLY, a failed IA_NA, and a REPLY from a dhcp-guarded port: nothing granted.
+        es.send(from: server, Build.dhcp6Server(mac(2), mac(9), Build.dhcp6(addresses: [("2001:db8::77", 600)])))
+        es.send(from: server, Build.dhcp6Server(mac(1), mac(9), Build.dhcp6(type: 2, addresses: [("2001:db8::77", 600)])))
+        es.send(from: server, Build.dhcp6Server(mac(1), mac(9), Build.dhcp6(addresses: [("2001:db8::77", 600)], status: 2)))
+        es.send(from: rogue, Build.dhcp6Server(mac(1), mac(3), Build.dhcp6(addresses: [("2001:db8::77", 600)])))
+        es.takeAll()
+        es.send(from: vm, fromLease)
+        #expect(es.take(peer).isEmpty, "no REPLY for this NIC granted anything")
+        #expect(es.counter("ip-guard", "snooped-leases") == 0)
+        es.send(from: server, Build.dhcp6Server(mac(1), mac(9), Build.dhcp6(addresses: [("2001:db8::77", 600)])))
+        #expect(es.take(vm).count == 1, "the REPLY itself is delivered")
+        es.takeAll()
+        es.send(from: vm, [fromLease, fromOther])
+        #expect(es.take(peer) == [fromLease], "the snooped address passes, another is still dropped")
+        #expect(es.counter("ip-guard", "snooped-leases") == 1)
+        #expect(ipGuard.leases(of: vm, in: es.sw) == [IPPrefix(ipv6: 0x2001_0db8_0000_0000, 0x77)])
+        // A neighbour advertisement for the snooped address is allowed too.
+        es.send(from: vm, Build.ipv6(.broadcast, mac(1), from: ip6("fe80::1"), to: all, next: 58,
+                                     Build.neighborAdvertisement(target: ip6("2001:db8::77"))))
+        #expect(es.take(peer).count == 1)
+        es.advance(seconds: 601)
+        es.send(from: vm, fromLease)
+        #expect(es.take(peer).isEmpty, "the lease expired")
+        // Renewed, then withdrawn by a REPLY with valid lifetime 0.
+        es.send(from: server, Build.dhcp6Server(mac(1), mac(9), Build.dhcp6(addresses: [("2001:db8::77", 600)])))
+        es.takeAll()
+        es.send(from: vm, fromLease)
+        #expect(es.take(peer).count == 1)
+        es.send(from: server, Build.dhcp6Server(mac(1), mac(9), Build.dhcp6(addresses: [("2001:db8::77", 0)])))
+        es.takeAll()
+        es.send(from: vm, fromLease)
+        #expect(es.take(peer).isEmpty, "withdrawn")
+    }
+
+    @Test("DHCPv6 snooping: a REPLY is ignored without dhcp-snooping; leases are bounded per port")
+    func snooping6Bounds() throws {
+        let ipGuard = try IPGuard()
+        let es = try policySwitch(ipGuard: ipGuard)
+        let vm = try es.addPort("vm", mac: mac(1))
+        let peer = try es.addPort("peer", mac: mac(2))
+        let server = try es.addPort("uplink", mac: mac(9), type: .external)
+        try es.set(vm, "ip-guard=on")
+        let all = ip6("ff02::1")
+        func from(_ a: String) -> [UInt8] { Build.ipv6(.broadcast, mac(1), from: ip6(a), to: all, next: 59, []) }
+        es.send(from: server, Build.dhcp6Server(mac(1), mac(9), Build.dhcp6(addresses: [("2001:db8::1", 600)])))
+        es.takeAll()
+        es.send(from: vm, from("2001:db8::1"))
+        #expect(es.take(peer).isEmpty, "snooping is off")
+        try es.set(vm, "dhcp-snooping=on")
+        let many = (1...IPGuard.maxLeases + 2).map { ("2001:db8::\($0)", UInt32(600 + $0)) }
+        es.send(from: server, Build.dhcp6Server(mac(1), mac(9), Build.dhcp6(addresses: many)))
+        es.takeAll()
+        #expect(ipGuard.leases(of: vm, in: es.sw).count == IPGuard.maxLeases)
+        es.send(from: vm, from("2001:db8::\(IPGuard.maxLeases + 2)"))
+        #expect(es.take(peer).count == 1, "the newest address is kept")
+    }
+
+    @Test("DHCPv6 snooping: truncated and malformed REPLYs grant nothing and never crash")
+    func snooping6Malformed() throws {
+        let ipGuard = try IPGuard()
+        let es = try policySwitch(ipGuard: ipGuard)
+        let vm = try es.addPort("vm", mac: mac(1))
+        let peer = try es.addPort("peer", mac: mac(2))
+        let server = try es.addPort("uplink", mac: mac(9), type: .external)
+        try es.set(vm, "ip-guard=on", "dhcp-snooping=on")
+        let fromLease = Build.ipv6(.broadcast, mac(1), from: ip6("2001:db8::77"), to: ip6("ff02::1"), next: 59, [])
+        let good = Build.dhcp6(addresses: [("2001:db8::77", 600)])
+        // Every truncation of the message (the IP and UDP lengths follow, so only DHCPv6 is cut short).
+        for n in 0..<good.count {
+            es.send(from: server, Build.dhcp6Server(mac(1), mac(9), Array(good[..<n])))
+        }
+        // Option lengths that lie: each 16-bit length field set to values past the end and odd values.
+        for at in [6, 20, 36] {  // client identifier, IA_NA, IAADDR
+            for value: UInt16 in [0, 1, 11, 23, 0xFFFF] {
+                var bad = good
+                bad[at] = UInt8(value >> 8); bad[at + 1] = UInt8(value & 0xFF)
+                es.send(from: server, Build.dhcp6Server(mac(1), mac(9), bad))
+            }
+        }
+        // IP payload length past the frame, and UDP cut short.
+        es.send(from: server, Build.ipv6(mac(1), mac(9), from: ip6("fe80::9"), to: ip6("fe80::1"), next: 17,
+                                         Build.udp(547, 546, good), payloadLength: 8 + good.count + 40))
+        es.send(from: server, Build.ipv6(mac(1), mac(9), from: ip6("fe80::9"), to: ip6("fe80::1"), next: 17, [0x02, 0x23, 0x02]))
+        // Random bytes after a REPLY header or a cut REPLY (for another address, which a chance
+        // well-formed result may grant).
+        let other = Build.dhcp6(addresses: [("2001:db8::99", 600)])
+        var random = SplitMix64(seed: 6)
+        for _ in 0..<500 {
+            let body = (0..<Int.random(in: 0...80, using: &random)).map { _ in UInt8.random(in: 0...255, using: &random) }
+            var message: [UInt8] = [7, 0, 0, 0] + body
+            if Bool.random(using: &random) { message = Array(other[..<Int.random(in: 4...other.count, using: &random)]) + body }
+            es.send(from: server, Build.dhcp6Server(mac(1), mac(9), message))
+        }
+        es.takeAll()
+        // The fuzz may form a valid REPLY; none may grant the test's address, and no truncated one did.
+        #expect(!ipGuard.leases(of: vm, in: es.sw).contains(IPPrefix(ipv6: 0x2001_0db8_0000_0000, 0x77)))
+        es.send(from: vm, fromLease)
+        #expect(es.take(peer).isEmpty)
+        // Positive control: the whole message grants.
+        es.send(from: server, Build.dhcp6Server(mac(1), mac(9), good))
+        es.takeAll()
+        es.send(from: vm, fromLease)
+        #expect(es.take(peer) == [fromLease])
+    }
+
     @Test("Truncated and malformed ARP/IPv4/IPv6 under the guard are dropped, never read past their end")
     func truncated() throws {
         let (es, vm, peer) = try setUp()
