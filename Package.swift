@@ -23,6 +23,7 @@ import PackageDescription
 //   TapswitchDaemon tapswitchd's command line and life: config, adoption, socket, READY, signals, shutdown deadline.
 //   TapswitchKit    for extension authors: re-exports SwitchCore and the registry; runs tapswitchd
 //                   with their extensions added (examples/ethertype-filter).
+//   LibvirtHook     reads libvirt domain XML: which interfaces are tapswitch's, their NIC options.
 let package = Package(
     name: "tapswitch",
     platforms: [.macOS(.v15)],
@@ -76,6 +77,7 @@ let package = Package(
             name: "ControlServer",
             dependencies: ["ControlProtocol", "ServiceSupport", "SwitchService", .product(name: "Logging", package: "swift-log")]
         ),
+        .target(name: "LibvirtHook"),
         .target(
             name: "TapswitchDaemon",
             dependencies: [
@@ -94,7 +96,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "tapswitchctl",
-            dependencies: ["ControlProtocol", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["ControlProtocol", "LibvirtHook", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .executableTarget(
             name: "tapswitch-fakevm",
@@ -115,6 +117,7 @@ let package = Package(
                 "ControlProtocol", "DataPlane", "FakeDevices", "FakeVM", "SwitchCore", "SwitchExtensions", "TestSupport",
             ]
         ),
+        .testTarget(name: "LibvirtHookTests", dependencies: ["LibvirtHook", "ControlProtocol"]),
         .testTarget(name: "QEMUTests", dependencies: ["ControlProtocol", "TestSupport"]),
     ]
 )

@@ -52,7 +52,7 @@ struct PortAddExternal: ParsableCommand {
 
     @OptionGroup var globals: GlobalOptions
 
-    @Argument(help: "Existing network device, e.g. eth1.")
+    @Argument(help: "Existing network device, e.g. eth1.", completion: .custom(Completions.hostDevices))
     var device: String
 
     func validate() throws {
@@ -74,7 +74,7 @@ struct PortRemove: ParsableCommand {
 
     @OptionGroup var globals: GlobalOptions
 
-    @Argument(help: "Port name.")
+    @Argument(help: "Port name.", completion: .custom(Completions.portNames))
     var name: String
 
     func validate() throws {

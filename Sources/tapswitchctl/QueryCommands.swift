@@ -71,7 +71,7 @@ struct FDBCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "fdb",
         abstract: "Show the MAC table (forwarding database).",
-        discussion: "Columns: MAC, VLAN (\"-\" untagged), PORT id, NAME, AGE in seconds since last seen (\"static\" for assigned VM and host MACs)."
+        discussion: "Columns: MAC, VLAN (\"-\" untagged), PORT id, NAME, AGE in seconds since the MAC was last seen. Entries are learned from traffic and expire after [switch] mac_aging_seconds."
     )
 
     @OptionGroup var globals: GlobalOptions

@@ -51,7 +51,7 @@ struct TapswitchCtl: ParsableCommand {
         """,
         version: TapswitchVersion.current,
         subcommands: [VMCommand.self, PortCommand.self, ExtensionCommand.self, ShowCommand.self, FDBCommand.self, EventsCommand.self,
-                      ExtensionsCommand.self, VersionCommand.self]
+                      ExtensionsCommand.self, VersionCommand.self, LibvirtHookCommand.self]
     )
 
     @OptionGroup var globals: GlobalOptions
@@ -59,6 +59,10 @@ struct TapswitchCtl: ParsableCommand {
     /// Runs the command; maps every failure to one stderr line and the exit codes above.
     static func start() {
         let code: Int32
+        if let problem = CommandSuggestion.check(Array(CommandLine.arguments.dropFirst()), root: TapswitchCtl.self) {
+            printError("\(problem) (see 'tapswitchctl help')")
+            Foundation.exit(CtlExit.usage)
+        }
         do {
             var command = try parseAsRoot()
             try command.run()

@@ -48,12 +48,15 @@ struct VMStart: ParsableCommand {
 
     @OptionGroup var globals: GlobalOptions
 
-    @Argument(help: "VM name (1-\(Validate.maxVMNameLength) characters: A-Z a-z 0-9 _ . -).")
+    // The VM name's completion also offers the NIC flags: bash reaches it for a word starting with
+    // "--" right after the name, and ArgumentParser does not know the NIC flags (NICArguments parses them).
+    @Argument(help: "VM name (1-\(Validate.maxVMNameLength) characters: A-Z a-z 0-9 _ . -).",
+              completion: .custom(Completions.vmNamesOrNICFlags))
     var vm: String
 
     @Argument(parsing: .allUnrecognized, help: ArgumentHelp(
         "NIC options: --nic TAP[,key=value...] followed by its --mac/--owner/--group/--mtu/--type/--vlan (see below).",
-        valueName: "nic-options"))
+        valueName: "nic-options"), completion: .custom(Completions.nicFlagCompletions))
     var nicOptions: [String] = []
 
     func validate() throws {
@@ -98,7 +101,7 @@ struct VMStop: ParsableCommand {
 
     @OptionGroup var globals: GlobalOptions
 
-    @Argument(help: "VM name.")
+    @Argument(help: "VM name.", completion: .custom(Completions.vmNames))
     var vm: String
 
     @Flag(help: "Remove the TAPs even while a guest is attached to them (it loses its network).")
