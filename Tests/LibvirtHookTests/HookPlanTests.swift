@@ -138,3 +138,14 @@ struct HookPlanTests {
         #expect(d.dacLabel == "+64055:+108")
     }
 }
+
+@Suite("libvirt hook: the shipped example")
+struct ExampleTests {
+    @Test("examples/libvirt-interface.xml gives web1-0 on access VLAN 10 with its MAC")
+    func example() throws {
+        let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("examples/libvirt-interface.xml")
+        let nics = try HookPlan.ownedNICs(of: LibvirtDomain.parse(Data(contentsOf: url)), defaultOwner: "libvirt-qemu")
+        #expect(nics.map(\.arguments) == [["--nic", "web1-0", "--mac", "52:54:00:12:34:56", "--owner", "libvirt-qemu", "--vlan", "10"]])
+    }
+}
