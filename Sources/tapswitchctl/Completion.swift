@@ -37,7 +37,7 @@ enum Completions {
     @Sendable static func nicFlagCompletions(_ words: [String], _ index: Int, _ prefix: String) -> [String] {
         let previous = index > 0 && index - 1 < words.count ? words[index - 1] : ""
         switch previous {
-        case "--type": return NICType.allCases.map(\.rawValue)
+        case "--type": return PortType.vmNICTypes.map(\.rawValue)
         case "--owner": return users()
         case "--nic", "--mac", "--group", "--mtu", "--vlan": return []
         default: return nicFlags

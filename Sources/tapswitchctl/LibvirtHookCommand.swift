@@ -81,7 +81,7 @@ struct LibvirtHookCommand: ParsableCommand {
             return (parsed, try HookPlan.ownedNICs(of: parsed, defaultOwner: owner))
         } catch {
             log.write("refused: \(error)")
-            throw CtlFailure(code: CtlExit.daemonError, message: "libvirt-hook \(domain): \(error)")
+            throw CtlFailure(code: CtlExit.usage, message: "libvirt-hook \(domain): \(error)", errorCode: "usage")
         }
     }
 
@@ -94,7 +94,7 @@ struct LibvirtHookCommand: ParsableCommand {
             spec = VMSpec(name: try Validate.vmName(parsed.name, field: "domain name"), nics: try NICArguments.parse(arguments))
         } catch {
             log.write("refused: \(error) (options: \(arguments.joined(separator: " ")))")
-            throw CtlFailure(code: CtlExit.daemonError, message: "libvirt-hook \(domain): \(error)")
+            throw CtlFailure(code: CtlExit.usage, message: "libvirt-hook \(domain): \(error)", errorCode: "usage")
         }
         if try vmExists(parsed.name, log) {
             _ = try request(.vmStop(name: parsed.name), log, what: "vm stop \(parsed.name) (left over from an earlier run)")
@@ -126,12 +126,13 @@ struct LibvirtHookCommand: ParsableCommand {
             response = try ControlConnection.roundTrip(request, path: globals.socketPath, timeout: timeout)
         } catch {
             log.write("\(what): failed: \(error)")
-            throw CtlFailure(code: CtlExit.unreachable, message: "libvirt-hook \(domain): \(what): \(error)")
+            throw CtlFailure.unreachable("libvirt-hook \(domain): \(what): \(error)")
         }
-        guard response.ok else {
-            let reason = response.error ?? "request failed"
-            log.write("\(what): refused: \(reason)")
-            throw CtlFailure(code: CtlExit.daemonError, message: "libvirt-hook \(domain): \(what): \(reason)")
+        if let error = response.switchError {
+            log.write("\(what): refused: \(error.message)")
+            var failure = CtlFailure.daemon(error)
+            failure.message = "libvirt-hook \(domain): \(what): \(error.message)"
+            throw failure
         }
         return response
     }

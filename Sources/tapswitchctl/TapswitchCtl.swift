@@ -60,7 +60,7 @@ struct TapswitchCtl: ParsableCommand {
     static func start() {
         let code: Int32
         if let problem = CommandSuggestion.check(Array(CommandLine.arguments.dropFirst()), root: TapswitchCtl.self) {
-            printError("\(problem) (see 'tapswitchctl help')")
+            report(CtlFailure(code: CtlExit.usage, message: "\(problem) (see 'tapswitchctl help')", errorCode: "usage"))
             Foundation.exit(CtlExit.usage)
         }
         do {
