@@ -9,11 +9,11 @@ import Foundation
 ///
 /// Port settings use libvirt's own syntax, in the metadata (libvirt 9 refuses `<vlan>` and
 /// `<port isolated>` on type='ethernet' interfaces when the domain starts) or, should libvirt accept
-/// them, on the interface itself:
-///   `<vlan><tag id='10'/></vlan>`                                  -> `--vlan 10`
+/// them, on the interface itself, and become `vm start`'s comma-form port settings:
+///   `<vlan><tag id='10'/></vlan>`                                  -> `--nic TAP,vlan=10`
 ///   `<vlan trunk='yes'><tag id='10'/><tag id='20' nativeMode='untagged'/></vlan>`
-///                                    -> `--vlan-mode trunk --allowed-vlans 10,20 --native-vlan 20`
-///   `<port isolated='yes'/>`                                       -> `--isolated on`
+///                                 -> `--nic TAP,vlan-mode=trunk,allowed-vlans=10,20,native-vlan=20`
+///   `<port isolated='yes'/>`                                       -> `--nic TAP,isolated=on`
 public enum HookPlan {
     /// TAP names starting with this belong to tapswitch without any metadata.
     public static let tapPrefix = "tsw-"
@@ -22,7 +22,7 @@ public enum HookPlan {
         public var dev: String
         /// Why the interface is tapswitch's: "prefix" or "metadata".
         public var reason: String
-        /// `--nic TAP --mac MAC [--owner USER] [...]`, for `NICArguments.parse`.
+        /// `--nic TAP[,setting=value...] --mac MAC [--owner USER] [--type emulated]`, for `NICArguments.parse`.
         public var arguments: [String]
     }
 
@@ -66,18 +66,17 @@ public enum HookPlan {
                 settings.isolated = meta.isolated ?? settings.isolated
                 settings.owner = meta.owner
             }
-            var args = ["--nic", dev, "--mac", mac]
+            var args = ["--nic", ([dev] + (try portSettings(settings, dev: dev))).joined(separator: ","), "--mac", mac]
             if let owner = settings.owner ?? defaultOwner { args += ["--owner", owner] }
             if iface.model != nil, iface.model != "virtio" { args += ["--type", "emulated"] }
-            args += try portArguments(settings, dev: dev)
             result.append(OwnedNIC(dev: dev, reason: reason, arguments: args))
         }
         return result
     }
 
-    /// `<vlan>` and `<port>` as NIC options. Values are passed through; `vm start` validates them
-    /// and names the option in its error.
-    static func portArguments(_ s: PortSettingsXML, dev: String) throws(HookError) -> [String] {
+    /// `<vlan>` and `<port>` as `key=value` port settings. Values are passed through; `vm start`
+    /// validates them and names the setting in its error.
+    static func portSettings(_ s: PortSettingsXML, dev: String) throws(HookError) -> [String] {
         var args: [String] = []
         if let tags = s.vlanTags {
             let trunk: Bool
@@ -107,18 +106,18 @@ public enum HookPlan {
                         throw HookError("interface '\(dev)': <tag nativeMode='\(other)'> must be 'untagged'")
                     }
                 }
-                args += ["--vlan-mode", "trunk", "--allowed-vlans", tags.map(\.id).joined(separator: ",")]
-                if let native { args += ["--native-vlan", native] }
+                args += ["vlan-mode=trunk", "allowed-vlans=" + tags.map(\.id).joined(separator: ",")]
+                if let native { args.append("native-vlan=" + native) }
             } else {
                 if tags[0].nativeMode != nil {
                     throw HookError("interface '\(dev)': nativeMode needs <vlan trunk='yes'>")
                 }
-                args += ["--vlan", tags[0].id]
+                args.append("vlan=" + tags[0].id)
             }
         }
         switch s.isolated {
         case nil, "no": break
-        case "yes": args += ["--isolated", "on"]
+        case "yes": args.append("isolated=on")
         case let other?: throw HookError("interface '\(dev)': <port isolated='\(other)'> must be 'yes' or 'no'")
         }
         return args

@@ -8,7 +8,8 @@ import TestSupport
 @Suite("tapswitchctl: libvirt hook, suggestions, completions", .serialized)
 struct CLIPolishTests {
     /// A domain as libvirt hands it to a hook: one tapswitch interface on access VLAN 10 (by
-    /// metadata), one by the tsw- prefix, one that is not tapswitch's.
+    /// metadata), an isolated trunk (by the tsw- prefix, settings in the metadata), one that is not
+    /// tapswitch's.
     static func domain(_ name: String) -> String {
         """
         <domain type='kvm'>
@@ -16,6 +17,10 @@ struct CLIPolishTests {
           <metadata>
             <tapswitch:switch xmlns:tapswitch='urn:tapswitch:libvirt:1'>
               <tapswitch:interface dev='lvh-0'><tapswitch:vlan><tapswitch:tag id='10'/></tapswitch:vlan></tapswitch:interface>
+              <tapswitch:interface dev='tsw-lvh1'>
+                <tapswitch:vlan trunk='yes'><tapswitch:tag id='10'/><tapswitch:tag id='20' nativeMode='untagged'/></tapswitch:vlan>
+                <tapswitch:port isolated='yes'/>
+              </tapswitch:interface>
             </tapswitch:switch>
           </metadata>
           <devices>
@@ -58,7 +63,9 @@ struct CLIPolishTests {
         #expect(a?.nic?.assignedMAC.description == "52:54:00:4c:00:01")
         #expect(a?.type == .synthetic)
         #expect(a?.vlan == 10)
-        #expect(ports.first { $0.name == "tsw-lvh1" }?.vlan == nil)
+        let trunk = ports.first { $0.name == "tsw-lvh1" }
+        #expect(trunk?.vlanPolicy == .trunk(allowed: [10, 20], native: 20))
+        #expect(try await d.ctl("port", "get", "tsw-lvh1").stdout.contains("isolated"))
         #expect(ports.first { $0.name == "tsw-lvh1" }?.type == .emulated)
 
         // A second prepare (libvirtd restarted mid-start, say) replaces the leftovers instead of failing.

@@ -55,10 +55,14 @@ struct HookPlanTests {
         let nics = try HookPlan.ownedNICs(of: d, defaultOwner: "libvirt-qemu")
         #expect(nics.count == 1)
         #expect(nics[0].reason == "metadata")
-        #expect(nics[0].arguments == ["--nic", "web1-0", "--mac", "52:54:00:12:34:56", "--owner", "libvirt-qemu", "--vlan", "10"])
+        #expect(nics[0].arguments == ["--nic", "web1-0,vlan=10", "--mac", "52:54:00:12:34:56", "--owner", "libvirt-qemu"])
         // The options are exactly what `vm start` parses.
         let parsed = try NICArguments.parse(nics[0].arguments)
-        #expect(parsed == [NICSpec(tap: "web1-0", mac: MACAddress("52:54:00:12:34:56"), owner: "libvirt-qemu", vlan: 10)])
+        #expect(parsed.count == 1)
+        #expect(parsed.first?.tap == "web1-0")
+        #expect(parsed.first?.mac == MACAddress("52:54:00:12:34:56"))
+        #expect(parsed.first?.owner == "libvirt-qemu")
+        #expect(try parsed.first?.portSettings().vlan == .access(10))
     }
 
     @Test("Metadata with a default namespace (as libvirt may re-serialise it) is read the same")
@@ -66,7 +70,7 @@ struct HookPlanTests {
         let meta = "<switch xmlns='\(LibvirtDomain.namespace)'><interface dev='web1-0' owner='qemu2'><vlan><tag id='20'/></vlan></interface></switch>"
         let d = try LibvirtDomain.parse(domainXML(interfaces: ethernet("web1-0"), metadata: meta))
         let nics = try HookPlan.ownedNICs(of: d, defaultOwner: "libvirt-qemu")
-        #expect(nics[0].arguments == ["--nic", "web1-0", "--mac", "52:54:00:12:34:56", "--owner", "qemu2", "--vlan", "20"])
+        #expect(nics[0].arguments == ["--nic", "web1-0,vlan=20", "--mac", "52:54:00:12:34:56", "--owner", "qemu2"])
     }
 
     @Test("Trunk with a native untagged VLAN and an isolated port map to the policy NIC options")
@@ -79,15 +83,20 @@ struct HookPlanTests {
         """
         let d = try LibvirtDomain.parse(domainXML(interfaces: ethernet("tsw-r1", model: "e1000"), metadata: meta))
         let nics = try HookPlan.ownedNICs(of: d, defaultOwner: nil)
-        #expect(nics[0].arguments == ["--nic", "tsw-r1", "--mac", "52:54:00:12:34:56", "--type", "emulated",
-                                      "--vlan-mode", "trunk", "--allowed-vlans", "10,20", "--native-vlan", "20",
-                                      "--isolated", "on"])
+        #expect(nics[0].arguments == ["--nic", "tsw-r1,vlan-mode=trunk,allowed-vlans=10,20,native-vlan=20,isolated=on",
+                                      "--mac", "52:54:00:12:34:56", "--type", "emulated"])
+        // `vm start` takes them: a trunk of 10 and 20 with 20 untagged, isolated.
+        let parsed = try NICArguments.parse(nics[0].arguments)
+        let settings = try #require(parsed.first).portSettings()
+        #expect(settings.vlan == .trunk(allowed: [10, 20], native: 20))
+        #expect(settings.security.pvlan == .isolated)
+        #expect(parsed.first?.type == .emulated)
     }
 
     @Test("<vlan> on the interface itself is mapped too (libvirt 9 refuses it at start, a later libvirt may not)")
     func inlineVLAN() throws {
         let d = try LibvirtDomain.parse(domainXML(interfaces: ethernet("tsw-a", extra: "<vlan><tag id='30'/></vlan>")))
-        #expect(try HookPlan.ownedNICs(of: d, defaultOwner: nil)[0].arguments.suffix(2) == ["--vlan", "30"])
+        #expect(try HookPlan.ownedNICs(of: d, defaultOwner: nil)[0].arguments.prefix(2) == ["--nic", "tsw-a,vlan=30"])
     }
 
     @Test("Bad input is refused with the interface and what is wrong", arguments: [
@@ -112,7 +121,7 @@ struct HookPlanTests {
         let meta = "<tapswitch:switch \(tsw)><tapswitch:interface dev='tsw-a'><tapswitch:vlan><tapswitch:tag id='4095'/></tapswitch:vlan></tapswitch:interface></tapswitch:switch>"
         let nics = try HookPlan.ownedNICs(of: LibvirtDomain.parse(domainXML(interfaces: ethernet("tsw-a"), metadata: meta)), defaultOwner: nil)
         let error = #expect(throws: FieldError.self) { try NICArguments.parse(nics[0].arguments) }
-        #expect(error?.field == "--vlan")
+        #expect(error?.field == "--nic tsw-a,vlan=4095")
     }
 
     @Test("Malformed XML and a document without <domain><name> are refused")
@@ -146,6 +155,6 @@ struct ExampleTests {
         let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent().appendingPathComponent("examples/libvirt-interface.xml")
         let nics = try HookPlan.ownedNICs(of: LibvirtDomain.parse(Data(contentsOf: url)), defaultOwner: "libvirt-qemu")
-        #expect(nics.map(\.arguments) == [["--nic", "web1-0", "--mac", "52:54:00:12:34:56", "--owner", "libvirt-qemu", "--vlan", "10"]])
+        #expect(nics.map(\.arguments) == [["--nic", "web1-0,vlan=10", "--mac", "52:54:00:12:34:56", "--owner", "libvirt-qemu"]])
     }
 }
