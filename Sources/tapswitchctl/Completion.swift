@@ -27,10 +27,14 @@ enum Completions {
         (snapshot(words)?.ports.map(\.name) ?? []).sorted()
     }
 
-    /// Extension names this daemon offers (for commands that take one).
-    @Sendable static func extensionNames(_ words: [String], _ index: Int, _ prefix: String) -> [String] {
-        guard let response = try? ControlConnection.roundTrip(.extensions, path: socketPath(words), timeout: timeout) else { return [] }
-        return (response.extensions ?? []).map(\.name).sorted()
+    /// `port set`: the port settings as `key=`.
+    @Sendable static func settingAssignments(_ words: [String], _ index: Int, _ prefix: String) -> [String] {
+        PortSettings.keys.map { $0 + "=" }
+    }
+
+    /// `port reset`: the port settings' keys.
+    @Sendable static func settingKeys(_ words: [String], _ index: Int, _ prefix: String) -> [String] {
+        PortSettings.keys
     }
 
     /// After the VM name of `vm start`: the NIC flags, and values where a flag takes a known set.

@@ -137,10 +137,10 @@ struct PortSet: ParsableCommand {
 
     @OptionGroup var globals: GlobalOptions
 
-    @Argument(help: "Port name (a VM's TAP, an internal port or the uplink).")
+    @Argument(help: "Port name (a VM's TAP, an internal port or the uplink).", completion: .custom(Completions.portNames))
     var name: String
 
-    @Argument(help: ArgumentHelp("Settings to change.", valueName: "key=value"))
+    @Argument(help: ArgumentHelp("Settings to change.", valueName: "key=value"), completion: .custom(Completions.settingAssignments))
     var settings: [String]
 
     func validate() throws {
@@ -164,10 +164,10 @@ struct PortReset: ParsableCommand {
 
     @OptionGroup var globals: GlobalOptions
 
-    @Argument(help: "Port name.")
+    @Argument(help: "Port name.", completion: .custom(Completions.portNames))
     var name: String
 
-    @Argument(help: ArgumentHelp("Settings to reset.", valueName: "key"))
+    @Argument(help: ArgumentHelp("Settings to reset.", valueName: "key"), completion: .custom(Completions.settingKeys))
     var keys: [String]
 
     func validate() throws {
@@ -193,7 +193,7 @@ struct PortGet: ParsableCommand {
 
     @OptionGroup var globals: GlobalOptions
 
-    @Argument(help: "Port name.")
+    @Argument(help: "Port name.", completion: .custom(Completions.portNames))
     var name: String
 
     func validate() throws {

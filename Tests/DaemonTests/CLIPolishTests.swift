@@ -156,5 +156,7 @@ struct CLIPolishTests {
         #expect(try await complete(["tapswitchctl", "vm", "stop", ""]) == ["boot1"])
         #expect(try await complete(["tapswitchctl", "port", "remove", "boot"]) == ["boot1-0"])
         #expect(try await complete(["tapswitchctl", "sh"]) == ["show"])
+        #expect(try await complete(["tapswitchctl", "port", "set", "boot1-0", "dhcp-g"]) == ["dhcp-guard="])
+        #expect(try await complete(["tapswitchctl", "port", "reset", "boot1-0", "mac-l"]) == ["mac-limit"])
     }
 }
