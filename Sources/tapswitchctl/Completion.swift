@@ -27,6 +27,12 @@ enum Completions {
         (snapshot(words)?.ports.map(\.name) ?? []).sorted()
     }
 
+    /// Extension names this daemon offers.
+    @Sendable static func extensionNames(_ words: [String], _ index: Int, _ prefix: String) -> [String] {
+        guard let response = try? ControlConnection.roundTrip(.extensions, path: socketPath(words), timeout: timeout) else { return [] }
+        return (response.extensions ?? []).map(\.name).sorted()
+    }
+
     /// `port set`: the port settings as `key=`.
     @Sendable static func settingAssignments(_ words: [String], _ index: Int, _ prefix: String) -> [String] {
         PortSettings.keys.map { $0 + "=" }

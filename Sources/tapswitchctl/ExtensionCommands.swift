@@ -22,7 +22,7 @@ struct ExtensionEnable: ParsableCommand {
 
     @OptionGroup var globals: GlobalOptions
 
-    @Argument(help: "Extension name.")
+    @Argument(help: "Extension name.", completion: .custom(Completions.extensionNames))
     var name: String
 
     @Option(help: ArgumentHelp("Position within its class (0 = first on ingress).", valueName: "n"))
@@ -43,7 +43,7 @@ struct ExtensionDisable: ParsableCommand {
 
     @OptionGroup var globals: GlobalOptions
 
-    @Argument(help: "Extension name.")
+    @Argument(help: "Extension name.", completion: .custom(Completions.extensionNames))
     var name: String
 
     func validate() throws {
@@ -64,7 +64,7 @@ struct ExtensionSet: ParsableCommand {
 
     @OptionGroup var globals: GlobalOptions
 
-    @Argument(help: "Extension name.")
+    @Argument(help: "Extension name.", completion: .custom(Completions.extensionNames))
     var name: String
 
     @Argument(help: ArgumentHelp("Settings.", valueName: "key=value"))

@@ -158,5 +158,6 @@ struct CLIPolishTests {
         #expect(try await complete(["tapswitchctl", "sh"]) == ["show"])
         #expect(try await complete(["tapswitchctl", "port", "set", "boot1-0", "dhcp-g"]) == ["dhcp-guard="])
         #expect(try await complete(["tapswitchctl", "port", "reset", "boot1-0", "mac-l"]) == ["mac-limit"])
+        #expect(try await complete(["tapswitchctl", "extension", "disable", "duplicate-"]) == ["duplicate-mac-guard"])
     }
 }
