@@ -24,6 +24,7 @@ import PackageDescription
 //   TapswitchKit    for extension authors: re-exports SwitchCore and the registry; runs tapswitchd
 //                   with their extensions added (examples/ethertype-filter).
 //   LibvirtHook     reads libvirt domain XML: which interfaces are tapswitch's, their NIC options.
+//   tapswitch-fuzz  (Fuzz/) libFuzzer targets: frames through the core, control requests, config files (scripts/fuzz).
 let package = Package(
     name: "tapswitch",
     platforms: [.macOS(.v15)],
@@ -101,6 +102,13 @@ let package = Package(
         .executableTarget(
             name: "tapswitch-fakevm",
             dependencies: ["FakeVM", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
+        // libFuzzer targets (frames through the core, control requests, config files): scripts/fuzz.
+        .target(name: "CFuzzDriver", path: "Fuzz/CFuzzDriver"),
+        .executableTarget(
+            name: "tapswitch-fuzz",
+            dependencies: ["CFuzzDriver", "ControlProtocol", "DaemonConfig", "EmbeddedSwitch", "SwitchCore", "SwitchExtensions"],
+            path: "Fuzz/tapswitch-fuzz"
         ),
         // Shared by the privileged test suites: privilege probe, unique names, netns, deadline polls.
         .target(name: "TestSupport", dependencies: ["LinuxNet", "ControlProtocol"], path: "Tests/TestSupport"),
