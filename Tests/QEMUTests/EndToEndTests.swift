@@ -186,9 +186,10 @@ struct EndToEndTests {
         #expect(otherPort.counters.framesIn > 0, "\(otherPort)")
     }
 
-    /// A trunk port: the guest talks on its VLAN subinterface (`ip link add link eth0 name eth0.10
-    /// type vlan id 10`) to an access-VLAN-10 guest, and the same addresses on VLAN 20 stay apart.
-    @Test func trunkGuestWithVLANSubinterface() throws {
+    /// A trunk port: the guest talks on its VLAN subinterfaces (`ip link add link eth0 name eth0.10
+    /// type vlan id 10`, and eth0.20) to access guests on VLAN 10 and on VLAN 20; the two access
+    /// guests, in one IPv4 subnet (so they ARP for each other directly), stay apart.
+    @Test func trunkGuestWithVLANSubinterfaces() throws {
         try Privilege.requireNetAdmin()
         let image = try GuestImage.locate()
         let cleanup = Cleanup()
@@ -204,25 +205,36 @@ struct EndToEndTests {
         try daemon.startVM("twenty", tap: tapTwenty, mac: macs.2, vlan: 20, cleanup: cleanup)
         #expect(try daemon.port(named: tapTrunk)?.vlanPolicy == .trunk(allowed: [10, 20], native: nil))
 
-        var trunkSpec = GuestSpec(name: "trk", tap: tapTrunk, mac: macs.0, ip: "10.99.5.1/24", role: .idle)
-        trunkSpec.vlan = 10
+        // The VLAN-20 guest is up (answering) before the VLAN-10 guest starts probing it.
+        let twenty = try QEMUGuest(GuestSpec(name: "a20", tap: tapTwenty, mac: macs.2, ip: "10.99.20.2/16", role: .idle), image: image)
+        cleanup.add("kill VLAN-20 guest") { twenty.kill() }
+        #expect(try twenty.waitForReady(timeout: .seconds(180)).contains("if=eth0 "))
+        // The VLAN-10 guest probes the VLAN-20 guest on its own subnet, then stays up for the trunk's pings.
+        var tenSpec = GuestSpec(name: "a10", tap: tapTen, mac: macs.1, ip: "10.99.10.2/16", role: .noPing(peers: ["10.99.20.2"]))
+        tenSpec.peerWait = 10
+        tenSpec.linger = true
+        let ten = try QEMUGuest(tenSpec, image: image)
+        cleanup.add("kill VLAN-10 guest") { ten.kill() }
+        var trunkSpec = GuestSpec(name: "trk", tap: tapTrunk, mac: macs.0, ip: "", role: .ping(peers: ["10.99.10.2", "10.99.20.2"], count: 3))
+        trunkSpec.vlans = [VLANInterface(vlan: 10, ip: "10.99.10.1/24"), VLANInterface(vlan: 20, ip: "10.99.20.1/24")]
+        trunkSpec.peerWait = 120
         let trunk = try QEMUGuest(trunkSpec, image: image)
         cleanup.add("kill trunk guest") { trunk.kill() }
-        #expect(try trunk.waitForReady().contains("if=eth0.10"))
-        var tenSpec = GuestSpec(name: "a10", tap: tapTen, mac: macs.1, ip: "10.99.5.2/24", role: .ping(peers: ["10.99.5.1"], count: 3))
-        tenSpec.peerWait = 20
-        let ten = try QEMUGuest(tenSpec, image: image)
-        var twentySpec = GuestSpec(name: "a20", tap: tapTwenty, mac: macs.2, ip: "10.99.5.3/24", role: .noPing(peers: ["10.99.5.1"]))
-        twentySpec.peerWait = 6
-        let twenty = try QEMUGuest(twentySpec, image: image)
-        cleanup.add("kill access guests") { ten.kill(); twenty.kill() }
+        #expect(try trunk.waitForReady(timeout: .seconds(180)).contains("if=eth0.10,eth0.20 "))
 
-        let reached = try ten.waitForResult()
-        #expect(reached.kind == "ping" && reached.ok, "\(reached.line)\n\(ten.serialLog)\n\(trunk.serialLog)\n\(log())")
-        let apart = try twenty.waitForResult()
-        #expect(apart.kind == "noping" && apart.ok, "\(apart.line)\n\(twenty.serialLog)\n\(log())")
-        let twentyPort = try #require(try daemon.port(named: tapTwenty))
-        #expect(twentyPort.counters.framesIn > 0, "VLAN 20's ARP requests entered the switch: \(twentyPort)")
+        // Positive controls: the trunk reaches the VLAN-10 guest through eth0.10 and the VLAN-20
+        // guest through eth0.20 (both answer, both subinterfaces carry their VLAN).
+        let reached = try trunk.waitForResults(count: 2, timeout: .seconds(360))
+        for (result, peer) in zip(reached, ["10.99.10.2", "10.99.20.2"]) {
+            #expect(result.kind == "ping" && result.ok && result.value("peer") == peer,
+                    "\(result.line)\n\(trunk.serialLog)\n\(ten.serialLog)\n\(twenty.serialLog)\n\(log())")
+        }
+        // And not across: the VLAN-10 guest's ARP requests for the VLAN-20 guest reach nothing.
+        let apart = try ten.waitForResult(timeout: .seconds(240))
+        #expect(apart.kind == "noping" && apart.ok, "\(apart.line)\n\(ten.serialLog)\n\(log())")
+        let tenPort = try #require(try daemon.port(named: tapTen))
+        #expect(tenPort.counters.framesIn > 0, "VLAN 10's frames entered the switch: \(tenPort)")
+        #expect(twenty.isRunning, "the VLAN-20 guest stayed up through the probe")
     }
 }
 

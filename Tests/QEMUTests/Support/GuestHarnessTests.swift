@@ -23,6 +23,32 @@ struct GuestHarnessUnitTests {
         #expect(args.contains("file:/s"))
     }
 
+    @Test func vlanSubInterfacesAndLingerReachTheCommandLine() throws {
+        var spec = GuestSpec(name: "t", tap: "tg0000a", ip: "", role: .ping(peers: ["10.99.10.2", "10.99.20.2"]))
+        spec.vlans = [VLANInterface(vlan: 10, ip: "10.99.10.1/24"), VLANInterface(vlan: 20, ip: "10.99.20.1/24")]
+        spec.linger = true
+        try spec.validate()
+        let words = spec.kernelCommandLine.split(separator: " ").map(String.init)
+        #expect(words.contains("tsw.vlans=10:10.99.10.1/24,20:10.99.20.1/24") && words.contains("tsw.linger=1"))
+        #expect(!words.contains { $0.hasPrefix("tsw.ip=") }, "no address on eth0: \(words)")
+        var twice = spec
+        twice.vlans.append(VLANInterface(vlan: 10, ip: "10.99.30.1/24"))
+        var range = spec
+        range.vlans = [VLANInterface(vlan: 0, ip: "10.99.10.1/24")]
+        var noPrefix = spec
+        noPrefix.vlans = [VLANInterface(vlan: 10, ip: "10.99.10.1")]
+        var nothing = spec
+        nothing.vlans = []
+        for (bad, field) in [(twice, "vlans"), (range, "vlans"), (noPrefix, "vlans"), (nothing, "ip")] {
+            #expect {
+                try bad.validate()
+            } throws: { error in
+                guard case QEMUGuestError.invalidSpec(_, let f, _, _) = error else { return false }
+                return f == field
+            }
+        }
+    }
+
     @Test func invalidSpecsAreRejectedWithTheField() {
         let good = GuestSpec(name: "g", tap: "tg0000a", ip: "10.99.0.1/24", role: .idle)
         var longTap = good

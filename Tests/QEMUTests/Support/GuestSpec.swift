@@ -30,6 +30,12 @@ struct GuestSpec: Sendable {
     var role: GuestRole
     /// 0: untagged on eth0; 1...4094: the address sits on the 802.1Q sub-interface eth0.VLAN.
     var vlan: Int = 0
+    /// Further 802.1Q sub-interfaces eth0.VLAN, each with its own address (`tsw.vlans`): a trunk
+    /// guest. With these, `ip` may be empty (no address on eth0 / eth0.`vlan`).
+    var vlans: [VLANInterface] = []
+    /// After the role, stay up answering pings instead of powering off (`tsw.linger=1`), so a
+    /// guest can both probe and be probed.
+    var linger: Bool = false
     /// Seconds a `ping`/`iperfClient` role waits for the peer's first reply (`tsw.wait`, default 30),
     /// or a `noPing` role waits for silence (default 5).
     var peerWait: Int? = nil
@@ -61,7 +67,9 @@ struct GuestSpec: Sendable {
 
     /// The `tsw.*` words for the guest's `/init` (the contract is documented at the top of `scripts/guest/init`).
     var initArguments: [String] {
-        var args = ["tsw.ip=\(ip)", "tsw.vlan=\(vlan)"]
+        var args = ip.isEmpty ? ["tsw.vlan=\(vlan)"] : ["tsw.ip=\(ip)", "tsw.vlan=\(vlan)"]
+        if !vlans.isEmpty { args.append("tsw.vlans=" + vlans.map { "\($0.vlan):\($0.ip)" }.joined(separator: ",")) }
+        if linger { args.append("tsw.linger=1") }
         switch role {
         case .idle:
             args.append("tsw.role=idle")
@@ -104,13 +112,27 @@ struct GuestSpec: Sendable {
         if let first = macBytes.first.flatMap({ UInt8($0, radix: 16) }), first & 1 == 1 {
             throw bad("mac", mac, "is a multicast address")
         }
-        if !ip.contains("/") || ip.contains(where: \.isWhitespace) {
+        if !(ip.isEmpty && !vlans.isEmpty) && (!ip.contains("/") || ip.contains(where: \.isWhitespace)) {
             throw bad("ip", ip, "needs a prefix length, e.g. 10.99.0.1/24")
         }
         if !(0...4094).contains(vlan) { throw bad("vlan", String(vlan), "must be 0...4094") }
+        var seen: Set<Int> = vlan == 0 ? [] : [vlan]
+        for sub in vlans {
+            if !(1...4094).contains(sub.vlan) { throw bad("vlans", String(sub.vlan), "must be 1...4094") }
+            if !seen.insert(sub.vlan).inserted { throw bad("vlans", String(sub.vlan), "appears twice (or is also vlan)") }
+            if !sub.ip.contains("/") || sub.ip.contains(where: { $0.isWhitespace || $0 == "," || $0 == ":" }) {
+                throw bad("vlans", sub.ip, "needs an IPv4 address with a prefix length, e.g. 10.99.10.1/24")
+            }
+        }
         let words = initArguments + extraKernelArguments
         if let spaced = words.first(where: { $0.contains(where: \.isWhitespace) }) {
             throw bad("kernel arguments", spaced, "contains whitespace")
         }
     }
+}
+
+/// One 802.1Q sub-interface `eth0.VLAN` of a guest with its address (`tsw.vlans`).
+struct VLANInterface: Sendable, Equatable {
+    var vlan: Int
+    var ip: String
 }
