@@ -33,6 +33,10 @@ struct EndToEndTests {
         // Boots differ by a few seconds at most; a shorter wait makes a broken data path fail sooner.
         specA.peerWait = 20
         specB.peerWait = 20
+        // Each stays up answering its peer's pings after its own: the first to finish powering off
+        // lost the other's last echo now and then (received=2 of 3).
+        specA.linger = true
+        specB.linger = true
         let pingA = try QEMUGuest(specA, image: image)
         let pingB = try QEMUGuest(specB, image: image)
         cleanup.add("kill ping guests") { pingA.kill(); pingB.kill() }
@@ -44,7 +48,9 @@ struct EndToEndTests {
             pingsOK = pingsOK && ok
         }
         try #require(pingsOK, "no TCP check without ping")
-        // Ping guests power off by themselves; the TAPs must be free before the next pair attaches.
+        // Both results are in: stop the lingering guests; the TAPs must be free before the next pair attaches.
+        pingA.kill()
+        pingB.kill()
         try pingA.waitForExit(timeout: .seconds(30))
         try pingB.waitForExit(timeout: .seconds(30))
 
