@@ -30,6 +30,17 @@ public protocol SwitchExtension: AnyObject {
     /// Egress: frames on their way up with their destinations; filters may exclude destinations.
     func egress(_ context: inout EgressContext)
 
+    /// Capture extensions only: a frame was dropped, or one of its destinations excluded, anywhere
+    /// on its way: at admission (malformed, VLAN not allowed, source not accepting, before any
+    /// extension saw it), by an extension, by forwarding, or at delivery (transmit queue full).
+    /// Called once per drop, at the moment of the drop, with the reason and the reporting extension.
+    func dropped(_ context: DropContext)
+    /// Capture extensions only: the frames just handed to one destination port, in exactly the
+    /// bytes that port received (VLAN tag pushed or popped for it). Called once per destination
+    /// port per batch, after the transmit; frames the port could not take are reported to
+    /// ``dropped(_:)`` instead.
+    func delivered(_ context: DeliveryContext)
+
     /// Counters an operator reads (`tapswitchctl extensions`), as name/value pairs in a stable
     /// order. Read on the switch's queue, between batches.
     var counters: [ExtensionCounter] { get }
@@ -42,6 +53,8 @@ extension SwitchExtension {
     public func controlCompleted(_ request: OIDRequest, outcome: ControlOutcome, switch sw: VirtualSwitch) {}
     public func ingress(_ context: inout IngressContext) {}
     public func egress(_ context: inout EgressContext) {}
+    public func dropped(_ context: DropContext) {}
+    public func delivered(_ context: DeliveryContext) {}
     public var counters: [ExtensionCounter] { [] }
 }
 
@@ -172,6 +185,39 @@ public struct EgressContext {
         }
         return true
     }
+}
+
+/// A capture extension's view of one drop (see ``SwitchExtension/dropped(_:)``). The frame's bytes
+/// are valid only during the call.
+public struct DropContext {
+    public unowned(unsafe) let batch: FrameBatch
+    public unowned(unsafe) let sw: VirtualSwitch
+    /// The frame's index in `batch`.
+    public let frame: Int
+    /// The port the drop is counted at: the source for ingress drops, the destination for egress
+    /// ones (an exclusion, a full transmit queue).
+    public let port: PortID
+    /// `port`'s dense index (see ``VirtualSwitch/portIndex(of:)``), -1 for the switch itself.
+    public let portIndex: Int
+    public let direction: Direction
+    public let reason: DropReason
+    /// Stack index of the extension that dropped it (``VirtualSwitch/extensionName(atStackIndex:)``),
+    /// -1 for the switch itself.
+    public let reporterIndex: Int
+
+    @inlinable public var bytes: UnsafeRawBufferPointer { batch.bytes(frame) }
+}
+
+/// A capture extension's view of the frames delivered to one port (see
+/// ``SwitchExtension/delivered(_:)``). Valid only during the call.
+public struct DeliveryContext {
+    public unowned(unsafe) let batch: FrameBatch
+    public unowned(unsafe) let sw: VirtualSwitch
+    public let port: PortID
+    /// `port`'s dense index (see ``VirtualSwitch/portIndex(of:)``).
+    public let portIndex: Int
+    /// Indices into `batch` of the frames the port received, in order.
+    public let frames: UnsafeBufferPointer<UInt16>
 }
 
 /// A frame an extension took out of the data path. Holds a reference on its source NIC.

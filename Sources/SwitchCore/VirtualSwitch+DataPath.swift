@@ -332,6 +332,9 @@ extension VirtualSwitch {
                 let s = Int(dest.slot)
                 guard slots[s].connected else {
                     countDrop(port: dest.port, slot: dest.slot, direction: .egress, reason: .destinationNotConnected, reporter: -1)
+                    if !captureTaps.isEmpty {
+                        tapDrop(batch, i, port: dest.port, slot: dest.slot, direction: .egress, reason: .destinationNotConnected, reporter: -1)
+                    }
                     continue
                 }
                 if txCounts[s] == 0 {
@@ -359,8 +362,16 @@ extension VirtualSwitch {
             for j in 0..<sent { bytes &+= UInt64(batch.length[Int(list[j])]) }
             slots[s].framesOut &+= UInt64(sent)
             slots[s].bytesOut &+= bytes
-            for _ in sent..<count {
+            for j in sent..<count {
                 countDrop(port: slots[s].port, slot: slot, direction: .egress, reason: result.failure, reporter: -1)
+                if !captureTaps.isEmpty {
+                    tapDrop(batch, Int(list[j]), port: slots[s].port, slot: slot, direction: .egress, reason: result.failure, reporter: -1)
+                }
+            }
+            if !captureTaps.isEmpty && sent > 0 {
+                let ctx = DeliveryContext(batch: batch, sw: self, port: slots[s].port, portIndex: s,
+                                          frames: UnsafeBufferPointer(start: list, count: sent))
+                for tap in captureTaps { tap.delivered(ctx) }
             }
         }
     }
@@ -394,10 +405,23 @@ extension VirtualSwitch {
     func dropFrame(_ batch: FrameBatch, _ i: Int, direction: Direction, reason: DropReason, reporter: Int) {
         batch.state[i] = .dropped
         countDrop(port: batch.sourcePort[i], slot: batch.sourceSlot[i], direction: direction, reason: reason, reporter: reporter)
+        if !captureTaps.isEmpty {
+            tapDrop(batch, i, port: batch.sourcePort[i], slot: batch.sourceSlot[i], direction: direction, reason: reason, reporter: reporter)
+        }
     }
 
     func countExclusion(_ batch: FrameBatch, _ i: Int, destination: Destination, reason: DropReason, reporter: Int) {
         countDrop(port: destination.port, slot: destination.slot, direction: .egress, reason: reason, reporter: reporter)
+        if !captureTaps.isEmpty {
+            tapDrop(batch, i, port: destination.port, slot: destination.slot, direction: .egress, reason: reason, reporter: reporter)
+        }
+    }
+
+    /// Shows a drop to the capture extensions (only called when one is enabled).
+    func tapDrop(_ batch: FrameBatch, _ i: Int, port: PortID, slot: UInt16, direction: Direction, reason: DropReason, reporter: Int) {
+        let ctx = DropContext(batch: batch, sw: self, frame: i, port: port, portIndex: slot == UInt16.max ? -1 : Int(slot),
+                              direction: direction, reason: reason, reporterIndex: reporter)
+        for tap in captureTaps { tap.dropped(ctx) }
     }
 
     func countDrop(port: PortID, slot: UInt16, direction: Direction, reason: DropReason, reporter: Int) {

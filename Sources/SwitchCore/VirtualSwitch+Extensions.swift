@@ -73,6 +73,7 @@ extension VirtualSwitch {
 
     func reindex() {
         forwardingIndex = stack.firstIndex { $0.extensionClass == .forwarding }
+        captureTaps = stack.filter { $0.extensionClass == .capture }
     }
 
     /// Sends a request down the stack; a veto by a filtering or forwarding extension on a vetoable

@@ -47,6 +47,9 @@ public final class VirtualSwitch {
 
     var stack: [any SwitchExtension] = []
     var forwardingIndex: Int? = nil
+    /// The enabled capture extensions : they also see drops and deliveries.
+    /// Empty when none is enabled, so the frame path then pays one check.
+    var captureTaps: [any SwitchExtension] = []
     var controlBusy = false
     /// The extension whose control callback is running: a NIC reference taken there is its.
     var callbackExtension: String?
@@ -509,6 +512,12 @@ public final class VirtualSwitch {
             connectedCount -= 1
             return
         }
+    }
+
+    /// The name of the extension at `stackIndex` in the stack (a drop's reporter), nil for the switch
+    /// itself (-1) or an index outside the stack.
+    public func extensionName(atStackIndex stackIndex: Int) -> String? {
+        stackIndex >= 0 && stackIndex < stack.count ? stack[stackIndex].name : nil
     }
 
     func diagnose(_ stackIndex: Int, _ message: String) {
