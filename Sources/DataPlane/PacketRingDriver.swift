@@ -160,9 +160,9 @@ public final class PacketRingDriver: PortDriver {
     }
 
     public func addDeviceDrops(to counters: inout PortCounters) {
-        if ringFull > 0 { counters.drops[.init(direction: .ingress, reason: "receive ring full"), default: 0] += ringFull }
+        if ringFull > 0 { counters.drops[.init(direction: .ingress, reason: "receive ring full", reporter: "device"), default: 0] += ringFull }
         if oversizedLost > 0 {
-            counters.drops[.init(direction: .ingress, reason: "oversized frame lost (receive buffer full)"), default: 0] += oversizedLost
+            counters.drops[.init(direction: .ingress, reason: "oversized frame lost (receive buffer full)", reporter: "device"), default: 0] += oversizedLost
         }
     }
 

@@ -58,7 +58,7 @@ public struct DropReport: Sendable, Equatable {
     public let port: PortID
     public let direction: Direction
     public let reason: String
-    /// The extension that dropped or excluded, or nil for the switch itself.
-    public let reporter: String?
+    /// The extension that dropped or excluded, or the core stage (``VirtualSwitch/coreReporters``).
+    public let reporter: String
 }
 

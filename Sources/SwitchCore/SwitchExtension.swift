@@ -202,7 +202,7 @@ public struct DropContext {
     public let direction: Direction
     public let reason: DropReason
     /// Stack index of the extension that dropped it (``VirtualSwitch/extensionName(atStackIndex:)``),
-    /// -1 for the switch itself.
+    /// negative for a core stage; ``VirtualSwitch/dropReporterName(_:)`` names either.
     public let reporterIndex: Int
 
     @inlinable public var bytes: UnsafeRawBufferPointer { batch.bytes(frame) }

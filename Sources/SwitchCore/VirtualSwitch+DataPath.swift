@@ -46,7 +46,7 @@ extension VirtualSwitch {
             slots[Int(slot)].framesIn &+= 1
             slots[Int(slot)].bytesIn &+= UInt64(batch.length[i])
             if !accepts {
-                dropFrame(batch, i, direction: .ingress, reason: .sourceNotAccepting, reporter: -1)
+                dropFrame(batch, i, direction: .ingress, reason: .sourceNotAccepting, reporter: Self.admission)
             } else {
                 admit(batch, i)
             }
@@ -125,7 +125,7 @@ extension VirtualSwitch {
         while let p = resumeQueue.first, batch.count < batch.capacity {
             resumeQueue.removeFirst()
             _ = p.bytes.withUnsafeBytes {
-                inject(into: batch, bytes: $0, vnetHeader: p.vnetHeader, source: p.source, level: p.level + 1, reporter: -1,
+                inject(into: batch, bytes: $0, vnetHeader: p.vnetHeader, source: p.source, level: p.level + 1, reporter: Self.admission,
                        sourceNIC: p.sourceNIC, inFlight: true)
             }
             // The frame is now in this batch (or was refused); either way it completes with it, so its
@@ -144,7 +144,7 @@ extension VirtualSwitch {
     @inline(__always)
     func admit(_ batch: FrameBatch, _ i: Int) {
         if let bad = FrameParser.parse(batch.frame(i), length: batch.length(i), into: &batch.headers[i]) {
-            dropFrame(batch, i, direction: .ingress, reason: bad.reason, reporter: -1)
+            dropFrame(batch, i, direction: .ingress, reason: bad.reason, reporter: Self.admission)
             return
         }
         let slot = batch.sourceSlot[i]
@@ -152,7 +152,7 @@ extension VirtualSwitch {
         let info = slots[Int(slot)]
         let h = batch.headers[i]
         if h.isTagged && (h.isServiceTagged || (h.isQinQ && !info.isUplink)) {
-            dropFrame(batch, i, direction: .ingress, reason: .qinqNotAllowed, reporter: -1)
+            dropFrame(batch, i, direction: .ingress, reason: .qinqNotAllowed, reporter: Self.admission)
             return
         }
         let vid = h.taggedVLAN
@@ -160,20 +160,20 @@ extension VirtualSwitch {
         case SlotInfo.trunk:
             if vid != 0 {
                 guard trunkAllows(slot, vid) else {
-                    dropFrame(batch, i, direction: .ingress, reason: .vlanNotAllowed, reporter: -1)
+                    dropFrame(batch, i, direction: .ingress, reason: .vlanNotAllowed, reporter: Self.admission)
                     return
                 }
                 batch.headers[i].vlan = vid
             } else {
                 guard info.nativeVLAN != SlotInfo.noVLAN else {
-                    dropFrame(batch, i, direction: .ingress, reason: .vlanNotAllowed, reporter: -1)
+                    dropFrame(batch, i, direction: .ingress, reason: .vlanNotAllowed, reporter: Self.admission)
                     return
                 }
                 batch.headers[i].vlan = info.nativeVLAN
             }
         default:
             if vid != 0 {
-                dropFrame(batch, i, direction: .ingress, reason: .vlanNotAllowed, reporter: -1)
+                dropFrame(batch, i, direction: .ingress, reason: .vlanNotAllowed, reporter: Self.admission)
                 return
             }
             batch.headers[i].vlan = info.vlanMode == SlotInfo.access ? info.accessVLAN : 0
@@ -239,7 +239,7 @@ extension VirtualSwitch {
         }
         if forwardingIndex == nil { forward(batch) }
         for i in 0..<batch.count where batch.state[i] == .live && batch.destinationCount[i] == 0 {
-            dropFrame(batch, i, direction: .ingress, reason: .noDestination, reporter: -1)
+            dropFrame(batch, i, direction: .ingress, reason: .noDestination, reporter: Self.forwarding)
         }
         for k in current.indices.reversed() {
             var ctx = EgressContext(batch: batch, sw: self, stackIndex: k, extensionClass: current[k].extensionClass,
@@ -261,11 +261,12 @@ extension VirtualSwitch {
             }
             if h.destination.isMulticast {
                 flood(batch, i, vlan: h.vlan, except: srcSlot, uplinksOnly: false)
+                if batch.destinationCount[i] == 0 { floodFoundNoPort(batch, i) }
                 continue
             }
             if let hit = macTable.lookup(h.destination, vlan: h.vlan, now: now) {
                 if hit.slot == srcSlot {
-                    dropFrame(batch, i, direction: .ingress, reason: .destinationIsSource, reporter: -1)
+                    dropFrame(batch, i, direction: .ingress, reason: .destinationIsSource, reporter: Self.forwarding)
                     continue
                 }
                 if slots[Int(hit.slot)].connected && egressAllows(hit.slot, h.vlan) {
@@ -275,17 +276,25 @@ extension VirtualSwitch {
             }
             if unknownUnicast == .uplink {
                 if srcSlot != UInt16.max && slots[Int(srcSlot)].isUplink {
-                    dropFrame(batch, i, direction: .ingress, reason: .unknownUnicastNoUplink, reporter: -1)
+                    dropFrame(batch, i, direction: .ingress, reason: .unknownUnicastNoUplink, reporter: Self.forwarding)
                     continue
                 }
                 flood(batch, i, vlan: h.vlan, except: srcSlot, uplinksOnly: true)
                 if batch.destinationCount[i] == 0 {
-                    dropFrame(batch, i, direction: .ingress, reason: .unknownUnicastNoUplink, reporter: -1)
+                    dropFrame(batch, i, direction: .ingress, reason: .unknownUnicastNoUplink, reporter: Self.forwarding)
                 }
             } else {
                 flood(batch, i, vlan: h.vlan, except: srcSlot, uplinksOnly: false)
+                if batch.destinationCount[i] == 0 { floodFoundNoPort(batch, i) }
             }
         }
+    }
+
+    /// A flood with no other port in its VLAN: done, not dropped (nothing was lost).
+    @inline(__always)
+    func floodFoundNoPort(_ batch: FrameBatch, _ i: Int) {
+        batch.state[i] = .dropped
+        floodsWithoutPort &+= 1
     }
 
     @inline(__always)
@@ -331,9 +340,9 @@ extension VirtualSwitch {
                 if dest.isExcluded { continue }
                 let s = Int(dest.slot)
                 guard slots[s].connected else {
-                    countDrop(port: dest.port, slot: dest.slot, direction: .egress, reason: .destinationNotConnected, reporter: -1)
+                    countDrop(port: dest.port, slot: dest.slot, direction: .egress, reason: .destinationNotConnected, reporter: Self.delivery)
                     if !captureTaps.isEmpty {
-                        tapDrop(batch, i, port: dest.port, slot: dest.slot, direction: .egress, reason: .destinationNotConnected, reporter: -1)
+                        tapDrop(batch, i, port: dest.port, slot: dest.slot, direction: .egress, reason: .destinationNotConnected, reporter: Self.delivery)
                     }
                     continue
                 }
@@ -346,7 +355,7 @@ extension VirtualSwitch {
                 delivered = true
             }
             if !delivered && n > 0 {
-                dropFrame(batch, i, direction: .ingress, reason: .allDestinationsExcluded, reporter: -1)
+                dropFrame(batch, i, direction: .ingress, reason: .allDestinationsExcluded, reporter: Self.delivery)
             }
         }
         for t in 0..<touchedCount {
@@ -363,9 +372,9 @@ extension VirtualSwitch {
             slots[s].framesOut &+= UInt64(sent)
             slots[s].bytesOut &+= bytes
             for j in sent..<count {
-                countDrop(port: slots[s].port, slot: slot, direction: .egress, reason: result.failure, reporter: -1)
+                countDrop(port: slots[s].port, slot: slot, direction: .egress, reason: result.failure, reporter: Self.delivery)
                 if !captureTaps.isEmpty {
-                    tapDrop(batch, Int(list[j]), port: slots[s].port, slot: slot, direction: .egress, reason: result.failure, reporter: -1)
+                    tapDrop(batch, Int(list[j]), port: slots[s].port, slot: slot, direction: .egress, reason: result.failure, reporter: Self.delivery)
                 }
             }
             if !captureTaps.isEmpty && sent > 0 {
@@ -425,15 +434,48 @@ extension VirtualSwitch {
     }
 
     func countDrop(port: PortID, slot: UInt16, direction: Direction, reason: DropReason, reporter: Int) {
-        let index = Int(reason.code) * 2 + Int(direction.rawValue)
+        let reporterID = reporter >= 0 ? (reporter < stackReporters.count ? stackReporters[reporter] : 0) : UInt16(-reporter - 1)
+        let index = dropKind(reason: reason.code, reporter: reporterID) * 2 + Int(direction.rawValue)
         if port == .switchItself || slot == UInt16.max {
-            if index < switchDrops.count { switchDrops[index] &+= 1 }
-        } else if let r = slotRecords[Int(slot)], index < r.drops.count {
+            if index >= switchDrops.count { switchDrops.append(contentsOf: repeatElement(0, count: index + 1 - switchDrops.count)) }
+            switchDrops[index] &+= 1
+        } else if let r = slotRecords[Int(slot)] {
+            // Grows only on a kind's first drop at this port.
+            if index >= r.drops.count { r.drops.append(contentsOf: repeatElement(0, count: dropKinds.count * 2 - r.drops.count)) }
             r.drops[index] &+= 1
         }
         if let onDrop {
-            let name = reporter >= 0 && reporter < stack.count ? stack[reporter].name : nil
-            onDrop(DropReport(port: port, direction: direction, reason: reasonNames[Int(reason.code)], reporter: name))
+            onDrop(DropReport(port: port, direction: direction, reason: reasonNames[Int(reason.code)], reporter: reporterNames[Int(reporterID)]))
         }
     }
+
+    /// The drop kind of (reason, reporter); a new pair is added on its first occurrence (an append
+    /// into reserved capacity).
+    @inline(__always)
+    func dropKind(reason: UInt16, reporter: UInt16) -> Int {
+        let slot = Int(reporter) * kindStride + Int(reason)
+        if Int(reason) < kindStride && slot < kindIndex.count && kindIndex[slot] >= 0 { return Int(kindIndex[slot]) }
+        return addDropKind(reason: reason, reporter: reporter)
+    }
+
+    func addDropKind(reason: UInt16, reporter: UInt16) -> Int {
+        if Int(reason) >= kindStride || (Int(reporter) + 1) * kindStride > kindIndex.count {
+            rebuildKindIndex(stride: max(kindStride, Int(reason) + 1), reporters: max(reporterNames.count, Int(reporter) + 1) + 8)
+        }
+        let slot = Int(reporter) * kindStride + Int(reason)
+        if kindIndex[slot] < 0 {
+            kindIndex[slot] = Int32(dropKinds.count)
+            dropKinds.append((reason, reporter))
+        }
+        return Int(kindIndex[slot])
+    }
+
+    func rebuildKindIndex(stride: Int, reporters: Int) {
+        kindStride = stride
+        kindIndex = Array(repeating: -1, count: stride * reporters)
+        for (k, kind) in dropKinds.enumerated() { kindIndex[Int(kind.reporter) * stride + Int(kind.reason)] = Int32(k) }
+    }
+
+    /// Core stages as drop reporters (negative `reporter` values; 0 and up are stack positions).
+    static let admission = -1, forwarding = -2, delivery = -3
 }

@@ -74,6 +74,12 @@ extension VirtualSwitch {
     func reindex() {
         forwardingIndex = stack.firstIndex { $0.extensionClass == .forwarding }
         captureTaps = stack.filter { $0.extensionClass == .capture }
+        stackReporters = stack.map { ext in
+            if let i = reporterNames.firstIndex(of: ext.name) { return UInt16(i) }
+            reporterNames.append(ext.name)
+            if reporterNames.count * kindStride > kindIndex.count { rebuildKindIndex(stride: kindStride, reporters: reporterNames.count + 8) }
+            return UInt16(reporterNames.count - 1)
+        }
     }
 
     /// Sends a request down the stack; a veto by a filtering or forwarding extension on a vetoable

@@ -61,7 +61,22 @@ public final class VirtualSwitch {
     /// Sources of resumed frames in the batch being processed (their NIC references).
     var heldReferences: [PortID] = []
     var reasonNames: [String] = DropReason.builtinNames
+    /// Who reports drops: the core's stages (``coreReporters``), then every extension ever enabled,
+    /// by name (kept after a disable so its counts keep their name).
+    var reporterNames: [String] = VirtualSwitch.coreReporters
+    /// The reporter id of each stack position (rebuilt with the stack).
+    var stackReporters: [UInt16] = []
+    /// Drop kinds, (reason, reporter) pairs in order of first occurrence; a port's drop counters are
+    /// indexed by kind * 2 + direction. Counted per kind rather than per reason x reporter so a port
+    /// holds counters only for what actually happened.
+    var dropKinds: [(reason: UInt16, reporter: UInt16)] = []
+    /// (reporter * kindStride + reason) -> kind, or -1.
+    var kindIndex: [Int32] = []
+    var kindStride = 0
     var switchDrops: [UInt64] = []
+    /// Multicast, broadcast and unknown-unicast floods that found no other port (a VM alone in its
+    /// VLAN): not drops, since nothing was lost, but counted so the traffic is not invisible.
+    public internal(set) var floodsWithoutPort: UInt64 = 0
     public internal(set) var injectedFrames: UInt64 = 0
 
     public init(configuration: SwitchConfiguration = SwitchConfiguration()) {
@@ -85,7 +100,10 @@ public final class VirtualSwitch {
         txCounts.initialize(repeating: 0, count: n)
         touched = .allocate(capacity: n)
         touched.initialize(repeating: 0, count: n)
-        switchDrops = Array(repeating: 0, count: reasonNames.count * 2)
+        // Room for the usual kinds up front, so the first drops do not allocate on the packet loop.
+        dropKinds.reserveCapacity(128)
+        rebuildKindIndex(stride: 64, reporters: 16)
+        switchDrops = Array(repeating: 0, count: 256)
     }
 
     deinit {
@@ -128,10 +146,17 @@ public final class VirtualSwitch {
     /// Drops of frames whose source was the switch itself (injected frames).
     public var switchDropCounters: [PortCounters.DropKey: UInt64] { dropTable(switchDrops) }
 
+    /// Drop reporters for the core's own stages (admission: parsing, VLAN and source checks;
+    /// forwarding: the built-in learning forwarder; delivery: egress and transmit), as they appear
+    /// in drop counters and reports beside extension names.
+    public static let coreReporters = ["core:admission", "core:forwarding", "core:delivery"]
+
     func dropTable(_ counts: [UInt64]) -> [PortCounters.DropKey: UInt64] {
         var out: [PortCounters.DropKey: UInt64] = [:]
-        for (k, v) in counts.enumerated() where v > 0 {
-            out[PortCounters.DropKey(direction: Direction(rawValue: UInt8(k & 1))!, reason: reasonNames[k >> 1])] = v
+        for (k, v) in counts.enumerated() where v > 0 && k >> 1 < dropKinds.count {
+            let kind = dropKinds[k >> 1]
+            out[PortCounters.DropKey(direction: Direction(rawValue: UInt8(k & 1))!, reason: reasonNames[Int(kind.reason)],
+                                     reporter: reporterNames[Int(kind.reporter)])] = v
         }
         return out
     }
@@ -143,8 +168,7 @@ public final class VirtualSwitch {
     public func registerDropReason(_ text: String) -> DropReason {
         if let i = reasonNames.firstIndex(of: text) { return DropReason(code: UInt16(i)) }
         reasonNames.append(text)
-        switchDrops.append(contentsOf: [0, 0])
-        for r in records.values { r.drops.append(contentsOf: [0, 0]) }
+        if reasonNames.count > kindStride { rebuildKindIndex(stride: kindStride * 2, reporters: reporterNames.count + 8) }
         return DropReason(code: UInt16(reasonNames.count - 1))
     }
 
@@ -173,7 +197,7 @@ public final class VirtualSwitch {
         // may have pushed a freed slot on top.
         let slot = freeSlots.removeLast()
         let record = PortRecord(params: params, slot: slot)
-        record.drops = Array(repeating: 0, count: reasonNames.count * 2)
+        record.drops = Array(repeating: 0, count: max(16, dropKinds.count * 2))
         records[params.id] = record
         slotRecords[Int(slot)] = record
         slots[Int(slot)] = SlotInfo(port: params.id, inUse: true, isUplink: type == .external)
@@ -518,6 +542,14 @@ public final class VirtualSwitch {
     /// itself (-1) or an index outside the stack.
     public func extensionName(atStackIndex stackIndex: Int) -> String? {
         stackIndex >= 0 && stackIndex < stack.count ? stack[stackIndex].name : nil
+    }
+
+    /// The name a drop's reporter index stands for: the extension at that stack position, or the
+    /// core stage (``coreReporters``) for a negative index.
+    public func dropReporterName(_ reporterIndex: Int) -> String {
+        if reporterIndex >= 0 { return extensionName(atStackIndex: reporterIndex) ?? "unknown" }
+        let stage = -reporterIndex - 1
+        return stage < Self.coreReporters.count ? Self.coreReporters[stage] : "unknown"
     }
 
     func diagnose(_ stackIndex: Int, _ message: String) {

@@ -17,7 +17,7 @@ public struct PortCounters: Sendable, Equatable {
     public var bytesIn: UInt64
     public var framesOut: UInt64
     public var bytesOut: UInt64
-    /// Drops by direction and reason text; only non-zero entries.
+    /// Drops by direction, reason text and reporter; only non-zero entries.
     public var drops: [DropKey: UInt64]
 
     public init(framesIn: UInt64 = 0, bytesIn: UInt64 = 0, framesOut: UInt64 = 0, bytesOut: UInt64 = 0, drops: [DropKey: UInt64] = [:]) {
@@ -31,12 +31,16 @@ public struct PortCounters: Sendable, Equatable {
     public struct DropKey: Hashable, Sendable, Comparable {
         public let direction: Direction
         public let reason: String
-        public init(direction: Direction, reason: String) {
+        /// Who dropped: an extension's name, a core stage (`core:admission`, `core:forwarding`,
+        /// `core:delivery`) or `device` (the kernel, e.g. a full receive ring).
+        public let reporter: String
+        public init(direction: Direction, reason: String, reporter: String) {
             self.direction = direction
             self.reason = reason
+            self.reporter = reporter
         }
         public static func < (a: DropKey, b: DropKey) -> Bool {
-            (a.direction.rawValue, a.reason) < (b.direction.rawValue, b.reason)
+            (a.direction.rawValue, a.reason, a.reporter) < (b.direction.rawValue, b.reason, b.reporter)
         }
     }
 

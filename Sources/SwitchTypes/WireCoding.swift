@@ -80,12 +80,13 @@ extension Direction: Codable {
 }
 
 extension PortCounters: Codable {
-    /// `{framesIn, bytesIn, framesOut, bytesOut, drops: [{direction, reason, frames}]}`, drops sorted
-    /// by direction then reason.
+    /// `{framesIn, bytesIn, framesOut, bytesOut, drops: [{direction, reason, reporter, frames}]}`, drops
+    /// sorted by direction, reason, reporter.
     private enum Keys: String, CodingKey { case framesIn, bytesIn, framesOut, bytesOut, drops }
     private struct Drop: Codable {
         var direction: Direction
         var reason: String
+        var reporter: String
         var frames: UInt64
     }
 
@@ -94,7 +95,7 @@ extension PortCounters: Codable {
         self.init(framesIn: try c.decode(UInt64.self, forKey: .framesIn), bytesIn: try c.decode(UInt64.self, forKey: .bytesIn),
                   framesOut: try c.decode(UInt64.self, forKey: .framesOut), bytesOut: try c.decode(UInt64.self, forKey: .bytesOut))
         for d in try c.decode([Drop].self, forKey: .drops) {
-            drops[DropKey(direction: d.direction, reason: d.reason), default: 0] += d.frames
+            drops[DropKey(direction: d.direction, reason: d.reason, reporter: d.reporter), default: 0] += d.frames
         }
     }
 
@@ -104,7 +105,7 @@ extension PortCounters: Codable {
         try c.encode(bytesIn, forKey: .bytesIn)
         try c.encode(framesOut, forKey: .framesOut)
         try c.encode(bytesOut, forKey: .bytesOut)
-        try c.encode(drops.sorted { $0.key < $1.key }.map { Drop(direction: $0.key.direction, reason: $0.key.reason, frames: $0.value) },
+        try c.encode(drops.sorted { $0.key < $1.key }.map { Drop(direction: $0.key.direction, reason: $0.key.reason, reporter: $0.key.reporter, frames: $0.value) },
                      forKey: .drops)
     }
 }

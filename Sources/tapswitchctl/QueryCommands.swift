@@ -11,7 +11,8 @@ struct ShowCommand: ParsableCommand {
         internal, synthetic, emulated), VM, NIC state (created, connected, disconnected; "-" for \
         host ports), MAC (the one in use, else the assigned one), MTU, VLAN (the access VLAN, \
         "trunk:10,20+native1" for a trunk, "-" when the port has no VLAN policy), frames and bytes IN \
-        (from the port into the switch) and OUT, and DROPS; drop reasons follow the table.
+        (from the port into the switch) and OUT, and DROPS; drop reasons follow the table, each with \
+        its reporter in brackets (the extension, a core stage such as core:admission, or device).
         """
     )
 
@@ -39,7 +40,7 @@ struct ShowCommand: ParsableCommand {
         }
         printTable(rows, numeric: [0, 6, 7, 8, 9, 10, 11, 12])
         for p in s.ports where !p.counters.drops.isEmpty {
-            let detail = p.counters.drops.sorted { $0.key < $1.key }.map { "\($0.key.direction) \($0.key.reason)=\($0.value)" }
+            let detail = p.counters.drops.sorted { $0.key < $1.key }.map { "\($0.key.direction) \($0.key.reason) [\($0.key.reporter)]=\($0.value)" }
                 .joined(separator: ", ")
             print("drops on \(p.name): \(detail)")
         }

@@ -46,10 +46,10 @@ struct WireVocabularyTests {
     @Test("counters and VLAN policies round-trip in their documented JSON form")
     func structured() throws {
         var counters = PortCounters(framesIn: 1, bytesIn: 64, framesOut: 2, bytesOut: 128)
-        counters.drops[.init(direction: .egress, reason: "transmit queue full")] = 3
-        counters.drops[.init(direction: .ingress, reason: "runt frame")] = 4
-        try roundTrip(counters, #"{"bytesIn":64,"bytesOut":128,"drops":[{"direction":"ingress","frames":4,"reason":"runt frame"},"#
-                      + #"{"direction":"egress","frames":3,"reason":"transmit queue full"}],"framesIn":1,"framesOut":2}"#)
+        counters.drops[.init(direction: .egress, reason: "transmit queue full", reporter: "core:delivery")] = 3
+        counters.drops[.init(direction: .ingress, reason: "runt frame", reporter: "core:admission")] = 4
+        try roundTrip(counters, #"{"bytesIn":64,"bytesOut":128,"drops":[{"direction":"ingress","frames":4,"reason":"runt frame","reporter":"core:admission"},"#
+                      + #"{"direction":"egress","frames":3,"reason":"transmit queue full","reporter":"core:delivery"}],"framesIn":1,"framesOut":2}"#)
         try roundTrip(VLANPolicy.access(10), #"{"mode":"access","vlan":10}"#)
         try roundTrip(VLANPolicy.trunk(allowed: [30, 10, 20], native: 1), #"{"allowed":[10,20,30],"mode":"trunk","native":1}"#)
         try roundTrip(VLANPolicy.trunk(allowed: [], native: nil), #"{"allowed":[],"mode":"trunk"}"#)

@@ -187,7 +187,7 @@ extension ForwardingTests {
             var ringFull: UInt64 = 0
             repeat {
                 let c = try #require(await rt.counters(taps[0]))
-                ringFull = c.drops[.init(direction: .ingress, reason: "receive ring full")] ?? 0
+                ringFull = c.drops[.init(direction: .ingress, reason: "receive ring full", reporter: "device")] ?? 0
                 seen = c.framesIn + ringFull
             } while seen < 2_000 && Date() < deadline
             #expect(ringFull >= 1_000)

@@ -26,7 +26,7 @@ struct CounterTests {
         #expect(es.sw.counters(of: PortID(999)) == nil)
     }
 
-    @Test("Drops are kept by direction and reason")
+    @Test("Drops are kept by direction, reason and the core stage or extension that reported them")
     func dropKeys() throws {
         let es = EmbeddedSwitch()
         let a = try es.addPort("a", mac: mac(1))
@@ -36,9 +36,9 @@ struct CounterTests {
         es.send(from: a, frame(.broadcast, mac(1)))
         let ca = try #require(es.sw.counters(of: a))
         let cb = try #require(es.sw.counters(of: b))
-        #expect(ca.drops == [PortCounters.DropKey(direction: .ingress, reason: es.sw.text(of: .runtFrame)): 2])
-        #expect(cb.drops == [PortCounters.DropKey(direction: .egress, reason: es.sw.text(of: .transmitQueueFull)): 1])
-        #expect(es.drops.last?.summary == "\(b) egress transmit queue full by switch")
+        #expect(ca.drops == [PortCounters.DropKey(direction: .ingress, reason: es.sw.text(of: .runtFrame), reporter: "core:admission"): 2])
+        #expect(cb.drops == [PortCounters.DropKey(direction: .egress, reason: es.sw.text(of: .transmitQueueFull), reporter: "core:delivery"): 1])
+        #expect(es.drops.last?.summary == "\(b) egress transmit queue full by core:delivery")
     }
 
     @Test("A full transmit queue (ENOBUFS) delivers the first frames and counts the rest at the destination")
@@ -74,8 +74,10 @@ struct CounterTests {
             runt.withUnsafeBytes { _ = ctx.inject($0) }
         }
         es.send(from: a, frame(.broadcast, mac(1)))
-        #expect(es.sw.switchDropCounters[PortCounters.DropKey(direction: .ingress, reason: es.sw.text(of: .runtFrame))] == 1)
-        #expect(es.sw.counters(of: a)?.totalDrops == 1)  // its own broadcast: no other port
+        #expect(es.sw.switchDropCounters[PortCounters.DropKey(direction: .ingress, reason: es.sw.text(of: .runtFrame), reporter: "core:admission")] == 1)
+        // Its own broadcast found no other port: not a drop, but counted as such a flood.
+        #expect(es.sw.counters(of: a)?.totalDrops == 0)
+        #expect(es.sw.floodsWithoutPort == 1)
     }
 
     @Test("A batch larger than the switch's batch capacity traps instead of overrunning its tables")

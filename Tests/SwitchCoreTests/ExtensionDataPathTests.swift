@@ -55,6 +55,26 @@ struct ExtensionDataPathTests {
         #expect(es.dropCount(a, .ingress, reason) == 1)
         #expect(es.sw.counters(of: a)?.totalDrops == 1)
         #expect(es.drops.map(\.summary) == ["\(a) ingress blocked by policy 7 by filt"])
+        #expect(es.sw.counters(of: a)?.drops == [PortCounters.DropKey(direction: .ingress, reason: "blocked by policy 7", reporter: "filt"): 1])
+        // The same built-in reason from the extension and from the core is counted per reporter.
+        filt.onIngress = { ctx in
+            for i in ctx.frames where ctx.isLive(i) && ctx.batch.bytes(i)[14] == 0xDD { ctx.drop(i, reason: .vlanNotAllowed) }
+        }
+        es.send(from: a, [frame(.broadcast, mac(1), tag: 0xDD), frame(.broadcast, mac(1), tag: 0xEE, vlan: 20)])
+        let drops = try #require(es.sw.counters(of: a)?.drops)
+        #expect(drops[PortCounters.DropKey(direction: .ingress, reason: es.sw.text(of: .vlanNotAllowed), reporter: "filt")] == 1)
+        #expect(drops[PortCounters.DropKey(direction: .ingress, reason: es.sw.text(of: .vlanNotAllowed), reporter: "core:admission")] == 1)
+    }
+
+    @Test("A flood that finds no other port in its VLAN is not a drop; a unicast to its own port is")
+    func floodWithoutPort() throws {
+        let es = EmbeddedSwitch()
+        let a = try es.addPort("a", mac: mac(1))
+        es.send(from: a, [frame(.broadcast, mac(1)), frame(mac(9), mac(1))])  // broadcast; unknown unicast (flooded)
+        #expect(es.sw.counters(of: a)?.drops == [:])
+        #expect(es.sw.floodsWithoutPort == 2)
+        es.send(from: a, frame(mac(1), mac(1)))  // to itself: learned on a
+        #expect(es.sw.counters(of: a)?.drops == [PortCounters.DropKey(direction: .ingress, reason: es.sw.text(of: .destinationIsSource), reporter: "core:forwarding"): 1])
     }
 
     @Test("A filtering extension may modify frame bytes")

@@ -191,7 +191,7 @@ struct LearningTests {
         #expect(es.dropCount(a, .ingress, .destinationIsSource) == 1)
         #expect(es.drops.last?.reason == es.sw.text(of: .destinationIsSource))
         #expect(es.drops.last?.port == a)
-        #expect(es.drops.last?.reporter == nil)
+        #expect(es.drops.last?.reporter == "core:forwarding")
     }
 }
 

@@ -88,9 +88,9 @@ extension EmbeddedSwitch {
     /// Lifecycle events as "kind:port" strings (compact to compare).
     var eventKinds: [LifecycleEvent.Kind] { events.map(\.kind) }
 
-    /// Ingress/egress drop count at `port` for `reason`.
+    /// Ingress/egress drop count at `port` for `reason`, whoever reported it.
     func dropCount(_ port: PortID, _ direction: Direction, _ reason: DropReason) -> UInt64 {
-        sw.counters(of: port)?.drops[PortCounters.DropKey(direction: direction, reason: sw.text(of: reason))] ?? 0
+        (sw.counters(of: port)?.drops ?? [:]).filter { $0.key.direction == direction && $0.key.reason == sw.text(of: reason) }.values.reduce(0, +)
     }
 
     /// Makes `port`'s source MAC known to the switch (a broadcast from it), then forgets what was delivered.
@@ -115,5 +115,5 @@ struct SplitMix64: RandomNumberGenerator {
 
 extension DropReport {
     /// "port direction reason by reporter" (reporter "switch" when the switch itself dropped).
-    var summary: String { "\(port) \(direction) \(reason) by \(reporter ?? "switch")" }
+    var summary: String { "\(port) \(direction) \(reason) by \(reporter)" }
 }
