@@ -36,6 +36,9 @@ public final class MACTable {
     @usableFromInline var slotLimit: UnsafeMutablePointer<Int32>
     /// Times a frame's source address was not moved because it is pinned to another port.
     public private(set) var pinnedMovesRefused: UInt64 = 0
+    /// Called for each address removed (aged, flushed) or moved to another port: the switch's
+    /// fast-path entries for it are stale.
+    public var onForget: ((MACAddress, VLANID) -> Void)?
     let portSlots: Int
 
     public init(limit: Int, perPortLimit: Int, agingTime: UInt64, portSlots: Int) {
@@ -107,6 +110,7 @@ public final class MACTable {
                     guard perPort[Int(slot)] < limit(of: slot) else { return false }
                     perPort[Int(s.portSlot)] -= 1
                     perPort[Int(slot)] += 1
+                    onForget?(mac, vlan)
                     slots[i].port = port
                     slots[i].portSlot = slot
                 }
@@ -176,6 +180,7 @@ public final class MACTable {
         var i = 0
         while i < capacity {
             if slots[i].key != 0 && predicate(slots[i]) {
+                if let onForget { onForget(MACAddress(rawValue: slots[i].key & 0xFFFF_FFFF_FFFF), VLANID(slots[i].key >> 48)) }
                 perPort[Int(slots[i].portSlot)] -= 1
                 count -= 1
                 removed = true

@@ -12,6 +12,8 @@ public struct SwitchConfiguration: Sendable, Equatable {
     /// Seconds after which an address not seen again is forgotten.
     public var macAgingSeconds: UInt64
     public var unknownUnicast: UnknownUnicastPolicy
+    /// Most fast-path (offload) entries; the data plane sizes its map to match.
+    public var maxOffloadedFlows: Int = 16_384
 
     public init(name: String = "tapswitch0", maxPorts: Int = 1024, batchCapacity: Int = 64, macTableSize: Int = 8192,
                 macLimitPerPort: Int = 1024, macAgingSeconds: UInt64 = 300, unknownUnicast: UnknownUnicastPolicy = .flood) {

@@ -44,6 +44,11 @@ public protocol SwitchExtension: AnyObject {
     /// Counters an operator reads (`tapswitchctl extensions`), as name/value pairs in a stable
     /// order. Read on the switch's queue, between batches.
     var counters: [ExtensionCounter] { get }
+
+    /// Whether the fast path may forward `port`'s frames without this extension seeing them (see
+    /// Offload.swift). Default: it must see every frame. Asked again whenever the port's properties,
+    /// the stack or ``VirtualSwitch/offloadChanged(port:)`` says the answer may have changed.
+    func offloadPermission(for port: PortID, switch sw: VirtualSwitch) -> OffloadPermission
 }
 
 extension SwitchExtension {

@@ -54,6 +54,7 @@ extension VirtualSwitch {
         drainResumeQueue(into: batch)
         run(batch, sink)
         releaseHeldReferences()
+        settleOffload()
     }
 
     /// Runs frames that extensions resumed (see ``resume(_:)``) when no traffic brings a batch.
@@ -82,7 +83,11 @@ extension VirtualSwitch {
     public var hasPendingFrames: Bool { !resumeQueue.isEmpty }
 
     /// Forgets MAC addresses older than the aging time.
-    public func expireAddresses() { macTable.expire(now: now) }
+    public func expireAddresses() {
+        refreshOffloadedSources()
+        macTable.expire(now: now)
+        settleOffload()
+    }
 
     // MARK: - Pended frames
 
@@ -353,6 +358,7 @@ extension VirtualSwitch {
                 txLists[s * cap + txCounts[s]] = UInt16(i)
                 txCounts[s] += 1
                 delivered = true
+                if n == 1 && offload.datapath != nil { considerOffload(batch, i, to: dest.slot) }
             }
             if !delivered && n > 0 {
                 dropFrame(batch, i, direction: .ingress, reason: .allDestinationsExcluded, reporter: Self.delivery)

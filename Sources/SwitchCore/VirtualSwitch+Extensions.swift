@@ -39,6 +39,8 @@ extension VirtualSwitch {
         ext.attached(to: self)
         controlBusy = false
         settleDeferred()
+        // A new extension may need to see every frame; its answers replace the cached ones.
+        recomputeOffload()
     }
 
     /// Disables an extension by name.
@@ -53,6 +55,7 @@ extension VirtualSwitch {
         ext.detached(from: self)
         controlBusy = false
         settleDeferred()
+        recomputeOffload()
     }
 
     /// Moves an enabled extension to `position` within its class's band (0 = top of the band).
@@ -155,6 +158,7 @@ extension VirtualSwitch {
         try passDownOrThrow(OIDRequest(kind: .propertyAdd, port: r.params, nic: r.nic, property: property, isRestore: isRestore))
         r.properties.append(property)
         apply(property, to: r.slot)
+        recomputeOffload(slot: r.slot)
     }
 
     /// PORT_PROPERTY_UPDATE of the property with the same key. Vetoable.
@@ -168,6 +172,7 @@ extension VirtualSwitch {
         try passDownOrThrow(OIDRequest(kind: .propertyUpdate, port: r.params, nic: r.nic, property: property, isRestore: false))
         r.properties[i] = property
         apply(property, to: r.slot)
+        recomputeOffload(slot: r.slot)
     }
 
     /// PORT_PROPERTY_DELETE. Vetoable.
@@ -180,6 +185,7 @@ extension VirtualSwitch {
         try passDownOrThrow(OIDRequest(kind: .propertyDelete, port: r.params, nic: r.nic, property: r.properties[i], isRestore: false))
         r.properties.remove(at: i)
         if key == .vlan { setVLANMode(slot: r.slot, VLANPolicy.defaultPolicy(for: r.params.type)) }
+        recomputeOffload(slot: r.slot)
     }
 
     func propertyTarget(_ port: PortID, _ op: String) throws(SwitchError) -> PortRecord {

@@ -78,6 +78,8 @@ public final class VirtualSwitch {
     /// VLAN): not drops, since nothing was lost, but counted so the traffic is not invisible.
     public internal(set) var floodsWithoutPort: UInt64 = 0
     public internal(set) var injectedFrames: UInt64 = 0
+    /// The fast path's bookkeeping (see Offload.swift).
+    let offload: OffloadState
 
     public init(configuration: SwitchConfiguration = SwitchConfiguration()) {
         precondition(configuration.maxPorts > 0 && configuration.maxPorts < Int(UInt16.max))
@@ -100,10 +102,12 @@ public final class VirtualSwitch {
         txCounts.initialize(repeating: 0, count: n)
         touched = .allocate(capacity: n)
         touched.initialize(repeating: 0, count: n)
+        offload = OffloadState(ports: n, maxFlows: configuration.maxOffloadedFlows)
         // Room for the usual kinds up front, so the first drops do not allocate on the packet loop.
         dropKinds.reserveCapacity(128)
         rebuildKindIndex(stride: 64, reporters: 16)
         switchDrops = Array(repeating: 0, count: 256)
+        macTable.onForget = { [unowned self] mac, vlan in self.offloadForget(mac, vlan) }
     }
 
     deinit {
@@ -139,6 +143,11 @@ public final class VirtualSwitch {
         let s = slots[Int(r.slot)]
         var c = PortCounters()
         c.framesIn = s.framesIn; c.bytesIn = s.bytesIn; c.framesOut = s.framesOut; c.bytesOut = s.bytesOut
+        if let datapath = offload.datapath, offload.unsupported[Int(r.slot)] == nil {
+            // Frames the fast path forwarded never reached the slow path's counters.
+            let f = datapath.counters(portIndex: Int(r.slot))
+            c.framesIn &+= f.framesIn; c.bytesIn &+= f.bytesIn; c.framesOut &+= f.framesOut; c.bytesOut &+= f.bytesOut
+        }
         c.drops = dropTable(r.drops)
         return c
     }
@@ -205,6 +214,7 @@ public final class VirtualSwitch {
         // A VM's addresses stay with its port: no other port's traffic moves them (MAC stealing).
         macTable.setPinned(slot: slot, type == .synthetic || type == .emulated)
         macTable.setLimit(slot: slot, nil)
+        recomputeOffload(slot: slot)
         emit(.portCreate, record, isRestore: isRestore)
         return params.id
     }
@@ -304,6 +314,9 @@ public final class VirtualSwitch {
             removeConnected(r.slot)
         }
         macTable.flush(portSlot: r.slot)
+        // No fast-path frame toward or from the NIC after this either.
+        removeFlows(touching: r.slot)
+        settleOffload()
         passDown(OIDRequest(kind: .nicDisconnect, port: r.params, nic: nic, property: nil, isRestore: isRestore))
         emit(.nicDisconnect, r, isRestore: isRestore)
     }
@@ -499,6 +512,8 @@ public final class VirtualSwitch {
         r.params.state = .deleted
         passDown(OIDRequest(kind: .portDelete, port: r.params, nic: nil, property: nil, isRestore: isRestore))
         macTable.flush(portSlot: r.slot)
+        resetOffload(slot: r.slot)
+        settleOffload()
         records[r.params.id] = nil
         slotRecords[Int(r.slot)] = nil
         slots[Int(r.slot)] = SlotInfo()

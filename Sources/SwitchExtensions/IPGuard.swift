@@ -379,6 +379,12 @@ public final class IPGuard: PortPolicyExtension {
         return type == 5 ? (address, mac, lease) : nil
     }
 
+    /// Guarded and snooping ports need every frame: the fast path does not look at IP addresses.
+    override public func offloadPermission(for port: PortID, switch sw: VirtualSwitch) -> OffloadPermission {
+        guard let index = sw.portIndex(of: port), on[index] || snooping[index] else { return .allowed }
+        return .mustSeeEveryFrame(reason: "checks IP, ARP and ND source addresses")
+    }
+
     override public var counters: [ExtensionCounter] {
         [ExtensionCounter("guarded-ports", UInt64(on.onCount)), ExtensionCounter("snooping-ports", UInt64(snooping.onCount)),
          ExtensionCounter("dropped-ipv4", droppedIPv4), ExtensionCounter("dropped-arp", droppedARP),

@@ -104,6 +104,11 @@ public final class DHCPGuard: PortPolicyExtension {
         }
     }
 
+    override public func offloadPermission(for port: PortID, switch sw: VirtualSwitch) -> OffloadPermission {
+        guard let index = sw.portIndex(of: port), on[index] else { return .allowed }
+        return .mustSeeEveryFrame(reason: "checks DHCP server messages")
+    }
+
     override public var counters: [ExtensionCounter] {
         [ExtensionCounter("guarded-ports", UInt64(on.onCount)), ExtensionCounter("dropped-dhcpv4", droppedV4),
          ExtensionCounter("dropped-dhcpv6", droppedV6), ExtensionCounter("dropped-unreadable", droppedUnreadable)]
@@ -170,6 +175,11 @@ public final class RouterGuard: PortPolicyExtension {
                 }
             }
         }
+    }
+
+    override public func offloadPermission(for port: PortID, switch sw: VirtualSwitch) -> OffloadPermission {
+        guard let index = sw.portIndex(of: port), on[index] else { return .allowed }
+        return .mustSeeEveryFrame(reason: "checks router advertisements")
     }
 
     override public var counters: [ExtensionCounter] {

@@ -107,4 +107,8 @@ public class PortPolicyExtension: SwitchExtension {
     public func ingress(_ context: inout IngressContext) {}
     public func egress(_ context: inout EgressContext) {}
     public var counters: [ExtensionCounter] { [] }
+    /// A policy that depends only on the port, its NIC and the frame's source MAC is repeated
+    /// exactly by the fast path's entries (they exist only for frames the policy let through, keyed
+    /// by ingress port and source MAC); guards that read L3/L4 fields override this.
+    public func offloadPermission(for port: PortID, switch sw: VirtualSwitch) -> OffloadPermission { .allowed }
 }

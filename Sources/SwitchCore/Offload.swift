@@ -1,0 +1,290 @@
+import SwitchTypes
+
+// The fast path (an XDP program on each VM TAP in the data plane) is a cache of decisions the slow
+// path has already taken: (ingress port, 802.1Q tag as on the wire, source MAC, destination MAC) →
+// one egress port. The switch installs an entry only after it delivered such a frame itself, with
+// every enabled extension allowing offload on both ports, the source learned on the ingress port,
+// the destination learned on the egress port and the frame's bytes unchanged on the way. It takes
+// entries out again, before the request or batch that invalidates them returns, whenever anything
+// those decisions depended on changes: a MAC forgotten or moved, a NIC disconnected, a port's
+// properties, the extension stack or an extension's own answer (``VirtualSwitch/offloadChanged(port:)``).
+
+/// Whether an extension lets the fast path forward a port's frames without showing them to it.
+public enum OffloadPermission: Sendable, Equatable {
+    /// The extension's decisions for this port depend only on (ingress port, VLAN, source MAC,
+    /// destination MAC, egress port) and its settings, so the switch may cache them.
+    case allowed
+    /// The extension must see every frame from or to this port (capture, an ACL on L3/L4 fields,
+    /// a policer, mirroring); `reason` is shown by `tapswitchctl show`.
+    case mustSeeEveryFrame(reason: String)
+}
+
+/// One fast-path entry's match: what the fast path compares in a frame arriving on `ingress`.
+public struct OffloadFlow: Hashable, Sendable {
+    public let ingress: PortID
+    /// The ingress port's dense index (``VirtualSwitch/portIndex(of:)``).
+    public let ingressIndex: Int
+    /// The 802.1Q tag on the wire: `0` untagged, else `0x1000 | VID` (a priority tag is `0x1000`).
+    public let wireTag: UInt16
+    public let source: MACAddress
+    public let destination: MACAddress
+
+    public init(ingress: PortID, ingressIndex: Int, wireTag: UInt16, source: MACAddress, destination: MACAddress) {
+        self.ingress = ingress
+        self.ingressIndex = ingressIndex
+        self.wireTag = wireTag
+        self.source = source
+        self.destination = destination
+    }
+}
+
+/// Where a fast-path entry sends its frames, unchanged.
+public struct OffloadTarget: Sendable, Equatable {
+    public let egress: PortID
+    public let egressIndex: Int
+    /// The switch's VLAN of the flow (the MAC table's), which can differ from the wire tag.
+    public let vlan: VLANID
+
+    public init(egress: PortID, egressIndex: Int, vlan: VLANID) {
+        self.egress = egress
+        self.egressIndex = egressIndex
+        self.vlan = vlan
+    }
+}
+
+/// Frames and bytes the fast path forwarded for one port, to add to the slow path's counters.
+public struct FastPathCounters: Sendable, Equatable {
+    public var framesIn: UInt64 = 0
+    public var bytesIn: UInt64 = 0
+    public var framesOut: UInt64 = 0
+    public var bytesOut: UInt64 = 0
+    public init(framesIn: UInt64 = 0, bytesIn: UInt64 = 0, framesOut: UInt64 = 0, bytesOut: UInt64 = 0) {
+        self.framesIn = framesIn
+        self.bytesIn = bytesIn
+        self.framesOut = framesOut
+        self.bytesOut = bytesOut
+    }
+}
+
+/// The fast path the switch fills (the data plane's XDP maps; a test double in tests). Called only
+/// on the switch's queue; ``install(_:to:)`` from the frame path, the rest from control steps.
+public protocol OffloadDatapath: AnyObject {
+    /// Adds or replaces an entry. False when the fast path refused it (full, port not attached).
+    func install(_ flow: OffloadFlow, to target: OffloadTarget) -> Bool
+    /// Removes an entry; when this returns, no further frame takes it.
+    func remove(_ flow: OffloadFlow)
+    /// The entry's last-use stamp (changes whenever the fast path forwarded a frame with it); nil
+    /// when it is gone.
+    func lastUse(_ flow: OffloadFlow) -> UInt64?
+    /// What the fast path forwarded from and to the port at `portIndex`.
+    func counters(portIndex: Int) -> FastPathCounters
+}
+
+extension SwitchExtension {
+    /// Extensions that do not say otherwise see every frame: offloading skips them.
+    public func offloadPermission(for port: PortID, switch sw: VirtualSwitch) -> OffloadPermission {
+        .mustSeeEveryFrame(reason: "\(name) sees every frame")
+    }
+}
+
+/// The switch's bookkeeping of the fast path: per port whether it may be used and why not, and
+/// every installed entry (so it can take them out again without asking the fast path).
+///
+/// ## Concurrency model
+/// Part of the ``VirtualSwitch`` it belongs to: confined to the same queue.
+final class OffloadState {
+    struct Installed {
+        var target: OffloadTarget
+        var lastUse: UInt64
+    }
+
+    var datapath: (any OffloadDatapath)?
+    /// Why the switch has no fast path (shown per port).
+    var offReason = "offload is off"
+    /// Per dense port slot: the data plane's reason this port has no fast path (nil: it has one).
+    var unsupported: [String?]
+    /// Per dense port slot: why frames of this port are not offloaded (nil: they may be).
+    var reasons: [String?]
+    /// Per dense port slot, read per frame: ``reasons`` is nil.
+    let allowed: UnsafeMutablePointer<Bool>
+    var flows: [OffloadFlow: Installed] = [:]
+    let maxFlows: Int
+    /// (MAC, VLAN) keys the MAC table forgot since the last settle, while entries exist.
+    var forgotten: Set<UInt64> = []
+
+    init(ports: Int, maxFlows: Int) {
+        self.maxFlows = maxFlows
+        unsupported = Array(repeating: "not attached to the fast path", count: ports)
+        reasons = Array(repeating: "offload is off", count: ports)
+        allowed = .allocate(capacity: ports)
+        allowed.initialize(repeating: false, count: ports)
+        flows.reserveCapacity(maxFlows)
+    }
+
+    deinit { allowed.deallocate() }
+}
+
+extension VirtualSwitch {
+    // MARK: - Offload: the data plane's side
+
+    /// Sets (or, with nil, removes) the fast path the switch fills; `offReason` says why there is
+    /// none. Every entry of the previous fast path is removed first.
+    public func setOffloadDatapath(_ datapath: (any OffloadDatapath)?, offReason: String = "offload is off") {
+        removeFlows { _, _ in true }
+        offload.datapath = datapath
+        offload.offReason = offReason
+        recomputeOffload()
+    }
+
+    /// Tells the switch whether `port`'s device has the fast path attached (nil reason: it has).
+    public func setOffloadSupport(_ port: PortID, unsupportedReason: String?) {
+        guard let r = records[port] else { return }
+        offload.unsupported[Int(r.slot)] = unsupportedReason
+        recomputeOffload(slot: r.slot)
+    }
+
+    /// Number of fast-path entries installed.
+    public var offloadedFlowCount: Int { offload.flows.count }
+
+    /// The installed entries (tests and diagnostics).
+    public var offloadedFlows: [(flow: OffloadFlow, target: OffloadTarget)] {
+        offload.flows.map { ($0.key, $0.value.target) }
+    }
+
+    // MARK: - Offload: the extensions' side
+
+    /// An extension's ``SwitchExtension/offloadPermission(for:switch:)`` for `port` (every port
+    /// when nil) may have changed, or its policy did: the port's entries are removed from the fast
+    /// path before this returns, and the port's permission is asked again.
+    public func offloadChanged(port: PortID? = nil) {
+        if let port {
+            if let r = records[port] { recomputeOffload(slot: r.slot) }
+        } else {
+            recomputeOffload()
+        }
+    }
+
+    /// Whether frames of `port` may take the fast path, or why not.
+    public func offloadStatus(of port: PortID) -> OffloadPermission? {
+        guard let r = records[port] else { return nil }
+        return offload.reasons[Int(r.slot)].map { .mustSeeEveryFrame(reason: $0) } ?? .allowed
+    }
+
+    // MARK: - Internals
+
+    func recomputeOffload() {
+        for r in records.values { recomputeOffload(slot: r.slot) }
+    }
+
+    /// Asks again whether `slot`'s frames may be offloaded, and removes its entries in any case:
+    /// whatever changed may have changed the decisions they cache.
+    func recomputeOffload(slot: UInt16) {
+        let s = Int(slot)
+        var reason: String?
+        if offload.datapath == nil {
+            reason = offload.offReason
+        } else if let why = offload.unsupported[s] {
+            reason = why
+        } else if let r = slotRecords[s] {
+            for ext in stack {
+                if case .mustSeeEveryFrame(let why) = ext.offloadPermission(for: r.params.id, switch: self) {
+                    reason = "\(ext.name): \(why)"
+                    break
+                }
+            }
+        }
+        offload.reasons[s] = reason
+        offload.allowed[s] = reason == nil
+        removeFlows(touching: slot)
+        settleOffload()
+    }
+
+    /// The port slot is free again (PORT_DELETE): back to "not attached".
+    func resetOffload(slot: UInt16) {
+        removeFlows(touching: slot)
+        offload.unsupported[Int(slot)] = "not attached to the fast path"
+        offload.reasons[Int(slot)] = offload.datapath == nil ? offload.offReason : "not attached to the fast path"
+        offload.allowed[Int(slot)] = false
+    }
+
+    func removeFlows(touching slot: UInt16) {
+        let s = Int(slot)
+        removeFlows { flow, installed in flow.ingressIndex == s || installed.target.egressIndex == s }
+    }
+
+    func removeFlows(where predicate: (OffloadFlow, OffloadState.Installed) -> Bool) {
+        guard !offload.flows.isEmpty else { return }
+        var gone: [OffloadFlow] = []
+        for (flow, installed) in offload.flows where predicate(flow, installed) { gone.append(flow) }
+        for flow in gone {
+            offload.datapath?.remove(flow)
+            offload.flows[flow] = nil
+        }
+    }
+
+    /// The MAC table forgot or moved (`mac`, `vlan`): entries from or to it are stale.
+    func offloadForget(_ mac: MACAddress, _ vlan: VLANID) {
+        guard !offload.flows.isEmpty else { return }
+        offload.forgotten.insert(mac.rawValue | UInt64(vlan & 0x0FFF) << 48)
+    }
+
+    /// Removes the entries of the MACs forgotten since the last call.
+    func settleOffload() {
+        guard !offload.forgotten.isEmpty else { return }
+        let keys = offload.forgotten
+        offload.forgotten.removeAll(keepingCapacity: true)
+        removeFlows { flow, installed in
+            let v = UInt64(installed.target.vlan & 0x0FFF) << 48
+            return keys.contains(flow.source.rawValue | v) || keys.contains(flow.destination.rawValue | v)
+        }
+    }
+
+    /// Refreshes in the MAC table the sources of the entries the fast path used since the last
+    /// call (their frames never reach the slow path's learning), before it ages addresses out.
+    func refreshOffloadedSources() {
+        guard let datapath = offload.datapath, !offload.flows.isEmpty else { return }
+        var used: [(OffloadFlow, UInt64)] = []
+        for (flow, installed) in offload.flows {
+            if let stamp = datapath.lastUse(flow), stamp != installed.lastUse { used.append((flow, stamp)) }
+        }
+        for (flow, stamp) in used {
+            guard let installed = offload.flows[flow] else { continue }
+            offload.flows[flow]?.lastUse = stamp
+            macTable.learn(flow.source, vlan: installed.target.vlan, port: flow.ingress, slot: UInt16(flow.ingressIndex), now: now)
+        }
+    }
+
+    /// Frame `i` was delivered by the slow path to exactly one port, `slot`: install its decision
+    /// in the fast path when it is one the fast path can repeat exactly. Called before the frame
+    /// is put in its egress form.
+    func considerOffload(_ batch: FrameBatch, _ i: Int, to slot: UInt16) {
+        let source = batch.sourceSlot[i]
+        guard source != UInt16.max, offload.allowed[Int(source)], offload.allowed[Int(slot)],
+              batch.state[i] == .live, let datapath = offload.datapath else { return }
+        let h = batch.headers[i]
+        guard !h.destination.isMulticast, !h.isQinQ, !h.isServiceTagged else { return }
+        // Only frames whose bytes leave as they came: no VLAN tag pushed, popped or rewritten.
+        let info = slots[Int(slot)]
+        let vid = h.vlan
+        let wantTag = info.vlanMode == SlotInfo.trunk && vid != info.nativeVLAN && vid != 0
+        if wantTag {
+            guard h.isTagged, h.vlanTCI & 0x0FFF == vid else { return }
+        } else {
+            guard !h.isTagged else { return }
+        }
+        // Learning, moves, limits and guards stay on the slow path: the source must be learned on
+        // the ingress port, the destination on the egress port.
+        let now = self.now
+        guard macTable.lookup(h.source, vlan: vid, now: now)?.slot == source,
+              macTable.lookup(h.destination, vlan: vid, now: now)?.slot == slot else { return }
+        let flow = OffloadFlow(ingress: batch.sourcePort[i], ingressIndex: Int(source),
+                               wireTag: h.isTagged ? 0x1000 | (h.vlanTCI & 0x0FFF) : 0,
+                               source: h.source, destination: h.destination)
+        if offload.flows[flow] != nil { return }
+        guard offload.flows.count < offload.maxFlows else { return }
+        let target = OffloadTarget(egress: slots[Int(slot)].port, egressIndex: Int(slot), vlan: vid)
+        if datapath.install(flow, to: target) {
+            offload.flows[flow] = OffloadState.Installed(target: target, lastUse: 0)
+        }
+    }
+}
