@@ -2,6 +2,7 @@
 import PackageDescription
 
 // Module map (each named after what it does):
+//   Locking         Locked<Value>: a pthread mutex around a value (visible to ThreadSanitizer, unlike Mutex).
 //   SwitchTypes     the shared vocabulary: ids, MAC, VLAN, port/NIC kinds and states, counters, SwitchError.
 //   SwitchCore      pure Swift: ports, NICs, lifecycle, extension stack, frames, L2 learning.
 //   EmbeddedSwitch  in-memory switch harness for unit tests of the core and of extensions.
@@ -44,6 +45,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
     targets: [
+        .target(name: "Locking"),
         .target(name: "SwitchTypes"),
         .target(name: "SwitchCore", dependencies: ["SwitchTypes"]),
         .target(name: "EmbeddedSwitch", dependencies: ["SwitchCore"]),
@@ -57,7 +59,7 @@ let package = Package(
             name: "CTapShim",
             cSettings: [.define("_GNU_SOURCE")]
         ),
-        .target(name: "LinuxNet", dependencies: ["CNetlink", "CTapShim"]),
+        .target(name: "LinuxNet", dependencies: ["Locking", "CNetlink", "CTapShim"]),
         .target(
             name: "DataPlane",
             dependencies: ["SwitchCore", "LinuxNet", .product(name: "Logging", package: "swift-log")]
@@ -66,22 +68,22 @@ let package = Package(
         .target(name: "ControlProtocol", dependencies: ["SwitchTypes"]),
         .target(name: "StateStore", dependencies: ["ControlProtocol"]),
         .target(name: "DaemonConfig", dependencies: ["ControlProtocol", "StateStore", "SwitchExtensions"]),
-        .target(name: "ServiceSupport", dependencies: ["ControlProtocol", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "ServiceSupport", dependencies: ["Locking", "ControlProtocol", .product(name: "Logging", package: "swift-log")]),
         .target(
             name: "SwitchService",
-            dependencies: [
+            dependencies: ["Locking",
                 "ControlProtocol", "DaemonConfig", "DataPlane", "ServiceSupport", "StateStore", "SwitchCore", "SwitchExtensions",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .target(
             name: "ControlServer",
-            dependencies: ["ControlProtocol", "ServiceSupport", "SwitchService", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["Locking", "ControlProtocol", "ServiceSupport", "SwitchService", .product(name: "Logging", package: "swift-log")]
         ),
         .target(name: "LibvirtHook"),
         .target(
             name: "TapswitchDaemon",
-            dependencies: [
+            dependencies: ["Locking",
                 "ControlProtocol", "ControlServer", "DaemonConfig", "LinuxNet", "ServiceSupport", "StateStore", "SwitchExtensions", "SwitchService",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -111,21 +113,21 @@ let package = Package(
             path: "Fuzz/tapswitch-fuzz"
         ),
         // Shared by the privileged test suites: privilege probe, unique names, netns, deadline polls.
-        .target(name: "TestSupport", dependencies: ["LinuxNet", "ControlProtocol"], path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["Locking", "LinuxNet", "ControlProtocol"], path: "Tests/TestSupport"),
         // In-memory devices behind DataPlane's DeviceLayer: the real runtime without root (see its file header).
-        .target(name: "FakeDevices", dependencies: ["DataPlane", "LinuxNet", "SwitchCore"], path: "Tests/FakeDevices"),
+        .target(name: "FakeDevices", dependencies: ["Locking", "DataPlane", "LinuxNet", "SwitchCore"], path: "Tests/FakeDevices"),
         .testTarget(name: "SwitchCoreTests", dependencies: ["SwitchCore", "EmbeddedSwitch"]),
         .testTarget(name: "SwitchExtensionsTests", dependencies: ["SwitchExtensions", "SwitchCore", "EmbeddedSwitch"]),
-        .testTarget(name: "LinuxNetTests", dependencies: ["LinuxNet", "FakeVM", "TestSupport"]),
-        .testTarget(name: "DataPlaneTests", dependencies: ["DataPlane", "FakeDevices", "FakeVM", "LinuxNet", "TestSupport"]),
+        .testTarget(name: "LinuxNetTests", dependencies: ["Locking", "LinuxNet", "FakeVM", "TestSupport"]),
+        .testTarget(name: "DataPlaneTests", dependencies: ["Locking", "DataPlane", "FakeDevices", "FakeVM", "LinuxNet", "TestSupport"]),
         .testTarget(
             name: "DaemonTests",
-            dependencies: [
+            dependencies: ["Locking",
                 "TapswitchDaemon", "ControlServer", "DaemonConfig", "ServiceSupport", "StateStore", "SwitchService",
                 "ControlProtocol", "DataPlane", "FakeDevices", "FakeVM", "SwitchCore", "SwitchExtensions", "TestSupport",
             ]
         ),
         .testTarget(name: "LibvirtHookTests", dependencies: ["LibvirtHook", "ControlProtocol"]),
-        .testTarget(name: "QEMUTests", dependencies: ["ControlProtocol", "TestSupport"]),
+        .testTarget(name: "QEMUTests", dependencies: ["Locking", "ControlProtocol", "TestSupport"]),
     ]
 )

@@ -3,9 +3,9 @@ import Foundation
 import Logging
 import ServiceSupport
 import SwitchService
-import Synchronization
 #if canImport(Glibc)
 import Glibc
+import Locking
 #endif
 
 /// The control socket: accepts `tapswitchctl` connections, checks who is calling, reads one request
@@ -90,7 +90,7 @@ public final class ControlServer: Sendable {
     private let listenFD: Int32
     private let wakeRead: Int32
     private let wakeWrite: Int32
-    private let state: Mutex<State>
+    private let state: Locked<State>
     private let acceptDone = DispatchSemaphore(value: 0)
 
     /// Binds the socket (see ``UnixSocket/listen(path:group:)``) and starts accepting.
@@ -106,7 +106,7 @@ public final class ControlServer: Sendable {
             throw SwitchError(.system, "pipe: \(errnoText(e))")
         }
         (wakeRead, wakeWrite) = fds
-        state = Mutex(State(allowedGroup: gid, groupName: options.group))
+        state = Locked(State(allowedGroup: gid, groupName: options.group))
         let t = Thread { [self] in acceptLoop() }
         t.name = "tapswitch-accept"
         t.start()
@@ -292,7 +292,7 @@ public final class ControlServer: Sendable {
             reply(fd, .failure(SwitchError(.system, "cannot follow events: pipe: \(errnoText())")))
             return
         }
-        let outbox = Mutex<(lines: [Data], ended: Bool)>(([], false))
+        let outbox = Locked<(lines: [Data], ended: Bool)>(([], false))
         let pump = Task(executorPreference: DaemonExecutor.shared) {
             for await event in sub.live {
                 outbox.withLock { $0.lines.append(Wire.encodeLine(ControlResponse(event: event))) }

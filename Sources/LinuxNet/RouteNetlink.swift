@@ -1,8 +1,8 @@
 import CNetlink
-import Synchronization
 
 #if canImport(Glibc)
 import Glibc
+import Locking
 #endif
 
 /// Synchronous rtnetlink requests through libnl-route (`rtnl_link_*`).
@@ -20,7 +20,7 @@ public final class RouteNetlink: Sendable {
         }
     }
 
-    private let socket: Mutex<Socket>
+    private let socket: Locked<Socket>
 
     /// Opens and connects a `NETLINK_ROUTE` socket.
     public init() throws {
@@ -32,7 +32,7 @@ public final class RouteNetlink: Sendable {
             nl_socket_free(sock)
             throw NetlinkError(operation: "nl_connect(NETLINK_ROUTE)", code: rc)
         }
-        socket = Mutex(Socket(pointer: sock))
+        socket = Locked(Socket(pointer: sock))
     }
 
     // MARK: Queries

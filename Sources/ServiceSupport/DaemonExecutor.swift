@@ -1,5 +1,5 @@
 import Foundation
-import Synchronization
+import Locking
 
 /// Threads of the daemon's own on which its async control work runs (as a task executor
 /// preference), so the control plane never needs a free thread of Swift's cooperative pool.
@@ -20,7 +20,7 @@ public final class DaemonExecutor: TaskExecutor, Sendable {
     /// query or an event stream still gets answered).
     public static let shared = DaemonExecutor(threads: 2, name: "tapswitch-control")
 
-    private let queue = Mutex<(jobs: [UnownedJob], head: Int)>(([], 0))
+    private let queue = Locked<(jobs: [UnownedJob], head: Int)>(([], 0))
     private let available = DispatchSemaphore(value: 0)
 
     public init(threads: Int, name: String) {
@@ -60,7 +60,7 @@ public final class DaemonExecutor: TaskExecutor, Sendable {
 /// work runs on ``DaemonExecutor/shared``.
 public func blockingAwait<T: Sendable>(_ body: @escaping @Sendable () async -> T) -> T {
     let done = DispatchSemaphore(value: 0)
-    let box = Mutex<T?>(nil)
+    let box = Locked<T?>(nil)
     Task(executorPreference: DaemonExecutor.shared) {
         let v = await body()
         box.withLock { $0 = v }

@@ -1,8 +1,8 @@
 import Foundation
 import Logging
-import Synchronization
 #if canImport(Glibc)
 import Glibc
+import Locking
 #endif
 
 /// Log levels accepted by `--log-level`.
@@ -33,7 +33,7 @@ public struct StderrLogHandler: LogHandler {
     private let journal: Bool
 
     /// Serialises writes so lines from different threads never interleave.
-    private static let lock = Mutex(())
+    private static let lock = Locked(())
 
     public init(label: String, level: Logger.Level, journal: Bool = StderrLogHandler.stderrIsJournal()) {
         self.label = label
@@ -133,8 +133,8 @@ public struct StderrLogHandler: LogHandler {
 
 /// Installs ``StderrLogHandler`` as the process-wide handler; later calls only change the level.
 public enum DaemonLogging {
-    private static let bootstrapped = Mutex(false)
-    private static let currentLevel = Mutex(Logger.Level.info)
+    private static let bootstrapped = Locked(false)
+    private static let currentLevel = Locked(Logger.Level.info)
 
     public static func bootstrap(level: Logger.Level) {
         currentLevel.withLock { $0 = level }

@@ -1,6 +1,6 @@
 import ControlProtocol
 import Foundation
-import Synchronization
+import Locking
 
 /// Numbers lifecycle events, keeps a bounded history and fans them out to subscribers.
 ///
@@ -22,7 +22,7 @@ public final class EventHub: Sendable {
         var finished = false
     }
 
-    private let state = Mutex(State())
+    private let state = Locked(State())
     /// How many past events ``subscribe()`` returns.
     public let historyLimit: Int
 

@@ -5,7 +5,7 @@ import Foundation
 import ServiceSupport
 import SwitchExtensions
 import SwitchService
-import Synchronization
+import Locking
 
 /// `tapswitchd`'s command line: parses it and hands over to ``Daemon``. The executables call
 /// ``start(registry:makeBackend:)`` with the extensions they offer and the backend they run on
@@ -95,7 +95,7 @@ public struct TapswitchD: AsyncParsableCommand {
     }
 
     /// What ``limitCapabilities()`` did, for the daemon to log.
-    static let capabilities = Mutex<CapabilityReport?>(nil)
+    static let capabilities = Locked<CapabilityReport?>(nil)
 
     /// Keeps only the capabilities the daemon needs (``DaemonPrivileges``), deciding about
     /// `CAP_CHOWN` from the config's `[control] group`. Runs on the main thread before any other

@@ -5,11 +5,11 @@ import Logging
 import Testing
 @testable import ControlServer
 import StateStore
-import Synchronization
 import TestSupport
 @testable import SwitchService
 #if canImport(Glibc)
 import Glibc
+import Locking
 #endif
 
 /// The control server in-process, with the backend over in-memory devices and a short request timeout.
@@ -275,7 +275,7 @@ struct ControlServerTests {
 }
 
 final class Counter: Sendable {
-    private let count = Mutex(0)
+    private let count = Locked(0)
     func add() { count.withLock { $0 += 1 } }
     var value: Int { count.withLock { $0 } }
 }

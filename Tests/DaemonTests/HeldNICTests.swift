@@ -6,9 +6,9 @@ import Logging
 import StateStore
 import SwitchCore
 @testable import SwitchService
-import Synchronization
 import Testing
 import TestSupport
+import Locking
 
 /// Takes a NIC reference when the NIC of a port named in `targets` connects, and keeps it until the
 /// test releases it: an extension that holds up a removal.
@@ -48,7 +48,7 @@ struct HeldNICTests {
         let server = try ControlServer(options: .init(path: dir.file("control.sock")), service: service, logger: Logger(label: "test"))
         let path = server.options.path
         let events = await backend.subscribeEvents()
-        let seen = Mutex<[SwitchEvent]>([])
+        let seen = Locked<[SwitchEvent]>([])
         let collector = Task { for await e in events.live { seen.withLock { $0.append(e) } } }
         defer {
             events.cancel()

@@ -1,10 +1,10 @@
 import FakeVM
 import Foundation
-import Synchronization
 import Testing
 import TestSupport
 #if canImport(Glibc)
 import Glibc
+import Locking
 #endif
 
 /// A ``FakeVM`` attached to a VM's TAP, shareable between threads: the lock lets one thread at a time
@@ -13,14 +13,14 @@ import Glibc
 final class GuestNIC: Sendable {
     let tap: String
     let mac: [UInt8]
-    private let vm: Mutex<FakeVM?>
+    private let vm: Locked<FakeVM?>
 
     /// Attaches to `tap` as QEMU does (carrier goes up).
     init(tap: String, mac: String) throws {
         self.tap = tap
         guard let bytes = TestFrames.parseMAC(mac) else { throw TestHelperError("'\(mac)' is not a MAC address") }
         self.mac = bytes
-        vm = Mutex(try FakeVM(tap: tap))
+        vm = Locked(try FakeVM(tap: tap))
     }
 
     func send(_ frame: [UInt8]) throws {

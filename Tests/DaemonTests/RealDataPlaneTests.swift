@@ -6,6 +6,7 @@ import Testing
 import TestSupport
 #if canImport(Glibc)
 import Glibc
+import Locking
 #endif
 
 /// The real `tapswitchd` (DataPlane backend: persistent TAPs, AF_PACKET, netlink) driven only through the
@@ -345,8 +346,8 @@ struct RealDataPlaneTests {
         let finished = Atomic<Int>(0)
         /// Frames sent so far; frame `n` carries seq `n`.
         let sent = Atomic<UInt32>(0)
-        let received = Mutex<[(seq: UInt32, at: ContinuousClock.Instant)]>([])
-        let errors = Mutex<[String]>([])
+        let received = Locked<[(seq: UInt32, at: ContinuousClock.Instant)]>([])
+        let errors = Locked<[String]>([])
 
         func start(from a: GuestNIC, to b: GuestNIC, interval: Duration = .milliseconds(2), maxTime: Duration = .seconds(90)) {
             let sender = Thread { [self] in

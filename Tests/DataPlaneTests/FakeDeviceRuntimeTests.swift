@@ -3,10 +3,10 @@ import FakeDevices
 import FakeVM
 import Foundation
 import LinuxNet
-import Synchronization
 import SwitchCore
 import TestSupport
 import Testing
+import Locking
 
 /// The real runtime (packet loop, switch, lifecycle) over in-memory devices: no root needed.
 @Suite("SwitchRuntime over FakeDevices (unprivileged)")
@@ -88,7 +88,7 @@ struct FakeDeviceRuntimeTests {
     @Test("a TAP deleted by hand drives the stop sequence and reports the port lost; the other port keeps forwarding")
     func deletedByHand() async throws {
         try await withFakeRuntime { rt, devices, log in
-            let lost = Mutex<[String]>([])
+            let lost = Locked<[String]>([])
             rt.setPortLostHandler { name in lost.withLock { $0.append(name) } }
             for (tap, m) in [("fk-a", mac(0xA1)), ("fk-b", mac(0xB1)), ("fk-c", mac(0xC1))] {
                 try await rt.startVMNIC(VMNICSpec(vmName: tap, tap: tap, mac: m))

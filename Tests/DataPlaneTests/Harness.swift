@@ -1,14 +1,14 @@
 import DataPlane
 import Foundation
 import LinuxNet
-import Synchronization
 import SwitchCore
 import TestSupport
 import Testing
+import Locking
 
 /// Lifecycle events recorded from the runtime's queue, readable from the test.
 final class EventLog: Sendable {
-    private let events = Mutex<[LifecycleEvent]>([])
+    private let events = Locked<[LifecycleEvent]>([])
 
     func append(_ e: LifecycleEvent) { events.withLock { $0.append(e) } }
 

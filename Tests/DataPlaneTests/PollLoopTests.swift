@@ -2,15 +2,15 @@
 import Dispatch
 import Foundation
 import LinuxNet
-import Synchronization
 import Testing
+import Locking
 
 /// The packet loop's wait, on eventfds (no privileges): it must serve fds, yield the queue to
 /// control blocks at once although it is blocked in epoll, tick, and stop.
 @Suite("PollLoop", .serialized)
 struct PollLoopTests {
     final class Flag: Sendable {
-        private let value = Mutex(0)
+        private let value = Locked(0)
         func add() { value.withLock { $0 += 1 } }
         var count: Int { value.withLock { $0 } }
     }

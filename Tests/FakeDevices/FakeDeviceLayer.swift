@@ -45,8 +45,8 @@
 
 import DataPlane
 import LinuxNet
-import Synchronization
 import SwitchCore
+import Locking
 
 /// One frame as a fake device carries it.
 public struct FakeFrame: Sendable, Equatable {
@@ -112,7 +112,7 @@ public final class FakeDeviceLayer: DeviceLayer {
         var nextIndex: Int32 = 1000
     }
 
-    private let state = Mutex(State())
+    private let state = Locked(State())
     private let events = FakeLinkEvents()
 
     public init() {}
@@ -337,13 +337,13 @@ final class FakeWire: Sendable {
 
     let readiness: EventFD
     private let alwaysAttached: Bool
-    private let state: Mutex<State>
+    private let state: Locked<State>
 
     init(alwaysAttached: Bool) {
         // An eventfd cannot fail short of fd exhaustion, where a test cannot go on anyway.
         readiness = try! EventFD()
         self.alwaysAttached = alwaysAttached
-        state = Mutex(State(attached: alwaysAttached))
+        state = Locked(State(attached: alwaysAttached))
     }
 
     func setAttached(_ attached: Bool) {
@@ -448,7 +448,7 @@ final class FakePortDriver: PortDriver {
 /// Link notifications of a ``FakeDeviceLayer``: posted from any thread, drained on the loop.
 final class FakeLinkEvents: LinkEventSource, Sendable {
     private let ready = try! EventFD()  // see FakeWire.init
-    private let pending = Mutex<[LinkEvent]>([])
+    private let pending = Locked<[LinkEvent]>([])
 
     var readiness: PollHandle { ready.pollHandle }
 

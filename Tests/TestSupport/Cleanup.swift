@@ -1,5 +1,5 @@
 import LinuxNet
-import Synchronization
+import Locking
 
 /// Collects undo actions as a test creates things, and runs them in reverse order, so a test that fails
 /// half-way still deletes its devices, namespaces and processes.
@@ -18,7 +18,7 @@ public final class Cleanup: Sendable {
         var failures: [String] = []
     }
 
-    private let state = Mutex(State())
+    private let state = Locked(State())
 
     public init() {}
 

@@ -1,10 +1,10 @@
 import ControlProtocol
 import Foundation
-import Synchronization
 import Testing
 
 #if canImport(Glibc)
 import Glibc
+import Locking
 #endif
 
 /// A private `tapswitchd` for one test, driven only through the built `tapswitchctl` binary.
@@ -44,7 +44,7 @@ public final class DaemonUnderTest: Sendable {
     public let configPath: String
     public let logPath: String
     private let environment: [String: String]
-    private let process = Mutex<Process?>(nil)
+    private let process = Locked<Process?>(nil)
 
     /// Environment variables never inherited from the test process (the caller's `environment` may set them).
     private static let scrubbed = ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"]

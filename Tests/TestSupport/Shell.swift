@@ -1,8 +1,8 @@
 import Foundation
-import Synchronization
 
 #if canImport(Glibc)
 import Glibc
+import Locking
 #endif
 
 /// Runs external commands (`ip`, `ethtool`, ...) with a time limit.
@@ -39,8 +39,8 @@ public enum Shell {
 
         // Read both pipes concurrently so a chatty child cannot block on a full pipe.
         let readers = DispatchGroup()
-        let stdoutData = Mutex(Data())
-        let stderrData = Mutex(Data())
+        let stdoutData = Locked(Data())
+        let stderrData = Locked(Data())
         let outHandle = outPipe.fileHandleForReading
         let errHandle = errPipe.fileHandleForReading
 

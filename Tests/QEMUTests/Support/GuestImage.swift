@@ -1,6 +1,6 @@
 import Foundation
 import TestSupport
-import Synchronization
+import Locking
 
 /// Kernel and initramfs of the test guest, built from Debian packages by `scripts/build-guest`.
 struct GuestImage: Sendable, Equatable {
@@ -12,7 +12,7 @@ struct GuestImage: Sendable, Equatable {
     /// The repository root: `TAPSWITCH_REPO`, else found from this file's location (`Tests/QEMUTests/Support/`).
     static var repositoryRoot: URL { URL(fileURLWithPath: Products.repositoryRoot) }
 
-    private static let located = Mutex<GuestImage?>(nil)
+    private static let located = Locked<GuestImage?>(nil)
 
     /// Runs `scripts/build-guest` once per process (it builds on first use, then answers from its
     /// cache in about a second) and returns the image paths.
@@ -63,7 +63,7 @@ struct GuestImage: Sendable, Equatable {
 
 /// Reads a file handle to its end on a background thread; `wait()` returns everything read.
 private final class ReadInBackground: Sendable {
-    private let result = Mutex<Data?>(nil)
+    private let result = Locked<Data?>(nil)
     private let done = DispatchSemaphore(value: 0)
 
     init(_ handle: FileHandle) {
