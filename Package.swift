@@ -72,7 +72,7 @@ let package = Package(
         .target(
             name: "SwitchService",
             dependencies: ["Locking",
-                "ControlProtocol", "DaemonConfig", "DataPlane", "ServiceSupport", "StateStore", "SwitchCore", "SwitchExtensions",
+                "ControlProtocol", "DaemonConfig", "DataPlane", "LinuxNet", "ServiceSupport", "StateStore", "SwitchCore", "SwitchExtensions",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

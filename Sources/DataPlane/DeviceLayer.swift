@@ -21,8 +21,18 @@ public protocol DeviceLayer: AnyObject, Sendable {
     func isTAP(_ name: String) -> Bool
 
     /// Creates the persistent TAP `name`, attachable by `owner`/`group` (nil: root only), admin-down,
-    /// with no fd left attached. Throws if any link of that name exists.
-    func createTAP(_ name: InterfaceName, owner: UInt32?, group: UInt32?) throws
+    /// with no fd left attached. Throws if any link of that name exists. A `marker` becomes the
+    /// TAP's alias before it is made persistent, so no persistent TAP exists without it.
+    func createTAP(_ name: InterfaceName, owner: UInt32?, group: UInt32?, marker: String?) throws
+
+    /// Replaces the marker (interface alias) of the TAP `name`.
+    func setMarker(_ name: String, _ marker: String) throws
+
+    /// Every link in tapswitch's namespace, with its alias (to find the TAPs tapswitch marked).
+    func links() throws -> [LinkInfo]
+
+    /// Who may attach to the TAP `name` (nil: unrestricted), as the kernel shows it.
+    func tapOwnership(_ name: String) -> (owner: UInt32?, group: UInt32?)
 
     /// Readies a VM's TAP: host stack off (no IPv6 autoconf, no addresses), MAC (nil leaves it),
     /// MTU, admin-up.
@@ -111,8 +121,19 @@ public final class LinuxDeviceLayer: DeviceLayer {
 
     public func isTAP(_ name: String) -> Bool { TapDevice.isTap(name) }
 
-    public func createTAP(_ name: InterfaceName, owner: UInt32?, group: UInt32?) throws {
-        try TapDevice.createPersistent(name: name, owner: owner, group: group)
+    public func createTAP(_ name: InterfaceName, owner: UInt32?, group: UInt32?, marker: String?) throws {
+        try TapDevice.createPersistent(name: name, owner: owner, group: group) { [net] in
+            if let marker { try net.setAlias(name.value, marker) }
+        }
+    }
+
+    public func setMarker(_ name: String, _ marker: String) throws { try net.setAlias(name, marker) }
+
+    public func links() throws -> [LinkInfo] { try net.links() }
+
+    public func tapOwnership(_ name: String) -> (owner: UInt32?, group: UInt32?) {
+        let a = TapDevice.attributes(name)
+        return (a?.owner, a?.group)
     }
 
     public func configureVMTAP(_ name: String, mac: MACAddress?, mtu: UInt32) throws {

@@ -23,11 +23,12 @@ extension SwitchRuntime {
             }
         } else {
             do {
-                try devices.createTAP(name, owner: spec.owner, group: spec.group)
+                try devices.createTAP(name, owner: spec.owner, group: spec.group, marker: spec.marker)
             } catch {
                 throw SwitchError("cannot create TAP \(spec.tap)", cause: error)
             }
             created = true
+            CrashPoint.reach("vm-start:tap-created")
         }
         do {
             try devices.configureVMTAP(spec.tap, mac: created ? spec.mac : nil, mtu: spec.mtu)
@@ -147,7 +148,23 @@ extension SwitchRuntime {
     /// Deletes the VM TAP `name` (after its port is gone).
     public func deleteTAP(named name: String) throws(SwitchError) {
         do { try devices.deleteLink(name) } catch { throw SwitchError("port \(name) removed, but deleting its TAP failed", cause: error) }
+        CrashPoint.reach("vm-stop:tap-deleted")
     }
+
+    /// Replaces the marker (alias) of the TAP `name`. Control path only.
+    public func setMarker(named name: String, _ marker: String) throws(SwitchError) {
+        do { try devices.setMarker(name, marker) } catch { throw SwitchError("cannot mark TAP \(name)", cause: error) }
+    }
+
+    /// The TAPs whose marker (alias) starts with `prefix`, with their kernel-side facts. Control path only.
+    public func markedTAPs(prefix: String) throws(SwitchError) -> [LinkInfo] {
+        let all: [LinkInfo]
+        do { all = try devices.links() } catch { throw SwitchError("cannot list network devices", cause: error) }
+        return all.filter { $0.alias?.hasPrefix(prefix) == true && devices.isTAP($0.name) }
+    }
+
+    /// Who may attach to the TAP `name`, as the kernel shows it (nil: unrestricted).
+    public func tapOwnership(_ name: String) -> (owner: UInt32?, group: UInt32?) { devices.tapOwnership(name) }
 
     /// Changes a port's policy settings (its VLAN and security properties) between two batches,
     /// so the very next frame sees them. Each property change is vetoable; a veto leaves the old

@@ -17,9 +17,12 @@ public struct VMNICSpec: Sendable, Equatable {
     public var vlan: VLANID?
     /// Further port properties (policy settings) added before NIC_CREATE.
     public var properties: [PortProperty]
+    /// The alias a newly created TAP carries from its first moment (how a restarted daemon
+    /// recognises its own TAPs); nil for none. An adopted TAP keeps the one it has.
+    public var marker: String?
 
     public init(vmName: String, tap: String, mac: MACAddress, owner: UInt32? = nil, group: UInt32? = nil, mtu: UInt32 = 1500,
-                type: PortType = .synthetic, vlan: VLANID? = nil, properties: [PortProperty] = []) {
+                type: PortType = .synthetic, vlan: VLANID? = nil, properties: [PortProperty] = [], marker: String? = nil) {
         self.vmName = vmName
         self.tap = tap
         self.mac = mac
@@ -29,6 +32,7 @@ public struct VMNICSpec: Sendable, Equatable {
         self.type = type
         self.vlan = vlan
         self.properties = properties
+        self.marker = marker
     }
 }
 

@@ -25,9 +25,12 @@ public struct LinkInfo: Sendable, Equatable, CustomStringConvertible {
     /// device's qdisc, shortly *after* carrier comes on; until then frames sent through the qdisc are dropped
     /// silently (qdisc bypass is not affected).
     public var isOperUp: Bool
+    /// The interface alias (`IFLA_IFALIAS`, `ip link set NAME alias TEXT`); nil when none is set.
+    /// tapswitch marks the TAPs it creates with one (`tapswitch:...`).
+    public var alias: String?
 
     public init(index: Int32, name: String, mtu: UInt32, mac: [UInt8], isUp: Bool, hasCarrier: Bool, kind: String?,
-                isOperUp: Bool = false) {
+                isOperUp: Bool = false, alias: String? = nil) {
         self.index = index
         self.name = name
         self.mtu = mtu
@@ -36,6 +39,7 @@ public struct LinkInfo: Sendable, Equatable, CustomStringConvertible {
         self.hasCarrier = hasCarrier
         self.kind = kind
         self.isOperUp = isOperUp
+        self.alias = alias
     }
 
     public var description: String {
@@ -62,5 +66,6 @@ public struct LinkInfo: Sendable, Equatable, CustomStringConvertible {
         hasCarrier = flags & TS_IFF_LOWER_UP != 0
         kind = rtnl_link_get_type(link).map { String(cString: $0) }
         isOperUp = rtnl_link_get_operstate(link) == 6  // IF_OPER_UP
+        alias = rtnl_link_get_ifalias(link).map { String(cString: $0) }.flatMap { $0.isEmpty ? nil : $0 }
     }
 }

@@ -93,6 +93,11 @@ public final class RouteNetlink: Sendable {
         }
     }
 
+    /// Sets the interface alias of `name` (`IFLA_IFALIAS`, at most 255 bytes; "" removes it).
+    public func setAlias(_ name: String, _ alias: String) throws {
+        try change(name, operation: "set alias") { change in rtnl_link_set_ifalias(change, alias) }
+    }
+
     /// Deletes the link `name` (for a TAP this works even while QEMU holds it open).
     public func deleteLink(_ name: String) throws {
         try socket.withLock { sock throws(NetlinkError) in

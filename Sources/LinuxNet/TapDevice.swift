@@ -26,11 +26,18 @@ public enum TapDevice {
     ///   failing ioctl. On failure nothing is left behind: the device is only made persistent last.
     /// The creating fd lives on a thread with its own fd table, so no process spawned meanwhile can keep
     /// the new TAP attached (see ``onPrivateFileTable(_:)``).
-    public static func createPersistent(name: InterfaceName, owner: UInt32?, group: UInt32?, multiQueue: Bool = false) throws {
-        try onPrivateFileTable { () throws in try create(name: name, owner: owner, group: group, multiQueue: multiQueue) }
+    ///   - beforePersist: runs while the new TAP exists but is not yet persistent (closing the creating
+    ///     fd would still destroy it), e.g. to set its alias: a crash before it completes leaves no TAP,
+    ///     so every persistent TAP made here carries what it set.
+    public static func createPersistent(name: InterfaceName, owner: UInt32?, group: UInt32?, multiQueue: Bool = false,
+                                        beforePersist: () throws -> Void = {}) throws {
+        try onPrivateFileTable { () throws in
+            try create(name: name, owner: owner, group: group, multiQueue: multiQueue, beforePersist: beforePersist)
+        }
     }
 
-    private static func create(name: InterfaceName, owner: UInt32?, group: UInt32?, multiQueue: Bool) throws {
+    private static func create(name: InterfaceName, owner: UInt32?, group: UInt32?, multiQueue: Bool,
+                               beforePersist: () throws -> Void) throws {
         if if_nametoindex(name.value) != 0 {
             throw SystemError(operation: "create TAP", device: name.value, errno: EEXIST,
                               detail: "a link with this name already exists")
@@ -46,6 +53,7 @@ public enum TapDevice {
         if let group {
             try systemCall("TUNSETGROUP", device: name.value) { ts_ioctl_ulong(fd, TS_TUNSETGROUP, UInt(group)) }
         }
+        try beforePersist()
         try systemCall("TUNSETPERSIST", device: name.value) { ts_ioctl_ulong(fd, TS_TUNSETPERSIST, 1) }
     }
 

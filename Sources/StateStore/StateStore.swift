@@ -80,14 +80,7 @@ public struct StateStore: Sendable {
         case .otherVersion(let v): throw versionError(v)
         case .damaged(let w): why = w
         }
-        // 20270115T080000Z: UTC, sortable, no ':' (awkward in shells and some tools).
-        let stamp = now.formatted(Date.ISO8601FormatStyle(timeZone: .gmt)).filter { $0 != ":" && $0 != "-" }
-        var aside = "\(path).corrupt-\(stamp)"
-        var n = 1
-        while access(aside, F_OK) == 0 {
-            n += 1
-            aside = "\(path).corrupt-\(stamp)-\(n)"
-        }
+        let aside = asideName(for: path, now: now)
         guard rename(path, aside) == 0 else {
             throw SwitchError(.system, "state file \(path) is damaged (\(why)) and cannot be moved aside to \(aside): \(errnoText())")
         }
@@ -185,16 +178,23 @@ public struct StateStore: Sendable {
 
     /// Replaces the recorded state atomically, creating the directory itself (mode 0700) if needed.
     public func save(_ records: StateRecords) throws(SwitchError) {
-        if mkdir(directory, 0o700) != 0 && errno != EEXIST {
-            throw SwitchError(.system, "cannot create state directory \(directory): \(errnoText())")
-        }
         let data: Data
         do {
             data = try Wire.makeEncoder(pretty: true).encode(File(version: Self.formatVersion, records: records))
         } catch {
             throw SwitchError(.system, "cannot encode state: \(error)")
         }
-        let tmp = "\(directory)/.state.json.\(getpid()).tmp"
+        try writeAtomically(data, to: "state.json")
+    }
+
+    /// Writes `data` as `name` in the directory: temporary file, fsync, rename, fsync of the
+    /// directory, so a crash leaves the old or the new file, never half of one.
+    private func writeAtomically(_ data: Data, to name: String) throws(SwitchError) {
+        if mkdir(directory, 0o700) != 0 && errno != EEXIST {
+            throw SwitchError(.system, "cannot create state directory \(directory): \(errnoText())")
+        }
+        let path = "\(directory)/\(name)"
+        let tmp = "\(directory)/.\(name).\(getpid()).tmp"
         let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw SwitchError(.system, "open \(tmp): \(errnoText())") }
         var ok = data.withUnsafeBytes { raw -> Bool in
@@ -220,5 +220,97 @@ public struct StateStore: Sendable {
         }
         // Make the rename itself durable.
         syncDirectory()
+    }
+
+    // MARK: - Intent record
+
+    /// Where the intent record lives (present only while a device step is under way).
+    public var intentPath: String { directory + "/intent.json" }
+
+    /// Records, durably, that `intent` is about to create or delete devices (write-ahead: before
+    /// the first device is touched). A restart that finds it completes or undoes the step.
+    public func recordIntent(_ intent: Intent) throws(SwitchError) {
+        let data: Data
+        do { data = try Wire.makeEncoder(pretty: true).encode(intent) } catch {
+            throw SwitchError(.system, "cannot encode intent: \(error)")
+        }
+        try writeAtomically(data, to: "intent.json")
+    }
+
+    /// Removes the intent record once its step is complete (or undone) and recorded.
+    public func clearIntent() throws(SwitchError) {
+        if unlink(intentPath) != 0 && errno != ENOENT {
+            throw SwitchError(.system, "cannot remove intent record \(intentPath): \(errnoText())")
+        }
+        syncDirectory()
+    }
+
+    /// The intent record a crashed run left, if any. A damaged one is moved aside
+    /// (`intent.json.corrupt-TIME`) and reported as `damage`: its step is then unknown.
+    public func loadIntent(now: Date = Date()) throws(SwitchError) -> (intent: Intent?, damage: String?) {
+        var st = stat()
+        if lstat(intentPath, &st) != 0 {
+            if errno == ENOENT { return (nil, nil) }
+            throw SwitchError(.system, "cannot read intent record \(intentPath): \(errnoText())")
+        }
+        let data = FileManager.default.contents(atPath: intentPath) ?? Data()
+        if st.st_mode & S_IFMT == S_IFREG, let intent = try? Wire.makeDecoder().decode(Intent.self, from: data) {
+            return (intent, nil)
+        }
+        let aside = asideName(for: intentPath, now: now)
+        guard rename(intentPath, aside) == 0 else {
+            throw SwitchError(.system, "intent record \(intentPath) is damaged and cannot be moved aside to \(aside): \(errnoText())")
+        }
+        syncDirectory()
+        return (nil, "intent record \(intentPath) was damaged; moved it aside to \(aside)")
+    }
+
+    // MARK: - Switch identity
+
+    /// This state directory's switch identity (16 hex digits, in `switch-id`, made once): the TAPs
+    /// the daemon creates carry it in their marker, so a restarted daemon tells its own TAPs from
+    /// those of another switch on the host. A missing or unreadable file gets a new identity.
+    public func switchID() throws(SwitchError) -> String {
+        let path = directory + "/switch-id"
+        if let data = FileManager.default.contents(atPath: path),
+           let text = String(data: data, encoding: .utf8)?.trimmingCharacters(in: .whitespacesAndNewlines),
+           text.utf8.count == 16, text.allSatisfy({ $0.isHexDigit }) {
+            return text
+        }
+        let hex = String(UInt64.random(in: 1...UInt64.max), radix: 16)
+        let id = String(repeating: "0", count: 16 - hex.count) + hex
+        try writeAtomically(Data((id + "\n").utf8), to: "switch-id")
+        return id
+    }
+
+    private func asideName(for path: String, now: Date) -> String {
+        // 20270115T080000Z: UTC, sortable, no ':' (awkward in shells and some tools).
+        let stamp = now.formatted(Date.ISO8601FormatStyle(timeZone: .gmt)).filter { $0 != ":" && $0 != "-" }
+        var aside = "\(path).corrupt-\(stamp)"
+        var n = 1
+        while access(aside, F_OK) == 0 {
+            n += 1
+            aside = "\(path).corrupt-\(stamp)-\(n)"
+        }
+        return aside
+    }
+}
+
+/// A step that creates or deletes devices, recorded before it starts (see
+/// ``StateStore/recordIntent(_:)``): which VM, which TAPs, and whether they are being created or
+/// deleted.
+public struct Intent: Codable, Sendable, Equatable {
+    public enum Operation: String, Codable, Sendable {
+        case vmStart = "vm-start"
+        case vmStop = "vm-stop"
+    }
+    public var operation: Operation
+    public var vm: String
+    public var taps: [String]
+
+    public init(_ operation: Operation, vm: String, taps: [String]) {
+        self.operation = operation
+        self.vm = vm
+        self.taps = taps
     }
 }

@@ -1,6 +1,7 @@
 import ControlProtocol
 import DaemonConfig
 import Foundation
+import LinuxNet
 import Logging
 import ServiceSupport
 import StateStore
@@ -157,6 +158,13 @@ public actor ControlService {
 
     private func startVM(_ spec: VMSpec) async throws(SwitchError) -> [PortInfo] {
         if records.vm(named: spec.name) != nil { throw SwitchError(.exists, "VM '\(spec.name)' is already running") }
+        // Write-ahead: a crash from here until the intent is cleared is undone by the next start
+        // (the TAPs made so far are deleted) unless the VM was recorded, which completes it.
+        do throws(SwitchError) { try store.recordIntent(Intent(.vmStart, vm: spec.name, taps: spec.nics.map(\.tap))) } catch {
+            throw error.context("VM '\(spec.name)' was not started: cannot record state")
+        }
+        CrashPoint.reach("vm-start:intent")
+        defer { clearIntent() }
         let ports = try await backend.startVM(spec)
         var recorded = spec
         // Record the MACs actually assigned, so a restart re-adopts the same addresses.
@@ -171,6 +179,7 @@ public actor ControlService {
             _ = try? await backend.stopVM(named: spec.name, force: true)
             throw error.context("VM '\(spec.name)' was not started: cannot record state")
         }
+        CrashPoint.reach("vm-start:recorded")
         logger.notice("VM started", metadata: ["vm": "\(spec.name)", "nics": "\(spec.nics.map(\.tap).joined(separator: ","))"])
         return ports
     }
@@ -179,11 +188,31 @@ public actor ControlService {
     private func stopVM(_ name: String, force: Bool) async throws(SwitchError) -> [String]? {
         var after = records
         after.vms.removeAll { $0.name == name }
-        let pending = try await recordingFirst(after, "VM '\(name)' was not stopped") { () async throws(SwitchError) in
-            try await backend.stopVM(named: name, force: force)
+        let taps = records.vm(named: name)?.nics.map(\.tap) ?? []
+        if !taps.isEmpty {
+            // Write-ahead: a crash after the new records are written completes the stop at the next
+            // start (the VM's TAPs are deleted); before that, nothing was touched and the VM stays.
+            do throws(SwitchError) { try store.recordIntent(Intent(.vmStop, vm: name, taps: taps)) } catch {
+                throw error.context("VM '\(name)' was not stopped: cannot record state")
+            }
+            CrashPoint.reach("vm-stop:intent")
         }
+        defer { if !taps.isEmpty { clearIntent() } }
+        let pending = try await recordingFirst(after, "VM '\(name)' was not stopped") { () async throws(SwitchError) in
+            CrashPoint.reach("vm-stop:recorded")
+            return try await backend.stopVM(named: name, force: force)
+        }
+        CrashPoint.reach("vm-stop:done")
         logger.notice("VM stopped", metadata: ["vm": "\(name)", "pending": "\(pending.joined(separator: ","))"])
         return pending.isEmpty ? nil : pending
+    }
+
+    /// The step is complete (or rolled back) and recorded: its intent goes. Failing that, the next
+    /// start finds a stale intent, which it resolves against the records and the kernel anyway.
+    private func clearIntent() {
+        do throws(SwitchError) { try store.clearIntent() } catch {
+            logger.error("cannot remove the intent record", metadata: ["error": "\(error.message)"])
+        }
     }
 
     private func addInternal(_ spec: InternalPortSpec) async throws(SwitchError) -> PortInfo {
@@ -303,6 +332,89 @@ public actor ControlService {
                 do throws(SwitchError) { _ = try await startVM(spec) } catch { failures.append("vm \(spec.name): \(error.message)") }
             }
             return failures
+        }
+    }
+
+    /// What ``recoverInterrupted(intent:)`` did, one line each (logged by the daemon).
+    public struct Recovery: Sendable, Equatable {
+        /// Lines for the log: what was completed, undone, adopted or removed, and why.
+        public var actions: [String] = []
+        /// Problems (a TAP that could not be deleted, the markers unreadable).
+        public var problems: [String] = []
+    }
+
+    /// Brings the records and the kernel into agreement after a crash, before re-adoption:
+    /// - the interrupted step of `intent` (left by a crash) is completed or undone: a `vm start`
+    ///   whose VM was recorded stands, one not recorded is undone (its TAPs are deleted); a `vm stop`
+    ///   whose VM is no longer recorded is completed (its TAPs are deleted), one still recorded
+    ///   never touched a device and the VM stays;
+    /// - TAPs marked as this switch's but not recorded: those marked `removing` (a recorded stop
+    ///   whose deletion was interrupted or still held) are deleted; the others (their record lost
+    ///   with a damaged state file) are adopted as the marker describes them (VM, NIC index, type,
+    ///   settings; MAC, MTU, owner and group as the kernel shows them), or deleted when the marker
+    ///   could not hold their settings (adopting them with other settings could open a VLAN).
+    /// Then the intent record goes and the records are saved if they changed.
+    public func recoverInterrupted(intent: Intent?) async -> Recovery {
+        await serially {
+            var r = Recovery()
+            let before = records
+            var marked: [MarkedTAP] = []
+            do throws(SwitchError) { marked = try await backend.markedTAPs() } catch {
+                r.problems.append("cannot read the TAPs' markers: \(error.message)")
+            }
+            let ours = Dictionary(marked.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+            func delete(_ tap: String, _ why: String) async {
+                do throws(SwitchError) {
+                    try await backend.deleteLeftoverTAP(named: tap)
+                    r.actions.append("deleted TAP \(tap): \(why)")
+                } catch {
+                    if error.code != .notFound { r.problems.append("cannot delete TAP \(tap) (\(why)): \(error.message)") }
+                }
+            }
+            var handled = Set<String>()
+            if let intent {
+                let recorded = records.vm(named: intent.vm) != nil
+                switch (intent.operation, recorded) {
+                case (.vmStart, true):
+                    r.actions.append("vm start of '\(intent.vm)' was interrupted after it was recorded: completed, the VM is re-adopted")
+                case (.vmStart, false):
+                    r.actions.append("vm start of '\(intent.vm)' was interrupted before it was recorded: undone")
+                    for tap in intent.taps where ours[tap] != nil { await delete(tap, "interrupted vm start of '\(intent.vm)'") }
+                case (.vmStop, false):
+                    r.actions.append("vm stop of '\(intent.vm)' was interrupted after it was recorded: completed")
+                    for tap in intent.taps where ours[tap] != nil { await delete(tap, "interrupted vm stop of '\(intent.vm)'") }
+                case (.vmStop, true):
+                    r.actions.append("vm stop of '\(intent.vm)' was interrupted before it was recorded: nothing was removed, the VM is re-adopted")
+                }
+                handled.formUnion(intent.taps)
+            }
+            let recordedTAPs = records.portNames
+            for tap in marked.sorted(by: { ($0.marker.vm, $0.marker.nic) < ($1.marker.vm, $1.marker.nic) })
+            where !handled.contains(tap.name) && !recordedTAPs.contains(tap.name) {
+                let m = tap.marker
+                if m.removing {
+                    await delete(tap.name, "its vm stop was recorded, its deletion had not finished")
+                } else if let settings = m.settings {
+                    var nic = NICSpec(tap: tap.name, mac: tap.mac, owner: tap.owner.map { String($0) }, group: tap.group.map { String($0) },
+                                      mtu: tap.mtu, type: m.type)
+                    if let s = try? PortSettings.parse(settings) { nic.record(s) }
+                    if let v = records.vms.firstIndex(where: { $0.name == m.vm }) {
+                        records.vms[v].nics.append(nic)
+                    } else {
+                        records.vms.append(VMSpec(name: m.vm, nics: [nic]))
+                    }
+                    r.actions.append("adopted TAP \(tap.name) as NIC \(m.nic) of VM '\(m.vm)' from its marker (its record was lost)")
+                } else {
+                    await delete(tap.name, "its record was lost and its marker does not hold its settings")
+                }
+            }
+            if records != before {
+                do throws(SwitchError) { try store.save(records) } catch {
+                    r.problems.append("cannot record state: \(error.message)")
+                }
+            }
+            if intent != nil { clearIntent() }
+            return r
         }
     }
 

@@ -2,6 +2,7 @@ import ControlProtocol
 import DataPlane
 import Dispatch
 import Foundation
+import LinuxNet
 import Logging
 import ServiceSupport
 import StateStore
@@ -41,6 +42,8 @@ public actor DataPlaneBackend: SwitchBackend {
         var token: UInt64
     }
     private var nextRemovalToken: UInt64 = 0
+    /// The switch identity in the markers of the TAPs it creates (nil: no markers).
+    private var markerID: String?
     private var lostHandler: (@Sendable (LostPort) -> Void)?
 
     /// The extensions this backend can enable, in their default order.
@@ -235,10 +238,19 @@ public actor DataPlaneBackend: SwitchBackend {
             do throws(SwitchError) {
                 let owner = try nic.owner.map { n throws(SwitchError) in try Self.uid(n) }
                 let group = try nic.group.map { n throws(SwitchError) in try Self.gid(n) }
+                let settings = try nic.portSettings()
+                let marker = markerText(vm: spec.name, index: i, nic: nic, settings: settings)
                 try await rt.startVMNIC(VMNICSpec(vmName: spec.name, tap: nic.tap, mac: mac, owner: owner, group: group,
                                                   mtu: UInt32(nic.mtu ?? NICSpec.defaultMTU), type: nic.type,
-                                                  properties: try nic.portSettings().properties), isRestore: restore)
+                                                  properties: settings.properties, marker: marker), isRestore: restore)
                 created.append(nic.tap)
+                if restore, let marker {
+                    // An adopted TAP gets the current marker (made by an older version, or settings changed).
+                    do throws(SwitchError) { try rt.setMarker(named: nic.tap, marker) } catch {
+                        logger.warning("cannot mark adopted TAP", metadata: ["tap": "\(nic.tap)", "error": "\(error.message)"])
+                    }
+                }
+                if !restore { CrashPoint.reach("vm-start:nic-plugged") }
             } catch {
                 if restore {
                     // Re-adoption: the VM keeps running on the NICs already adopted and QEMU may
@@ -279,7 +291,16 @@ public actor DataPlaneBackend: SwitchBackend {
         }
         var failures: [String] = []
         var pending: [String] = []
-        for nic in spec.nics {
+        for (i, nic) in spec.nics.enumerated() {
+            // The stop is recorded: a restart that finds this TAP (its deletion interrupted, or
+            // still held by references) deletes it.
+            if let markerID {
+                let marker = TapMarker(switchID: markerID, vm: name, nic: i, type: nic.type, removing: true,
+                                       settings: (try? nic.portSettings())?.assignments)
+                do throws(SwitchError) { try rt.setMarker(named: nic.tap, marker.text) } catch {
+                    if error.code != .notFound { logger.warning("cannot mark TAP as being removed", metadata: ["tap": "\(nic.tap)", "error": "\(error.message)"]) }
+                }
+            }
             guard inSwitch.contains(where: { $0.port.name == nic.tap }) else {
                 // Recorded but not in the switch (a NIC that failed re-adoption): its TAP is ours.
                 do throws(SwitchError) { try rt.deleteTAP(named: nic.tap) } catch {
@@ -425,6 +446,14 @@ public actor DataPlaneBackend: SwitchBackend {
         }
         internals[name]?.settings = settings.assignments
         externals[name]?.settings = settings.assignments
+        for spec in vms.values {
+            guard let i = spec.nics.firstIndex(where: { $0.tap == name }),
+                  let marker = markerText(vm: spec.name, index: i, nic: spec.nics[i], settings: settings) else { continue }
+            // The marker carries the settings, for a restart that lost state.json.
+            do throws(SwitchError) { try rt.setMarker(named: name, marker) } catch {
+                logger.warning("cannot update the TAP's marker", metadata: ["tap": "\(name)", "error": "\(error.message)"])
+            }
+        }
         let port = try await portInfo(name)
         hub.publish(.portProperty, portId: port.id, portName: name, vmName: port.nic?.vmName,
                     detail: settings.assignments.isEmpty ? "defaults" : settings.assignments.joined(separator: " "))
@@ -470,6 +499,35 @@ public actor DataPlaneBackend: SwitchBackend {
             }
         }
         return outcome
+    }
+
+    // MARK: - Markers
+
+    public func setMarkerIdentity(_ id: String) async { markerID = id }
+
+    private func markerText(vm: String, index: Int, nic: NICSpec, settings: PortSettings?) -> String? {
+        guard let markerID else { return nil }
+        return TapMarker(switchID: markerID, vm: vm, nic: index, type: nic.type, settings: settings?.assignments).text
+    }
+
+    public func markedTAPs() async throws(SwitchError) -> [MarkedTAP] {
+        let rt = try running()
+        guard let markerID else { return [] }
+        return try rt.markedTAPs(prefix: TapMarker.prefix(markerID)).compactMap { link in
+            guard let alias = link.alias, let marker = TapMarker(parsing: alias, switchID: markerID) else { return nil }
+            let m = link.mac
+            let mac = m.count == 6 ? MACAddress(m[0], m[1], m[2], m[3], m[4], m[5]) : nil
+            let who = rt.tapOwnership(link.name)
+            return MarkedTAP(name: link.name, marker: marker, mac: mac, mtu: Int(link.mtu), owner: who.owner, group: who.group)
+        }
+    }
+
+    public func deleteLeftoverTAP(named name: String) async throws(SwitchError) {
+        let rt = try running()
+        if await rt.snapshot().ports.contains(where: { $0.port.name == name }) {
+            throw SwitchError(.busy, "TAP \(name) is a port of the switch; not deleted")
+        }
+        try rt.deleteTAP(named: name)
     }
 
     // MARK: - Queries

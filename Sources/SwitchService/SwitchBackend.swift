@@ -98,6 +98,16 @@ public protocol SwitchBackend: Sendable {
     /// the daemon updates its state file.
     func setPortLostHandler(_ handler: @escaping @Sendable (LostPort) -> Void) async
 
+    /// The identity that marks the TAPs this switch creates (``TapMarker``; the state directory's
+    /// ``StateStore/switchID()``). Call once, before ``adopt(_:)``; without it TAPs carry no marker.
+    func setMarkerIdentity(_ id: String) async
+
+    /// The TAPs carrying this switch's marker, as the kernel shows them (with the identity set).
+    func markedTAPs() async throws(SwitchError) -> [MarkedTAP]
+
+    /// Deletes a TAP of this switch that is no port of it (left by an interrupted step).
+    func deleteLeftoverTAP(named name: String) async throws(SwitchError)
+
     /// Stops the packet loop and ends event streams. Leaves TAPs and ports in place (also those
     /// whose removal was still pending).
     func shutdown() async

@@ -147,14 +147,16 @@ public struct Daemon: Sendable {
 
         let store = StateStore(directory: options.stateDirectory)
         let recorded: StateRecords
+        let intent: Intent?
         do {
             try store.prepare()
+            await backend.setMarkerIdentity(try store.switchID())
             let recovery = try store.loadRecovering()
             recorded = recovery.records
             if let aside = recovery.setAside {
-                // Loud: the previous run's VMs that were not recovered are no longer managed.
+                // Loud: the previous run's records were damaged; the kernel's marked TAPs fill the gaps.
                 let message = "state file was damaged: moved it aside and started with what could be recovered; "
-                    + "TAPs of VMs not recovered are left in place, unmanaged (start them again with vm start after deleting the TAP, or delete them)"
+                    + "TAPs this switch marked whose records were lost are adopted from their markers (see the lines that follow)"
                 logger.critical("\(message)", metadata: [
                     "damaged": "\(aside)", "reason": "\(recovery.damage ?? "")", "recovered-vms": "\(recorded.vms.count)",
                     "recovered-ports": "\(recorded.internalPorts.count + recorded.externalPorts.count)", "lost-entries": "\(recovery.lostEntries)",
@@ -162,6 +164,9 @@ public struct Daemon: Sendable {
                 // The recovered records replace the damaged file at once, so a crash now loses nothing more.
                 try store.save(recorded)
             }
+            let loaded = try store.loadIntent()
+            intent = loaded.intent
+            if let damage = loaded.damage { logger.critical("\(damage); its step is resolved from the TAPs' markers") }
         } catch {
             Self.printError("tapswitchd: \(error.message)")
             await backend.shutdown()
@@ -170,11 +175,15 @@ public struct Daemon: Sendable {
         let service = ControlService(backend: backend, store: store, records: recorded, logger: logger)
         await service.watchLostPorts()
         await service.noteExtensionSettings(config.extensionSettings)
+        // Before re-adoption: finish or undo what a crash interrupted, so the records match the kernel.
+        let recovery = await service.recoverInterrupted(intent: intent)
+        for line in recovery.actions { logger.warning("crash recovery: \(line)") }
+        for line in recovery.problems { logger.error("crash recovery: \(line)") }
         let outcome = await service.adoptRecorded()
         for f in outcome.failures {
             logger.error("could not re-adopt recorded port", metadata: ["what": "\(f.what)", "error": "\(f.reason)"])
         }
-        if !recorded.isEmpty {
+        if !(await service.recorded).isEmpty {
             logger.notice("re-adopted ports from the previous run", metadata: [
                 "vms": "\(outcome.adopted.vms.count)", "internal": "\(outcome.adopted.internalPorts.count)",
                 "external": "\(outcome.adopted.externalPorts.count)", "failed": "\(outcome.failures.count)",

@@ -82,10 +82,12 @@ public struct FakeDevice: Sendable, Equatable {
     /// The network namespace path an internal port was moved into, nil for tapswitch's own.
     public var netns: String?
     public var driverOpen: Bool
+    /// The interface alias (tapswitch's marker on the TAPs it creates).
+    public var alias: String? = nil
 
     var linkInfo: LinkInfo {
         LinkInfo(index: index, name: name, mtu: mtu, mac: mac, isUp: isUp, hasCarrier: hasCarrier,
-                 kind: kind == .uplink ? "veth" : "tun", isOperUp: isUp && hasCarrier)
+                 kind: kind == .uplink ? "veth" : "tun", isOperUp: isUp && hasCarrier, alias: alias)
     }
 }
 
@@ -197,7 +199,7 @@ public final class FakeDeviceLayer: DeviceLayer {
         state.withLock { s in s.devices[name].map { $0.kind != .uplink } ?? false }
     }
 
-    public func createTAP(_ name: InterfaceName, owner: UInt32?, group: UInt32?) throws {
+    public func createTAP(_ name: InterfaceName, owner: UInt32?, group: UInt32?, marker: String?) throws {
         try state.withLock { s throws(FakeDeviceError) in
             try Self.checkFailure(&s, .createTAP, name.value)
             guard s.devices[name.value] == nil else {
@@ -206,9 +208,21 @@ public final class FakeDeviceLayer: DeviceLayer {
             s.nextIndex += 1
             s.devices[name.value] = FakeDevice(name: name.value, index: s.nextIndex, kind: .tap, mac: Self.randomMAC(s.nextIndex),
                                                mtu: 1500, isUp: false, hasCarrier: false, owner: owner, group: group,
-                                               netns: nil, driverOpen: false)
+                                               netns: nil, driverOpen: false, alias: marker)
             s.wires[name.value] = FakeWire(alwaysAttached: false)
         }
+    }
+
+    public func setMarker(_ name: String, _ marker: String) throws {
+        _ = try change(name, .configureVMTAP) { $0.alias = marker.isEmpty ? nil : marker }
+    }
+
+    public func links() throws -> [LinkInfo] {
+        state.withLock { s in s.devices.values.filter { $0.netns == nil }.map(\.linkInfo) }
+    }
+
+    public func tapOwnership(_ name: String) -> (owner: UInt32?, group: UInt32?) {
+        state.withLock { s in (s.devices[name]?.owner, s.devices[name]?.group) }
     }
 
     public func configureVMTAP(_ name: String, mac: MACAddress?, mtu: UInt32) throws {
