@@ -31,6 +31,9 @@ public final class ForwardingScenario {
     public let kind: Kind
     /// Every shipped policy extension enabled, with every per-port guard on.
     public let policies: Bool
+    /// Also 100 ACL rules per port and direction (every one evaluated: the last one decides),
+    /// storm control and policing on every port, all passing.
+    public let limits: Bool
     public let sw: VirtualSwitch
     public let batch: FrameBatch
     public let sink = CountingSink()
@@ -40,9 +43,11 @@ public final class ForwardingScenario {
     /// Frames each run delivers (a flooded frame counts once per destination).
     public let deliveriesPerRun: Int
 
-    public init(_ kind: Kind, policies: Bool = false) {
+    public init(_ kind: Kind, policies: Bool = false, limits: Bool = false) {
         self.kind = kind
-        self.policies = policies
+        self.policies = policies || limits
+        self.limits = limits
+        let policies = self.policies
         sw = VirtualSwitch(configuration: SwitchConfiguration(maxPorts: 64, batchCapacity: Self.framesPerBatch))
         batch = sw.makeBatch(slotSize: 2048)
         if policies {
@@ -60,6 +65,19 @@ public final class ForwardingScenario {
                     "ip-guard=on", "allowed-ips=10.0.0.0/24", "dhcp-snooping=on", "dhcp-guard=on", "router-guard=on",
                     "pvlan=community:1", "mac-limit=16",
                 ]).security))
+            }
+            if limits {
+                // 99 rules that read L3/L4 and miss, then an allow that matches, in each direction.
+                var rules: [String] = []
+                for d in ["in", "out"] {
+                    for k in 1...99 { rules.append("direction=\(d) src-ip=10.0.0.0/24 proto=tcp dst-port=\(k) action=deny") }
+                    rules.append("direction=\(d) proto=udp action=allow")
+                }
+                let s = try! PortSettings.parse(["acl=" + rules.joined(separator: ","), "acl-default-in=deny", "acl-default-out=deny",
+                                                 "storm-broadcast=1000000000", "storm-multicast=1000000000", "storm-unknown=1000000000",
+                                                 "ingress-rate=1tbit", "ingress-frame-rate=1000000000",
+                                                 "egress-rate=1tbit", "egress-frame-rate=1000000000"])
+                props += [.acl(s.acl), .trafficLimits(s.limits)]
             }
             let id = try! sw.createPort(name: "bench\(n)", type: .synthetic,
                                         nic: NICParameters(type: .synthetic, permanentMAC: mac), properties: props)
@@ -94,6 +112,9 @@ public final class ForwardingScenario {
     /// One receive-and-forward cycle of a full batch. Allocates nothing in steady state.
     @inline(never)
     public func run() {
+        // The packet loop reads the clock once per batch; here it advances 10 µs a batch, so the
+        // policers refill.
+        if limits { sw.clockNanoseconds &+= 10_000 }
         batch.reset()
         for i in 0..<Self.framesPerBatch {
             batch.append(UnsafeRawBufferPointer(start: template + i * Self.frameLength, count: Self.frameLength))

@@ -8,8 +8,9 @@ import Glibc
 
 /// Measures heap allocations per forwarded frame and the forwarding rate of `VirtualSwitch.process`
 /// in steady state, for unicast, flood and VLAN-trunk traffic, first on the plain switch, then with
-/// every shipped policy extension enabled and every per-port guard on. Exits 1 if any allocation
-/// happens.
+/// every shipped policy extension enabled and every per-port guard on, then also with 100 ACL
+/// rules per port and direction, storm control and policing on every port. Exits 1 if any
+/// allocation happens.
 ///   swift run --package-path Benchmarks -c release alloc-bench [seconds-per-case]
 let seconds = CommandLine.arguments.dropFirst().first.flatMap(Double.init) ?? 1.0
 
@@ -33,10 +34,10 @@ func fixed(_ value: Double, _ digits: Int) -> String {
 var failed = false
 var worst = 0.0
 var nsPerFrameBy: [String: Double] = [:]
-for policies in [false, true] {
+for mode in ["", "+policies", "+acl100+limits"] {
 for kind in ForwardingScenario.Kind.allCases {
     let setupStart = malloc_counter_allocations()
-    let scenario = ForwardingScenario(kind, policies: policies)
+    let scenario = ForwardingScenario(kind, policies: mode == "+policies", limits: mode == "+acl100+limits")
     // Self-check: setting up a switch allocates, so a zero here means the counter is not hooked in.
     guard malloc_counter_allocations() > setupStart else {
         print("alloc-bench: the malloc counter saw no allocation during set-up; counting is not active")
@@ -66,9 +67,9 @@ for kind in ForwardingScenario.Kind.allCases {
     let frames = runs * ForwardingScenario.framesPerBatch
     let nsPerFrame = Double(elapsed) / Double(frames)
     let deliveries = Double(runs * scenario.deliveriesPerRun) / (Double(elapsed) / 1e9)
-    let label = kind.rawValue + (policies ? "+policies" : "")
+    let label = kind.rawValue + mode
     nsPerFrameBy[label] = nsPerFrame
-    let name = label + String(repeating: " ", count: max(0, 17 - label.count))
+    let name = label + String(repeating: " ", count: max(0, 24 - label.count))
     print("\(name) allocations: \(allocations) in \(received) frames, \(fixed(nsPerFrame, 1)) ns/frame, "
           + "\(fixed(Double(frames) / (Double(elapsed) / 1e9) / 1e6, 2)) Mframes/s received, "
           + "\(fixed(deliveries / 1e6, 2)) Mframes/s delivered")
@@ -77,6 +78,10 @@ for kind in ForwardingScenario.Kind.allCases {
 for kind in ForwardingScenario.Kind.allCases {
     if let plain = nsPerFrameBy[kind.rawValue], let all = nsPerFrameBy[kind.rawValue + "+policies"] {
         print("\(kind.rawValue): every policy on costs \(fixed((all / plain - 1) * 100, 1))% ns/frame")
+    }
+    if let plain = nsPerFrameBy[kind.rawValue], let all = nsPerFrameBy[kind.rawValue + "+acl100+limits"] {
+        print("\(kind.rawValue): policies, 100 ACL rules per port and direction, storm control and policing cost "
+              + "\(fixed(all - plain, 1)) ns/frame (\(fixed((all / plain - 1) * 100, 1))%)")
     }
 }
 print("heap allocations per forwarded frame: \(worst == 0 ? "0" : fixed(worst, 4))")

@@ -62,7 +62,8 @@ public enum NICArguments {
     }
 
     /// Port settings (``PortSettings``) the comma form also takes, besides ``perNICFlags``.
-    public static let settingKeys = PortSettings.keys.filter { $0 != "vlan" }
+    // `acl` rules contain spaces and commas: they are given with `tapswitchctl acl add` or the config.
+    public static let settingKeys = PortSettings.keys.filter { $0 != "vlan" && $0 != "acl" }
     /// Settings whose value is a comma list: in the comma form, words without `=` after them
     /// continue the list (`--nic t0,allowed-vlans=10,20,100-199,native-vlan=1`).
     static let listKeys: Set<String> = ["allowed-vlans", "allowed-macs", "allowed-ips"]

@@ -1,3 +1,4 @@
+import Dispatch
 import LinuxNet
 import SwitchCore
 
@@ -23,6 +24,7 @@ extension SwitchRuntime: FrameSink {
             }
             if batch.count > 0 {
                 if port.lastCarrier != true { refreshCarrier(port) }
+                sw.clockNanoseconds = DispatchTime.now().uptimeNanoseconds
                 sw.process(batch, from: port.id, to: self)
             }
             // A full batch means more may be waiting: read again (up to the budget). A short one means

@@ -154,7 +154,8 @@ public final class SwitchRuntime: @unchecked Sendable {
 
     func tick() {
         ticks &+= 1
-        sw.now = (DispatchTime.now().uptimeNanoseconds - clockOrigin) / 1_000_000_000
+        sw.clockNanoseconds = DispatchTime.now().uptimeNanoseconds
+        sw.now = (sw.clockNanoseconds - clockOrigin) / 1_000_000_000
         if ticks % 5 == 0 { sw.expireAddresses() }
         if sw.hasPendingFrames { sw.processPending(batch, to: self) }
         collectDeviceStatistics()

@@ -10,6 +10,10 @@ extension VirtualSwitch {
         }
     }
 
+    /// The enabled extension named `name` (for its own queries, e.g. an ACL's hit counters); nil if
+    /// none. Use it on the switch's queue only, like the switch.
+    public func enabledExtension(named name: String) -> (any SwitchExtension)? { stack.first { $0.name == name } }
+
     /// Enables an extension. It goes into its class's band of the stack (capture, then filtering,
     /// then forwarding) at `position` within that band (nil: at the bottom of the band). It first
     /// sees the existing ports through ``SwitchExtension/attached(to:)``, then live requests.

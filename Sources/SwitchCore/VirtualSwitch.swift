@@ -19,6 +19,9 @@ public final class VirtualSwitch {
     public let configuration: SwitchConfiguration
     /// Current time in seconds on a monotonic clock; the owner advances it (MAC aging).
     public var now: UInt64 = 0
+    /// Monotonic time in nanoseconds, set by the owner once per batch (rate limiters read it: one
+    /// clock read per batch, not per frame).
+    public var clockNanoseconds: UInt64 = 0
     /// Unknown-unicast policy of the built-in forwarding; may change at run time.
     public var unknownUnicast: UnknownUnicastPolicy
 

@@ -123,12 +123,25 @@ public struct ExtensionRegistry: Sendable {
               settings: [Setting("vm-default", "N|none: the limit on VM ports without mac-limit set (default none)")]) { (s) throws(SwitchError) in
             try MACLimit(settings: s)
         },
+        Entry(name: PortACLFilter.extensionName, extensionClass: .filtering,
+              summary: "port ACLs: ordered allow/deny/count rules per port and direction (acl, acl-default-in, acl-default-out)") { (s) throws(SwitchError) in
+            try PortACLFilter(settings: s)
+        },
+        Entry(name: StormControl.extensionName, extensionClass: .filtering,
+              summary: "limits broadcast, multicast and unknown-unicast frames per second from a port (storm-*)") { (s) throws(SwitchError) in
+            try StormControl(settings: s)
+        },
+        Entry(name: Policer.extensionName, extensionClass: .filtering,
+              summary: "token-bucket policing of a port's ingress and egress in bits and frames per second (ingress-*, egress-*)") { (s) throws(SwitchError) in
+            try Policer(settings: s)
+        },
     ])
 
     /// What a daemon enables when its config does not say: every shipped policy, so a port gets
     /// the safe defaults (MAC spoofing guard on VM ports) and any per-port setting is enforced.
     public static let defaultEnabled = [
         DuplicateMACGuard.extensionName, MACSpoofGuard.extensionName, IPGuard.extensionName, DHCPGuard.extensionName,
-        RouterGuard.extensionName, PortIsolation.extensionName, MACLimit.extensionName,
+        RouterGuard.extensionName, PortIsolation.extensionName, MACLimit.extensionName, PortACLFilter.extensionName,
+        StormControl.extensionName, Policer.extensionName,
     ]
 }

@@ -7,9 +7,38 @@ public struct TrackedPort: Sendable, Equatable {
     public var type: PortType
     public var nic: NICParameters?
     public var security: SecurityPolicy
+    /// The port ACL (custom property ``PortProperty/aclKey``).
+    public var acl = PortACL()
+    /// Storm control and policing (custom property ``PortProperty/trafficLimitsKey``).
+    public var limits = TrafficLimits()
 
     /// A VM's port (synthetic or emulated NIC): where the guards' per-VM defaults apply.
     public var isVM: Bool { type == .synthetic || type == .emulated }
+
+    /// Takes a property's value if it is one the policies read; returns whether it was.
+    @discardableResult
+    mutating func take(_ p: PortProperty) -> Bool {
+        switch p {
+        case .security(let s): security = s
+        case .vlan: return false
+        case .custom(let key, _, _):
+            if key == PortProperty.aclKey { acl = p.portACL ?? PortACL() }
+            else if key == PortProperty.trafficLimitsKey { limits = p.trafficLimits ?? TrafficLimits() }
+            else { return false }
+        }
+        return true
+    }
+
+    /// Resets a deleted property the policies read; returns whether it was one.
+    mutating func clear(_ key: PropertyKey) -> Bool {
+        switch key {
+        case .security: security = SecurityPolicy()
+        case .custom(PortProperty.aclKey): acl = PortACL()
+        case .custom(PortProperty.trafficLimitsKey): limits = TrafficLimits()
+        default: return false
+        }
+        return true
+    }
 }
 
 /// Base of the shipped policy extensions: follows ports, NICs and the security property as control
@@ -55,7 +84,7 @@ public class PortPolicyExtension: SwitchExtension {
         for p in sw.ports {
             guard let index = sw.portIndex(of: p.id) else { continue }
             var port = TrackedPort(id: p.id, type: p.type, nic: sw.nic(of: p.id), security: SecurityPolicy())
-            for case .security(let s) in sw.properties(of: p.id) { port.security = s }
+            for prop in sw.properties(of: p.id) { port.take(prop) }
             ports[index] = port
             portChanged(index, port, sw)
         }
@@ -94,9 +123,9 @@ public class PortPolicyExtension: SwitchExtension {
         case .nicDelete:
             port.nic = nil
         case .propertyAdd, .propertyUpdate:
-            if case .security(let s)? = request.property { port.security = s } else if ports[index] != nil { return }
+            guard let prop = request.property, port.take(prop) || ports[index] == nil else { return }
         case .propertyDelete:
-            if case .security? = request.property { port.security = SecurityPolicy() } else if ports[index] != nil { return }
+            guard let prop = request.property, port.clear(prop.key) || ports[index] == nil else { return }
         case .portCreate, .portUpdated, .portTeardown, .portDelete:
             if ports[index] != nil { return }
         }

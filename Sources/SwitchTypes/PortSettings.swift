@@ -13,20 +13,29 @@
 /// `vlan-mode=trunk`), `mac-spoof-guard=on|off`, `allowed-macs=MAC,...`, `ip-guard=on|off`,
 /// `allowed-ips=ADDR[/LEN],...`, `dhcp-snooping=on|off`, `dhcp-guard=on|off`, `router-guard=on|off`,
 /// `isolated=on|off` (shorthand for `pvlan=isolated`), `pvlan=isolated|community:N|promiscuous|none`,
-/// `mac-limit=N|none`.
+/// `mac-limit=N|none`; the port ACL: `acl=RULE,...` (see ``PortACL``), `acl-default-in=allow|deny`,
+/// `acl-default-out=allow|deny`; storm control and policing (see ``TrafficLimits``):
+/// `storm-broadcast=N`, `storm-multicast=N`, `storm-unknown=N` (frames/s), `ingress-rate=100mbit`,
+/// `ingress-burst=BYTES`, `ingress-frame-rate=N`, `ingress-frame-burst=N` and the same for `egress-`.
 public struct PortSettings: Sendable, Equatable {
     public var vlan: VLANPolicy?
     public var security: SecurityPolicy
+    public var acl: PortACL
+    public var limits: TrafficLimits
 
-    public init(vlan: VLANPolicy? = nil, security: SecurityPolicy = SecurityPolicy()) {
+    public init(vlan: VLANPolicy? = nil, security: SecurityPolicy = SecurityPolicy(), acl: PortACL = PortACL(),
+                limits: TrafficLimits = TrafficLimits()) {
         self.vlan = vlan
         self.security = security
+        self.acl = acl
+        self.limits = limits
     }
 
     public static let keys = [
         "vlan-mode", "vlan", "allowed-vlans", "native-vlan", "mac-spoof-guard", "allowed-macs", "ip-guard", "allowed-ips",
         "dhcp-snooping", "dhcp-guard", "router-guard", "isolated", "pvlan", "mac-limit",
-    ]
+        "acl", "acl-default-in", "acl-default-out",
+    ] + TrafficLimits.keys
 
     /// Parses `key=value` words into settings, starting from the defaults.
     public static func parse(_ assignments: [String]) throws(SwitchError) -> PortSettings {
@@ -116,6 +125,14 @@ public struct PortSettings: Sendable, Equatable {
                     }
                     next.security.macLimit = n
                 }
+            case "acl":
+                next.acl.removeAllRules()
+                for r in try PortACL.parseRules(value, word: word) { try next.acl.add(r) }
+            case "acl-default-in", "acl-default-out":
+                guard let a = ACLAction(rawValue: value), a != .count else { throw Self.error("\(word): expected allow or deny") }
+                if key == "acl-default-in" { next.acl.defaultIn = a } else { next.acl.defaultOut = a }
+            case _ where TrafficLimits.keys.contains(key):
+                try next.limits.set(key, value)
             default:
                 throw Self.error("unknown port setting '\(key)' (keys: \(Self.keys.joined(separator: ", ")))")
             }
@@ -123,6 +140,7 @@ public struct PortSettings: Sendable, Equatable {
         if let d = declared { vlan.switchMode(to: d.mode) }
         next.vlan = try vlan.resolve(declaredBy: declared?.by)
         if let problem = next.security.problem { throw Self.error(problem) }
+        if let problem = next.limits.problem { throw Self.error(problem) }
         self = next
     }
 
@@ -146,6 +164,11 @@ public struct PortSettings: Sendable, Equatable {
                 if next.security.pvlan == .isolated { next.security.pvlan = nil }
             case "pvlan": next.security.pvlan = nil
             case "mac-limit": next.security.macLimit = nil
+            case "acl": next.acl.removeAllRules()
+            case "acl-default-in": next.acl.defaultIn = nil
+            case "acl-default-out": next.acl.defaultOut = nil
+            case _ where TrafficLimits.keys.contains(key):
+                try next.limits.set(key, "none")
             default:
                 throw Self.error("unknown port setting '\(key)' (keys: \(Self.keys.joined(separator: ", ")))")
             }
@@ -177,6 +200,10 @@ public struct PortSettings: Sendable, Equatable {
         if let v = s.routerGuard { out.append("router-guard=\(Self.format(v))") }
         if let p = s.pvlan { out.append("pvlan=\(Self.format(p))") }
         if let l = s.macLimit { out.append("mac-limit=\(l)") }
+        if !acl.rules.isEmpty { out.append("acl=\(acl.rulesText)") }
+        if let a = acl.defaultIn { out.append("acl-default-in=\(a.rawValue)") }
+        if let a = acl.defaultOut { out.append("acl-default-out=\(a.rawValue)") }
+        out += limits.assignments
         return out
     }
 
@@ -208,6 +235,13 @@ public struct PortSettings: Sendable, Equatable {
         flag("router-guard", s.routerGuard, false)
         out.append(("pvlan", s.pvlan.map(Self.format) ?? "none", s.pvlan != nil))
         out.append(("mac-limit", s.macLimit.map(String.init) ?? "none", s.macLimit != nil))
+        out.append(("acl", acl.rules.isEmpty ? "none" : acl.rulesText, !acl.rules.isEmpty))
+        out.append(("acl-default-in", acl.defaultAction(.in).rawValue, acl.defaultIn != nil))
+        out.append(("acl-default-out", acl.defaultAction(.out).rawValue, acl.defaultOut != nil))
+        for key in TrafficLimits.keys {
+            let v = limits.value(of: key)
+            out.append((key, v ?? "none", v != nil))
+        }
         return out
     }
 

@@ -6,7 +6,7 @@ import StateStore
 
 @Suite("Config file")
 struct ConfigTests {
-    let loader = ConfigLoader(availableExtensions: ["monitor", "duplicate-mac-guard", "mac-spoof-guard", "ip-guard", "dhcp-guard", "router-guard", "isolation", "mac-limit"], groupExists: { $0 == "kvm" || $0 == "0" })
+    let loader = ConfigLoader(availableExtensions: ["monitor", "duplicate-mac-guard", "mac-spoof-guard", "ip-guard", "dhcp-guard", "router-guard", "isolation", "mac-limit", "acl", "storm-control", "policer"], groupExists: { $0 == "kvm" || $0 == "0" })
 
     /// The repository root, from this file's path.
     static let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
@@ -26,13 +26,14 @@ struct ConfigTests {
         let c = try loader.load(path: Self.repo + "/config/tapswitchd.toml")
         #expect(c.settings == SwitchSettings(name: "tapswitch0", unknownUnicast: .flood, macAgingSeconds: 300, macTableSize: 8192, macLimitPerPort: 1024))
         #expect(c.vms.isEmpty && c.internalPorts.isEmpty && c.externalPorts.isEmpty)
-        #expect(c.extensions == ["duplicate-mac-guard", "mac-spoof-guard", "ip-guard", "dhcp-guard", "router-guard", "isolation", "mac-limit"])
+        #expect(c.extensions == ["duplicate-mac-guard", "mac-spoof-guard", "ip-guard", "dhcp-guard", "router-guard", "isolation", "mac-limit",
+                                 "acl", "storm-control", "policer"])
         #expect(c.controlGroup == nil)
     }
 
     @Test("the example config declares VMs, an internal port and an uplink")
     func example() throws {
-        let l = ConfigLoader(availableExtensions: ["monitor", "duplicate-mac-guard", "mac-spoof-guard", "ip-guard", "dhcp-guard", "router-guard", "isolation", "mac-limit"], groupExists: { _ in true })
+        let l = ConfigLoader(availableExtensions: ["monitor", "duplicate-mac-guard", "mac-spoof-guard", "ip-guard", "dhcp-guard", "router-guard", "isolation", "mac-limit", "acl", "storm-control", "policer"], groupExists: { _ in true })
         let c = try l.load(path: Self.repo + "/config/example-vms.toml")
         #expect(c.vms.map(\.name) == ["web1", "db1"])
         #expect(c.vms[1].nics.map(\.tap) == ["db1-0", "db1-1"])
@@ -107,7 +108,7 @@ struct ConfigTests {
         ("[switch]\nname = \"s\"\nbusy_poll_us = 5000\n", "t.toml:3: switch.busy_poll_us: 5000 is out of range 0..1000"),
         ("[control]\ngroup = \"nosuchgroup\"\n", "t.toml:2: control.group: group 'nosuchgroup' does not exist"),
         ("[control]\nnic_hold_report_seconds = 0\n", "t.toml:2: control.nic_hold_report_seconds: 0 is out of range 1..86400"),
-        ("[extensions]\nenable = [\"firewall\"]\n", "t.toml:2: extensions.enable: unknown extension 'firewall' (available: dhcp-guard, duplicate-mac-guard, ip-guard, isolation, mac-limit, mac-spoof-guard, monitor, router-guard)"),
+        ("[extensions]\nenable = [\"firewall\"]\n", "t.toml:2: extensions.enable: unknown extension 'firewall' (available: acl, dhcp-guard, duplicate-mac-guard, ip-guard, isolation, mac-limit, mac-spoof-guard, monitor, policer, router-guard, storm-control)"),
         ("[extensions]\nenable = \"monitor\"\n", "t.toml:2: 'extensions.enable' must be an array of strings, not a string"),
         ("[vm]\nname = \"a\"\n", "t.toml:1: 'vm' is an array of tables: write [[vm]], not [vm]"),
         ("[[switch]]\n", "t.toml:1: 'switch' is a single table: write [switch], not [[switch]]"),
@@ -123,7 +124,7 @@ struct ConfigTests {
         ("[[vm]]\nname = \"a\"\n[[vm.nic]]\ntap = \"a0\"\nvlan = 4095\n", "t.toml:5: vm.nic.vlan: VLAN 4095 is out of range 1..4094"),
         ("[[vm]]\nname = \"a\"\n[[vm.nic]]\ntap = \"a0\"\ntype = \"virtio\"\n", "t.toml:5: vm.nic.type: 'virtio' is not a NIC type (expected one of: synthetic, emulated)"),
         ("[[vm]]\nname = \"a\"\n[[vm.nic]]\ntap = \"a0\"\nowner = \"bad user\"\n", "t.toml:5: vm.nic.owner: 'bad user' is not a valid user name or numeric id"),
-        ("[[vm]]\nname = \"a\"\n[[vm.nic]]\ntap = \"a0\"\nspeed = 10\n", "t.toml:5: unknown key 'vm.nic.speed' (known: vm.nic.tap, vm.nic.mac, vm.nic.owner, vm.nic.group, vm.nic.mtu, vm.nic.type, vm.nic.vlan-mode, vm.nic.vlan, vm.nic.allowed-vlans, vm.nic.native-vlan, vm.nic.mac-spoof-guard, vm.nic.allowed-macs, vm.nic.ip-guard, vm.nic.allowed-ips, vm.nic.dhcp-snooping, vm.nic.dhcp-guard, vm.nic.router-guard, vm.nic.isolated, vm.nic.pvlan, vm.nic.mac-limit)"),
+        ("[[vm]]\nname = \"a\"\n[[vm.nic]]\ntap = \"a0\"\nspeed = 10\n", "t.toml:5: unknown key 'vm.nic.speed' (known: vm.nic.tap, vm.nic.mac, vm.nic.owner, vm.nic.group, vm.nic.mtu, vm.nic.type, vm.nic.vlan-mode, vm.nic.vlan, vm.nic.allowed-vlans, vm.nic.native-vlan, vm.nic.mac-spoo…(298 characters left out)…unknown, vm.nic.ingress-rate, vm.nic.ingress-burst, vm.nic.ingress-frame-rate, vm.nic.ingress-frame-burst, vm.nic.egress-rate, vm.nic.egress-burst, vm.nic.egress-frame-rate, vm.nic.egress-frame-burst)"),
         ("[[vm]]\nname = \"a\"\n[[vm.nic]]\ntap = \"x0\"\n[[vm]]\nname = \"b\"\n[[vm.nic]]\ntap = \"x0\"\n", "t.toml:8: interface name 'x0' is already used (line 4)"),
         ("[[vm]]\nname = \"a\"\n[[vm.nic]]\ntap = \"a0\"\n[[vm]]\nname = \"a\"\n[[vm.nic]]\ntap = \"a1\"\n", "t.toml:6: VM 'a' is declared twice (first at line 2)"),
         ("[[internal]]\nname = \"h0\"\nmac = \"02:00:00:00:00:01\"\n[[vm]]\nname = \"a\"\n[[vm.nic]]\ntap = \"a0\"\nmac = \"02:00:00:00:00:01\"\n",

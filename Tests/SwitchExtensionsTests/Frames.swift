@@ -33,6 +33,16 @@ enum Build {
         be16(sourcePort) + be16(destinationPort) + be16(UInt16(8 + payload.count)) + [0, 0] + payload
     }
 
+    /// A TCP header (20 bytes, no options) with `flags` (0x02 SYN, 0x10 ACK, 0x12 SYN-ACK, 0x04 RST).
+    static func tcp(_ sourcePort: UInt16, _ destinationPort: UInt16, flags: UInt8, _ payload: [UInt8] = []) -> [UInt8] {
+        be16(sourcePort) + be16(destinationPort) + be32(1) + be32(0) + [0x50, flags] + be16(65535) + [0, 0, 0, 0] + payload
+    }
+
+    static func tcp4(_ dst: MACAddress, _ src: MACAddress, from: UInt32, to: UInt32, ports: (UInt16, UInt16), flags: UInt8,
+                     _ payload: [UInt8] = []) -> [UInt8] {
+        ipv4(dst, src, from: from, to: to, proto: 6, tcp(ports.0, ports.1, flags: flags, payload))
+    }
+
     static func udp4(_ dst: MACAddress, _ src: MACAddress, from: UInt32, to: UInt32, ports: (UInt16, UInt16), _ payload: [UInt8] = [1, 2, 3, 4]) -> [UInt8] {
         ipv4(dst, src, from: from, to: to, proto: 17, udp(ports.0, ports.1, payload))
     }
