@@ -318,6 +318,13 @@ public final class PortACLFilter: PortPolicyExtension {
         }
     }
 
+    /// A port with rules (or a default deny) in either direction: every frame from or to it is
+    /// matched here, so the fast path must not take them.
+    override public func offloadPermission(for port: PortID, switch sw: VirtualSwitch) -> OffloadPermission {
+        guard let index = sw.portIndex(of: port), index < capacity, active[index * 2] || active[index * 2 + 1] else { return .allowed }
+        return .mustSeeEveryFrame(reason: "port ACL")
+    }
+
     /// A port's rules in evaluation order with their hit counters, and each direction's default
     /// action with the frames that met it. nil for a port this extension does not know.
     public func ruleHits(port: PortID, in sw: VirtualSwitch) -> ACLReport? {

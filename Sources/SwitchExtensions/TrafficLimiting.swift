@@ -240,6 +240,13 @@ public final class Policer: PortPolicyExtension {
         }
     }
 
+    /// A policed port's frames are all counted against its buckets. (Storm control needs no such
+    /// override: the fast path carries only known unicast, which it never limits.)
+    override public func offloadPermission(for port: PortID, switch sw: VirtualSwitch) -> OffloadPermission {
+        guard let index = sw.portIndex(of: port), index < capacity, buckets[index * 2].on || buckets[index * 2 + 1].on else { return .allowed }
+        return .mustSeeEveryFrame(reason: "policer")
+    }
+
     override public var counters: [ExtensionCounter] {
         [ExtensionCounter("ingress-ports", UInt64(ingressOn)), ExtensionCounter("egress-ports", UInt64(egressOn)),
          ExtensionCounter("dropped-ingress", droppedIngress), ExtensionCounter("dropped-egress", droppedEgress)]

@@ -132,3 +132,35 @@ struct TrafficLimitTests {
         #expect(es.counter("policer", "egress-ports") == 0)
     }
 }
+
+/// A fast path that takes every entry (only the switch's bookkeeping matters here).
+final class NullDatapath: OffloadDatapath {
+    func install(_ flow: OffloadFlow, to target: OffloadTarget) -> Bool { true }
+    func remove(_ flow: OffloadFlow) {}
+    func lastUse(_ flow: OffloadFlow) -> UInt64? { nil }
+    func counters(portIndex: Int) -> FastPathCounters { FastPathCounters() }
+    func flows(from source: MACAddress) -> [OffloadFlow] { [] }
+}
+
+@Suite("ACL, storm control and policing with the fast path")
+struct LimitOffloadTests {
+    @Test("A port with ACL rules or a policer keeps its frames on the slow path; storm control alone does not need to")
+    func offload() throws {
+        let es = EmbeddedSwitch()
+        for name in ["acl", "storm-control", "policer"] { try es.sw.enable(ExtensionRegistry.builtin.make(name)) }
+        es.sw.setOffloadDatapath(NullDatapath())
+        let a = try es.addPort("a", mac: mac(1)), b = try es.addPort("b", mac: mac(2))
+        es.sw.setOffloadSupport(a, unsupportedReason: nil)
+        es.sw.setOffloadSupport(b, unsupportedReason: nil)
+        #expect(es.sw.offloadStatus(of: a) == .allowed && es.sw.offloadStatus(of: b) == .allowed)
+        try es.set(b, "acl=direction=in proto=tcp dst-port=22 action=deny")
+        #expect(es.sw.offloadStatus(of: b) == .mustSeeEveryFrame(reason: "acl: port ACL"))
+        try es.set(a, "storm-broadcast=100")
+        #expect(es.sw.offloadStatus(of: a) == .allowed)
+        try es.set(a, "egress-frame-rate=100")
+        #expect(es.sw.offloadStatus(of: a) == .mustSeeEveryFrame(reason: "policer: policer"))
+        try es.apply(PortSettings(), to: a)
+        try es.apply(PortSettings(), to: b)
+        #expect(es.sw.offloadStatus(of: a) == .allowed && es.sw.offloadStatus(of: b) == .allowed)
+    }
+}
