@@ -24,7 +24,9 @@ extension SwitchRuntime {
         }
     }
 
-    func linkChanged(_ info: LinkInfo) {
+    /// - Parameter fromBatch: called while a batch read from this port waits (``refreshCarrier(_:)``):
+    ///   the port's backlog must not be read into the batch then.
+    func linkChanged(_ info: LinkInfo, fromBatch: Bool = false) {
         // A driver that holds the device's only queue is always attached: carrier does not apply.
         guard let io = byIndex[info.index], io.device == info.name, !io.closed else { return }
         io.driver.linkChanged(info)
@@ -36,6 +38,10 @@ extension SwitchRuntime {
                 if info.hasCarrier, state == .created || state == .disconnected {
                     try sw.connectNIC(on: io.id)
                 } else if !info.hasCarrier, state == .connected {
+                    // Frames still in the port's ring were sent while the guest was attached (the
+                    // loop may have read only its budget of them so far): forward them before
+                    // NIC_DISCONNECT, which would drop them as "source port is not accepting traffic".
+                    if !fromBatch { forwardBacklog(io) }
                     try sw.disconnectNIC(on: io.id)
                 }
             } catch {
@@ -53,6 +59,20 @@ extension SwitchRuntime {
         }
         io.lastMTU = info.mtu
         io.lastMAC = info.mac
+    }
+
+    /// Reads and forwards what the port's driver holds (bounded: a guest that is gone sends no more,
+    /// but a stale notification may arrive while a new one is attached and sending).
+    func forwardBacklog(_ port: PortIO) {
+        var budget = 4 * wakeBudget
+        while budget > 0, !port.closed {
+            batch.reset()
+            let want = min(batch.capacity, budget)
+            guard case .received(let n) = port.driver.receive(into: batch, max: want) else { return }
+            if batch.count > 0 { sw.process(batch, from: port.id, to: self) }
+            budget -= max(n, 1)
+            if n < want { break }
+        }
     }
 
     func linkRemoved(_ io: PortIO) {

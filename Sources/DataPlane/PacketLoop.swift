@@ -56,7 +56,7 @@ extension SwitchRuntime: FrameSink {
     /// instead of dropping them.
     func refreshCarrier(_ port: PortIO) {
         guard port.driver.followsCarrier, let index = port.linkIndex, let links = loopLinks else { return }
-        if let info = try? links.link(index: index), info.name == port.device { linkChanged(info) }
+        if let info = try? links.link(index: index), info.name == port.device { linkChanged(info, fromBatch: true) }
     }
 
     /// A port's device reported an error: it vanished or broke. Remove the port through the
