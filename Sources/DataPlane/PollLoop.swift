@@ -6,8 +6,10 @@ import SwitchCore
 /// the link-event source, waited on *inside* the packet-loop queue, in slices.
 ///
 /// A slice is one block on the serial queue: it waits in `epoll_wait`, runs the handlers of the
-/// ready fds, and keeps waiting until some other block is queued (``async(_:)`` writes an eventfd
-/// that is in the set), the tick is due, or the loop stops. Then it re-queues itself behind that
+/// ready fds and the deadline handler (extension timers) when due, and keeps waiting until some
+/// other block is queued (``async(_:)`` writes an eventfd that is in the set), the tick is due, or
+/// the loop stops. The wait's timeout is the earlier of the tick and the next deadline, so timers
+/// fire on an idle switch, within about a millisecond (epoll's resolution). Then it re-queues itself behind that
 /// block and returns, so control requests still run between two batches, on the same queue.
 /// (`EventPoll` and `EventFD` are LinuxNet's owners of the epoll set and the eventfd.)
 ///
@@ -42,6 +44,9 @@ final class PollLoop: @unchecked Sendable {
     private var generations: [UInt32] = []
     private var freeSlots: [Int] = []
     private var tickHandler: (() -> Void)?
+    /// The earliest extension-timer deadline (ns on ``now()``'s clock) and what to run then.
+    private var deadlineSource: (() -> UInt64?)?
+    private var deadlineHandler: (() -> Void)?
     private var tickInterval: UInt64 = 1_000_000_000
     private var nextTick: UInt64 = 0
     private var stopped = false
@@ -157,7 +162,16 @@ final class PollLoop: @unchecked Sendable {
         nextTick = Self.now() &+ interval
     }
 
-    private static func now() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
+    /// Runs `handler` on the queue as soon as `next()` (an absolute time on ``now()``'s clock, nil
+    /// for none) has passed; the loop sleeps no longer than that. `next` is asked before every
+    /// sleep, so it must be cheap.
+    func setDeadlines(next: @escaping () -> UInt64?, _ handler: @escaping () -> Void) {
+        deadlineSource = next
+        deadlineHandler = handler
+    }
+
+    /// The loop's monotonic clock in nanoseconds (also the one deadlines are given on).
+    static func now() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
 
     /// Waits for events: first a non-blocking look, then a bounded spin, then sleep.
     ///
@@ -182,7 +196,9 @@ final class PollLoop: @unchecked Sendable {
         }
         // Round up so the wait does not end just before the deadline.
         let sleepStart = Self.now()
-        let timeout = Int32(clamping: (nextTick &- min(sleepStart, nextTick) + 999_999) / 1_000_000)
+        var wakeAt = nextTick
+        if let due = deadlineSource?(), due < wakeAt { wakeAt = due }
+        let timeout = Int32(clamping: (wakeAt &- min(sleepStart, wakeAt) + 999_999) / 1_000_000)
         n = poll.wait(timeoutMilliseconds: timeout)
         if busyPollLimit > 0 {
             let slept = Self.now() &- sleepStart &+ pollWindow
@@ -203,6 +219,10 @@ final class PollLoop: @unchecked Sendable {
                 nextTick = now &+ tickInterval
                 tickHandler?()
                 break  // also lets any block queued without a poke run (at worst a tick late)
+            }
+            if let due = deadlineSource?(), now >= due {
+                deadlineHandler?()
+                continue
             }
             let n = wait(now: now)
             var yield = false

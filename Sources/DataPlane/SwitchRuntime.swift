@@ -11,7 +11,7 @@ import SwitchCore
 /// One serial queue, `queue`, owns everything mutable: the `VirtualSwitch`, the frame batch and
 /// its receive/send vectors, the port table (`ports`, `byIndex`), every port's ``PortDriver``, the
 /// link-event source and the loop's own link query. The packet loop (``PollLoop``: epoll over the
-/// drivers' readiness and the link events, plus the 1 s tick) runs as blocks on that queue, so no
+/// drivers' readiness and the link events, plus the 1 s tick and the extensions' timer deadlines) runs as blocks on that queue, so no
 /// state is ever touched from two threads and the packet path takes no locks. (That is what the
 /// `@unchecked Sendable` promises.)
 ///
@@ -76,6 +76,7 @@ public final class SwitchRuntime: @unchecked Sendable {
             for h in eventHandlers { h(event) }
         }
         sw.onDiagnostic = { [logger] message in logger.warning("extension rule violation: \(message)") }
+        sw.clock = { PollLoop.now() }
         loop.start()
     }
 
@@ -88,6 +89,10 @@ public final class SwitchRuntime: @unchecked Sendable {
             self.loopLinks = links
             linkEventsWatch = try loop.watch(events.readiness) { [unowned self] _ in self.drainLinkEvents() }
             loop.setTick(every: 1_000_000_000) { [unowned self] in self.tick() }
+            // Extension timers: the loop wakes for the earliest one even when no frame arrives.
+            loop.setDeadlines(next: { [unowned self] in self.sw.nextTimerDeadline }) { [unowned self] in
+                self.sw.runTimers(self.batch, to: self)
+            }
         }
     }
 

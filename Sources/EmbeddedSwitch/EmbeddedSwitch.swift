@@ -17,6 +17,8 @@ public final class EmbeddedSwitch: FrameSink {
     private var delivered: [PortID: [(bytes: [UInt8], header: VirtioNetHeader?)]] = [:]
     /// When set for a port, its "TAP queue" accepts only this many frames per batch (simulates ENOBUFS).
     public var transmitLimit: [PortID: Int] = [:]
+    /// The switch's timer clock in nanoseconds: manual, moved by ``advanceClock(nanoseconds:)``.
+    public private(set) var clockNanoseconds: UInt64 = 1_000_000_000
 
     public init(configuration: SwitchConfiguration = SwitchConfiguration(maxPorts: 64, batchCapacity: 32)) {
         sw = VirtualSwitch(configuration: configuration)
@@ -24,6 +26,7 @@ public final class EmbeddedSwitch: FrameSink {
         sw.onEvent = { [unowned self] in events.append($0) }
         sw.onDrop = { [unowned self] in drops.append($0) }
         sw.onDiagnostic = { [unowned self] in diagnostics.append($0) }
+        sw.clock = { [unowned self] in clockNanoseconds }
     }
 
     /// PORT_CREATE + NIC_CREATE (+ NIC_CONNECT unless `connect` is false) for a VM NIC.
@@ -62,6 +65,15 @@ public final class EmbeddedSwitch: FrameSink {
         let out = delivered[port, default: []]
         delivered[port] = []
         return out
+    }
+
+    /// Moves the timer clock on with no traffic (an idle switch) and runs what is due, as the
+    /// packet loop does when it wakes for the earliest deadline: timers fire, then resumed frames
+    /// are delivered. Returns the number of frames processed.
+    @discardableResult
+    public func advanceClock(nanoseconds: UInt64) -> Int {
+        clockNanoseconds &+= nanoseconds
+        return sw.runTimers(batch, to: self)
     }
 
     public func clearRecords() {

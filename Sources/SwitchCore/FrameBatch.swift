@@ -17,10 +17,18 @@ public struct Destination: Equatable, Sendable {
 /// A batch is owned by one packet-loop queue (or one test) and is not thread-safe.
 ///
 /// Slot layout: `headroom` bytes (room to push a VLAN tag or a virtio-net header in place), then
-/// the frame. The receive path writes the frame at ``frameOffset`` in slot `i`.
+/// the frame, then at least `headroom` bytes of tailroom. The receive path writes the frame at
+/// ``frameOffset`` in slot `i`. Extensions grow and shrink frames inside this room (see
+/// ``IngressContext/adjustHead(_:by:)``); ``reservedHeadroom`` bytes always stay free for the
+/// switch's own virtio-net header and delivery tag.
 public final class FrameBatch {
-    /// Room in front of every frame for a pushed VLAN tag or a virtio-net header.
-    public static let headroom = 64
+    /// Room in front of every frame for pushed tags, an encapsulation header and the virtio-net header.
+    public static let headroom = 128
+    /// Headroom the switch keeps for itself: the virtio-net header written before the frame on
+    /// transmit, plus one 802.1Q tag pushed on delivery to a trunk.
+    public static let reservedHeadroom = 16
+    /// Per-frame context words (one per extension, by stack position; see ``IngressContext/setFrameContext(_:_:)``).
+    public static let contextSlots = 32
 
     public let capacity: Int
     public let slotSize: Int
@@ -41,6 +49,13 @@ public final class FrameBatch {
     @usableFromInline let headers: UnsafeMutablePointer<ParsedHeaders>
     @usableFromInline let destinations: UnsafeMutablePointer<Destination>
     @usableFromInline let destinationCount: UnsafeMutablePointer<UInt16>
+    /// An extension changed the frame's bytes: the switch re-parses it after that extension.
+    @usableFromInline let dirty: UnsafeMutablePointer<Bool>
+    /// Some frame is dirty (saves the scan in the common case).
+    @usableFromInline var anyDirty = false
+    /// Bit k set: stack position k set its context word for the frame.
+    @usableFromInline let contextMask: UnsafeMutablePointer<UInt32>
+    @usableFromInline let contexts: UnsafeMutablePointer<UInt64>
 
     /// Offset of the frame inside a freshly received slot.
     public static var frameOffset: Int { headroom }
@@ -68,6 +83,9 @@ public final class FrameBatch {
         headers = .allocate(capacity: capacity)
         destinations = .allocate(capacity: capacity * maxDestinations)
         destinationCount = .allocate(capacity: capacity)
+        dirty = .allocate(capacity: capacity)
+        contextMask = .allocate(capacity: capacity)
+        contexts = .allocate(capacity: capacity * Self.contextSlots)
         start.initialize(repeating: Int32(Self.headroom), count: capacity)
         length.initialize(repeating: 0, count: capacity)
         vnet.initialize(repeating: VirtioNetHeader(), count: capacity)
@@ -82,6 +100,9 @@ public final class FrameBatch {
             repeating: Destination(port: .switchItself, nic: 0, slot: 0, isExcluded: false),
             count: capacity * maxDestinations)
         destinationCount.initialize(repeating: 0, count: capacity)
+        dirty.initialize(repeating: false, count: capacity)
+        contextMask.initialize(repeating: 0, count: capacity)
+        contexts.initialize(repeating: 0, count: capacity * Self.contextSlots)
     }
 
     deinit {
@@ -89,12 +110,16 @@ public final class FrameBatch {
         start.deallocate(); length.deallocate(); vnet.deallocate(); hasVnet.deallocate()
         sourcePort.deallocate(); sourceSlot.deallocate(); sourceNIC.deallocate(); state.deallocate()
         entryLevel.deallocate(); headers.deallocate(); destinations.deallocate(); destinationCount.deallocate()
+        dirty.deallocate(); contextMask.deallocate(); contexts.deallocate()
     }
 
     // MARK: - Filling the batch (receive path)
 
     /// Empties the batch. Slot memory is reused as is.
-    public func reset() { count = 0 }
+    public func reset() {
+        count = 0
+        anyDirty = false
+    }
 
     /// Base of slot `i`'s memory (headroom included). Stable for the batch's lifetime, so I/O
     /// vectors can point at it once at start-up.
@@ -116,6 +141,8 @@ public final class FrameBatch {
         state[i] = .live
         entryLevel[i] = 0
         destinationCount[i] = 0
+        dirty[i] = false
+        contextMask[i] = 0
         if let tag = vlanTag { insertVLANTag(i, tci: tag, tpid: vlanTPID) }
         return i
     }
@@ -159,6 +186,11 @@ public final class FrameBatch {
     @inlinable public func isDropped(_ i: Int) -> Bool { state[i] != .live }
     @inlinable public func parsed(_ i: Int) -> ParsedHeaders { headers[i] }
 
+    /// Bytes free in front of frame `i` for an extension to grow it (``reservedHeadroom`` excluded).
+    @inlinable public func headroom(_ i: Int) -> Int { max(0, Int(start[i]) - Self.reservedHeadroom) }
+    /// Bytes free after frame `i` in its slot.
+    @inlinable public func tailroom(_ i: Int) -> Int { slotSize - Int(start[i]) - Int(length[i]) }
+
     /// The destinations the forwarding step gave frame `i` (excluded ones included).
     @inlinable public func destinations(_ i: Int) -> UnsafeBufferPointer<Destination> {
         UnsafeBufferPointer(start: destinations + i * maxDestinations, count: Int(destinationCount[i]))
@@ -177,6 +209,53 @@ public final class FrameBatch {
         start[i] -= 4
         length[i] += 4
         if hasVnet[i] { vnet[i].shift(by: 4) }
+    }
+
+    /// Moves the start of frame `i` by `delta` bytes: positive grows it at the front (the new bytes
+    /// are uninitialised headroom the caller fills), negative removes bytes from the front. The
+    /// virtio-net header's offsets move with the payload. False, changing nothing, when the room
+    /// (``headroom(_:)``) or the frame is too small.
+    @usableFromInline func moveHead(_ i: Int, by delta: Int) -> Bool {
+        if delta >= 0 {
+            guard delta <= headroom(i) else { return false }
+        } else {
+            guard -delta <= Int(length[i]) else { return false }
+        }
+        start[i] -= Int32(delta)
+        length[i] += Int32(delta)
+        if hasVnet[i] { vnet[i].shift(by: delta) }
+        return true
+    }
+
+    /// Grows (positive) or shrinks (negative) frame `i` at its end.
+    @usableFromInline func moveTail(_ i: Int, by delta: Int) -> Bool {
+        if delta >= 0 {
+            guard delta <= tailroom(i) else { return false }
+        } else {
+            guard -delta <= Int(length[i]) else { return false }
+        }
+        length[i] += Int32(delta)
+        return true
+    }
+
+    @usableFromInline func storeMAC(_ mac: MACAddress, at offset: Int, in i: Int) {
+        let p = frame(i) + offset
+        for k in 0..<6 { p.storeBytes(of: UInt8(truncatingIfNeeded: mac.rawValue >> (40 - 8 * UInt64(k))), toByteOffset: k, as: UInt8.self) }
+    }
+
+    @inlinable func markDirty(_ i: Int) {
+        dirty[i] = true
+        anyDirty = true
+    }
+
+    @inlinable func context(_ i: Int, _ k: Int) -> UInt64? {
+        guard k < Self.contextSlots, contextMask[i] & (1 << UInt32(k)) != 0 else { return nil }
+        return contexts[i * Self.contextSlots + k]
+    }
+
+    @inlinable func setContext(_ i: Int, _ k: Int, _ value: UInt64) {
+        contexts[i * Self.contextSlots + k] = value
+        contextMask[i] |= 1 << UInt32(k)
     }
 
     /// Removes the outer 802.1Q tag in place (frame must have one).

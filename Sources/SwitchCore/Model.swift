@@ -104,6 +104,10 @@ public struct OIDRequest: Sendable, Equatable {
 public enum ControlVerdict: Sendable, Equatable {
     case accept
     case veto(reason: String)
+    /// Only the forwarding extension, only for `NIC_DISCONNECT`: hold the request until it has
+    /// flushed the frames it still holds for the NIC, then call
+    /// ``VirtualSwitch/completePendedDisconnect(on:)`` (Hyper-V: return PENDING, forward later).
+    case pend
 }
 
 /// The outcome of a request, as the extensions above a veto (or all of them) see it.

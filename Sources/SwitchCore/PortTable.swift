@@ -20,6 +20,8 @@ final class PortRecord {
     var removalCompletion: (() -> Void)?
     /// Drop counters indexed by `reason.code * 2 + direction`.
     var drops: [UInt64] = []
+    /// A NIC_DISCONNECT the forwarding extension pended (it holds one NIC reference while pended).
+    var pendedDisconnect: PendedDisconnect?
 
     init(params: PortParameters, slot: UInt16) {
         self.params = params
@@ -51,4 +53,29 @@ struct SlotInfo {
     static let untagged: UInt8 = 0
     static let access: UInt8 = 1
     static let trunk: UInt8 = 2
+}
+
+/// A NIC_DISCONNECT waiting for the forwarding extension to flush what it holds for the NIC.
+final class PendedDisconnect {
+    let request: OIDRequest
+    let extensionName: String
+    var wasConnected = false
+    /// The extension completed it; it finishes once the frames it resumed have been processed.
+    var completing = false
+
+    init(request: OIDRequest, extensionName: String) {
+        self.request = request
+        self.extensionName = extensionName
+    }
+
+    var holder: String { "\(extensionName) (NIC_DISCONNECT pended)" }
+}
+
+/// An extension's timer (see ``VirtualSwitch/scheduleTimer(for:after:every:tag:)``).
+struct TimerEntry {
+    let id: UInt64
+    let owner: ObjectIdentifier
+    var deadline: UInt64
+    let interval: UInt64
+    let tag: Int
 }

@@ -6,6 +6,45 @@
 ///
 /// Extensions are class-bound so that calling one is a single witness-table dispatch, and they are
 /// called once per batch, not per frame.
+///
+/// ## The contract
+/// - **Rewrites are what forwarding sees.** A filtering or forwarding extension edits a frame on
+///   ingress through ``IngressContext``: the setters (``IngressContext/setDestinationMAC(_:_:)``,
+///   ``IngressContext/setVLAN(_:_:)``, ``IngressContext/pushVLANTag(_:tci:tpid:)``,
+///   ``IngressContext/popVLANTag(_:)``) update the parsed headers at once; raw edits through
+///   ``IngressContext/mutableBytes(_:)``, ``IngressContext/adjustHead(_:by:)`` or
+///   ``IngressContext/adjustTail(_:by:)`` are re-parsed when the extension returns, before the next
+///   extension and before forwarding. A rewrite that no longer parses is dropped, reported with the
+///   extension's name. The frame's VLAN after a rewrite: an outer tag's VID if it has one; if the
+///   rewrite removed the tag, the source port's untagged VLAN (access VLAN or trunk native VLAN,
+///   else 0); otherwise unchanged. The source port's admission policy is not applied again: an
+///   extension may move a frame into any VLAN. Egress sees frames read-only (Hyper-V: no data
+///   modification on egress).
+/// - **Frames grow and shrink in place**, within ``FrameBatch/headroom(_:)`` in front (at least
+///   `FrameBatch.headroom - FrameBatch.reservedHeadroom` = 112 bytes on every received frame) and
+///   ``FrameBatch/tailroom(_:)`` behind (at least 128 bytes): VLAN push/pop, encapsulation and
+///   decapsulation copy nothing and allocate nothing.
+/// - **Timers.** ``VirtualSwitch/scheduleTimer(for:after:every:tag:)`` asks for a one-shot deadline or a
+///   periodic tick on the switch's monotonic clock; ``timerFired(_:switch:)`` runs between batches
+///   even on an idle switch, so pended frames can be resumed (shaping, delay queues). The packet
+///   loop sleeps no longer than the earliest deadline (about a millisecond of resolution).
+/// - **Per-frame context.** ``IngressContext/setFrameContext(_:_:)`` stores one word per frame and
+///   extension that the same extension reads back on egress (``EgressContext/frameContext(_:)``) and
+///   after a pend/resume. It is not copied to clones or injected frames: expect it to be absent.
+/// - **Clones.** ``IngressContext/clone(_:keepingDestinations:)`` copies a frame as it is now (bytes,
+///   source, VLAN), without destinations unless asked; ``EgressContext/clone(_:)`` copies an
+///   unmodified frame with its destinations (the only injection allowed on egress).
+/// - **Pending.** Filtering and forwarding extensions may take a frame out of the batch
+///   (``IngressContext/pend(_:)``) and put it back later (``VirtualSwitch/resume(_:)``) with the
+///   destinations it had. The forwarding extension may answer `NIC_DISCONNECT` with
+///   ``ControlVerdict/pend`` to flush frames it still holds for that NIC; it ends the wait with
+///   ``VirtualSwitch/completePendedDisconnect(on:)``. Until then the NIC takes no ingress, may
+///   still be a destination, and `NIC_DELETE` waits.
+/// - **NIC save/restore.** ``saveNIC(port:nic:switch:)`` returns a versioned blob of per-NIC state;
+///   the daemon keeps it in its state store, keyed by this extension's ``name`` and the port's
+///   name, and hands it back with ``restoreNIC(_:port:nic:switch:)`` when it re-adopts the port
+///   after a restart (after `NIC_CREATE`, before `NIC_CONNECT`), as Hyper-V does on live
+///   migration. The port id may differ; match on the port's name.
 public protocol SwitchExtension: AnyObject {
     /// Unique name, shown in `tapswitchctl extensions` and in veto and drop reports.
     var name: String { get }
@@ -15,11 +54,12 @@ public protocol SwitchExtension: AnyObject {
     /// replayed: enumerate ``VirtualSwitch/ports``, ``VirtualSwitch/nic(of:)`` and
     /// ``VirtualSwitch/properties(of:)`` here, then live requests follow.
     func attached(to sw: VirtualSwitch)
-    /// Called when the extension is disabled.
+    /// Called when the extension is disabled. Its timers are already cancelled.
     func detached(from sw: VirtualSwitch)
 
     /// A lifecycle or property request on its way down. Return `.veto` to refuse a vetoable one
     /// (only filtering and forwarding extensions can veto; a capture extension's veto is ignored).
+    /// The forwarding extension may return `.pend` for `NIC_DISCONNECT` (see the contract).
     func control(_ request: OIDRequest, switch sw: VirtualSwitch) -> ControlVerdict
     /// The outcome of a request this extension accepted: completed, or vetoed further down.
     func controlCompleted(_ request: OIDRequest, outcome: ControlOutcome, switch sw: VirtualSwitch)
@@ -40,6 +80,16 @@ public protocol SwitchExtension: AnyObject {
     /// port per batch, after the transmit; frames the port could not take are reported to
     /// ``dropped(_:)`` instead.
     func delivered(_ context: DeliveryContext)
+    /// A timer this extension scheduled is due. Runs between batches; frames resumed here are
+    /// processed right after the due timers have run.
+    func timerFired(_ timer: ExtensionTimer, switch sw: VirtualSwitch)
+
+    /// NIC save (Hyper-V OID_SWITCH_NIC_SAVE): this extension's run-time state for the port's NIC,
+    /// or nil when it has none. Called when the daemon stops (for a restart) and when asked.
+    func saveNIC(port: PortParameters, nic: NICParameters, switch sw: VirtualSwitch) -> SavedNICState?
+    /// NIC restore (OID_SWITCH_NIC_RESTORE): a blob this extension saved for a NIC of the same port
+    /// name. Return false to refuse it (an unknown version, say): it is reported and dropped.
+    func restoreNIC(_ state: SavedNICState, port: PortParameters, nic: NICParameters, switch sw: VirtualSwitch) -> Bool
 
     /// Counters an operator reads (`tapswitchctl extensions`), as name/value pairs in a stable
     /// order. Read on the switch's queue, between batches.
@@ -60,6 +110,9 @@ extension SwitchExtension {
     public func egress(_ context: inout EgressContext) {}
     public func dropped(_ context: DropContext) {}
     public func delivered(_ context: DeliveryContext) {}
+    public func timerFired(_ timer: ExtensionTimer, switch sw: VirtualSwitch) {}
+    public func saveNIC(port: PortParameters, nic: NICParameters, switch sw: VirtualSwitch) -> SavedNICState? { nil }
+    public func restoreNIC(_ state: SavedNICState, port: PortParameters, nic: NICParameters, switch sw: VirtualSwitch) -> Bool { false }
     public var counters: [ExtensionCounter] { [] }
 }
 
@@ -94,13 +147,98 @@ public struct IngressContext {
         return true
     }
 
-    /// Writable bytes of frame `i` (filtering and forwarding only; nil for capture).
+    /// Writable bytes of frame `i` (filtering and forwarding only; nil for capture). The frame is
+    /// re-parsed when this extension returns, so forwarding sees what was written.
     public func mutableBytes(_ i: Int) -> UnsafeMutableRawBufferPointer? {
-        guard extensionClass != .capture else {
-            sw.diagnose(stackIndex, "capture extension tried to modify a frame; refused")
-            return nil
-        }
+        guard mayModify(i, "modify") else { return nil }
+        batch.markDirty(i)
         return UnsafeMutableRawBufferPointer(start: batch.frame(i), count: batch.length(i))
+    }
+
+    /// Rewrites frame `i`'s destination MAC; forwarding uses the new one.
+    @discardableResult
+    public func setDestinationMAC(_ i: Int, _ mac: MACAddress) -> Bool {
+        guard mayModify(i, "modify") else { return false }
+        batch.storeMAC(mac, at: 0, in: i)
+        batch.headers[i].destination = mac
+        return true
+    }
+
+    /// Moves frame `i` into VLAN `vid` (0: the untagged domain): forwarding and delivery use it. A
+    /// tagged frame gets the new VID in its outer tag (priority bits kept).
+    @discardableResult
+    public func setVLAN(_ i: Int, _ vid: VLANID) -> Bool {
+        guard vid <= 4094, mayModify(i, "modify") else { return false }
+        let h = batch.headers[i]
+        if h.isTagged {
+            let tci = (h.vlanTCI & 0xF000) | vid
+            batch.frame(i).storeBytes(of: tci.bigEndian, toByteOffset: 14, as: UInt16.self)
+            batch.headers[i].vlanTCI = tci
+        }
+        batch.headers[i].vlan = vid
+        return true
+    }
+
+    /// Pushes an outer 802.1Q (or, with `tpid` 0x88A8, 802.1ad) tag onto frame `i`, in the
+    /// headroom: the frame is then in VLAN `tci & 0xFFF`. False when there is no room.
+    @discardableResult
+    public func pushVLANTag(_ i: Int, tci: UInt16, tpid: UInt16 = EtherType.vlan) -> Bool {
+        guard mayModify(i, "grow"), batch.headroom(i) >= 4, batch.length(i) >= 12 else { return false }
+        batch.insertVLANTag(i, tci: tci, tpid: tpid)
+        sw.reparse(batch, i, reporter: stackIndex)
+        return true
+    }
+
+    /// Pops frame `i`'s outer tag: it then belongs to its source port's untagged VLAN (see the
+    /// contract). False when the frame is not tagged.
+    @discardableResult
+    public func popVLANTag(_ i: Int) -> Bool {
+        guard mayModify(i, "shrink"), batch.headers[i].isTagged else { return false }
+        batch.removeVLANTag(i)
+        sw.reparse(batch, i, reporter: stackIndex)
+        return true
+    }
+
+    /// Grows frame `i` at the front by `delta` bytes (encapsulation: write the new header into the
+    /// returned bytes' first `delta` bytes) or, negative, strips `-delta` bytes (decapsulation).
+    /// Returns the whole frame after the change, or nil when the room does not allow it. Re-parsed
+    /// when this extension returns.
+    public func adjustHead(_ i: Int, by delta: Int) -> UnsafeMutableRawBufferPointer? {
+        guard mayModify(i, delta >= 0 ? "grow" : "shrink"), batch.moveHead(i, by: delta) else { return nil }
+        batch.markDirty(i)
+        return UnsafeMutableRawBufferPointer(start: batch.frame(i), count: batch.length(i))
+    }
+
+    /// Grows (positive) or trims (negative) frame `i` at its end, within ``FrameBatch/tailroom(_:)``.
+    /// Returns the whole frame after the change, or nil. Re-parsed when this extension returns.
+    public func adjustTail(_ i: Int, by delta: Int) -> UnsafeMutableRawBufferPointer? {
+        guard mayModify(i, delta >= 0 ? "grow" : "shrink"), batch.moveTail(i, by: delta) else { return nil }
+        batch.markDirty(i)
+        return UnsafeMutableRawBufferPointer(start: batch.frame(i), count: batch.length(i))
+    }
+
+    @usableFromInline func mayModify(_ i: Int, _ what: String) -> Bool {
+        guard extensionClass != .capture else {
+            sw.diagnose(stackIndex, "capture extension tried to \(what) a frame; refused")
+            return false
+        }
+        return isLive(i)
+    }
+
+    /// This extension's context word for frame `i`, if it set one (on this frame, not a clone).
+    @inlinable public func frameContext(_ i: Int) -> UInt64? { batch.context(i, stackIndex) }
+
+    /// Stores a word with frame `i` that this extension reads back on egress (an index into its
+    /// own table, flags, a timestamp). False when the extension sits below the first
+    /// ``FrameBatch/contextSlots`` positions of the stack.
+    @discardableResult
+    public func setFrameContext(_ i: Int, _ value: UInt64) -> Bool {
+        guard stackIndex < FrameBatch.contextSlots else {
+            sw.diagnose(stackIndex, "per-frame context is limited to the first \(FrameBatch.contextSlots) extensions of the stack; refused")
+            return false
+        }
+        batch.setContext(i, stackIndex, value)
+        return true
     }
 
     /// Injects a new frame below this extension. Source defaults to port 0 (the switch: trusted,
@@ -112,28 +250,31 @@ public struct IngressContext {
         sw.inject(into: batch, bytes: bytes, vnetHeader: vnetHeader, source: source, level: level + 1, reporter: stackIndex)
     }
 
-    /// Clones frame `i` (filtering and forwarding only); the clone keeps the source, has no
-    /// destinations, and travels down from below this extension.
+    /// Clones frame `i` (filtering and forwarding only) as it is now: bytes, source and VLAN. The
+    /// clone travels down from below this extension, with no per-frame context and, unless
+    /// `keepingDestinations` (useful to the forwarding extension, after it added them), no
+    /// destinations. Returns the clone's index, or nil (batch full).
     @discardableResult
-    public func clone(_ i: Int) -> Int? {
+    public func clone(_ i: Int, keepingDestinations: Bool = false) -> Int? {
         guard extensionClass != .capture else {
             sw.diagnose(stackIndex, "capture extension tried to clone a frame; refused")
             return nil
         }
-        guard isLive(i) else { return nil }
-        return sw.inject(into: batch, bytes: UnsafeRawBufferPointer(batch.bytes(i)), vnetHeader: batch.virtioHeader(i),
-                         source: batch.source(i), level: level + 1, reporter: stackIndex, sourceNIC: batch.sourceNICIndex(i))
+        guard batch.state[i] == .live && batch.entryLevel[i] <= level + 1 else { return nil }
+        return sw.cloneFrame(batch, i, level: level + 1, keepingDestinations: keepingDestinations, reporter: stackIndex)
     }
 
-    /// Takes frame `i` out of the batch (filtering only), for queueing or shaping. The pended frame
-    /// holds a reference on its source NIC, so `NIC_DELETE` waits until the extension calls
-    /// ``VirtualSwitch/resume(_:)`` or ``VirtualSwitch/complete(_:)``. This copies the frame: it is a
-    /// slow path, not for every frame.
+    /// Takes frame `i` out of the batch (filtering and forwarding), for queueing or shaping. The
+    /// pended frame holds a reference on its source NIC, so `NIC_DELETE` waits until the extension
+    /// calls ``VirtualSwitch/resume(_:)`` or ``VirtualSwitch/complete(_:)``. It keeps its
+    /// destinations (a forwarding extension pends after adding them) and the per-frame contexts.
+    /// This copies the frame: it is a slow path, not for every frame.
     public func pend(_ i: Int) -> PendedFrame? {
-        guard extensionClass == .filtering, isLive(i) else {
-            sw.diagnose(stackIndex, "only filtering extensions can pend frames; refused")
+        guard extensionClass != .capture else {
+            sw.diagnose(stackIndex, "capture extensions cannot pend frames; refused")
             return nil
         }
+        guard batch.state[i] == .live && batch.entryLevel[i] <= level + (extensionClass == .forwarding ? 1 : 0) else { return nil }
         return sw.pend(batch, i, level: level)
     }
 
@@ -179,6 +320,22 @@ public struct EgressContext {
         p.pointee.isExcluded = true
         sw.countExclusion(batch, i, destination: p.pointee, reason: reason, reporter: stackIndex)
         return true
+    }
+
+    /// This extension's context word for frame `i`, as it set it on ingress (nil on clones).
+    @inlinable public func frameContext(_ i: Int) -> UInt64? { batch.context(i, stackIndex) }
+
+    /// Clones frame `i` with its destinations (exclusions included) and no context, for delivery
+    /// with this batch (filtering and forwarding only). Extensions above this one see the clone on
+    /// egress. Returns the clone's index, or nil (batch full).
+    @discardableResult
+    public func clone(_ i: Int) -> Int? {
+        guard extensionClass != .capture else {
+            sw.diagnose(stackIndex, "capture extension tried to clone a frame; refused")
+            return nil
+        }
+        guard isLive(i) else { return nil }
+        return sw.cloneFrame(batch, i, level: Int16.max, keepingDestinations: true, reporter: stackIndex)
     }
 
     /// Attempts to clear an exclusion: always refused (exclusion is one-way), returns false.
@@ -231,14 +388,46 @@ public final class PendedFrame {
     public let vnetHeader: VirtioNetHeader?
     public let source: PortID
     public let sourceNIC: NICIndex
+    /// The destinations it had when pended (the forwarding extension's); it is delivered to them.
+    public let destinations: [Destination]
+    let headers: ParsedHeaders
     let level: Int16
+    let contextMask: UInt32
+    let contexts: [UInt64]
     var finished = false
 
-    init(bytes: [UInt8], vnetHeader: VirtioNetHeader?, source: PortID, sourceNIC: NICIndex, level: Int16) {
+    init(bytes: [UInt8], vnetHeader: VirtioNetHeader?, source: PortID, sourceNIC: NICIndex, destinations: [Destination],
+         headers: ParsedHeaders, level: Int16, contextMask: UInt32, contexts: [UInt64]) {
         self.bytes = bytes
         self.vnetHeader = vnetHeader
         self.source = source
         self.sourceNIC = sourceNIC
+        self.destinations = destinations
+        self.headers = headers
         self.level = level
+        self.contextMask = contextMask
+        self.contexts = contexts
+    }
+}
+
+/// A timer an extension scheduled (``VirtualSwitch/scheduleTimer(for:after:every:tag:)``).
+public struct ExtensionTimer: Hashable, Sendable {
+    public let id: UInt64
+    /// The extension's own tag, to tell its timers apart.
+    public let tag: Int
+}
+
+/// An extension's saved per-NIC state (Hyper-V's NIC save blob): opaque bytes with the
+/// extension's format version, keyed by extension name.
+public struct SavedNICState: Sendable, Equatable {
+    /// The extension that saved it (``SwitchExtension/name``).
+    public var extensionName: String
+    public var version: UInt16
+    public var data: [UInt8]
+
+    public init(extensionName: String, version: UInt16, data: [UInt8]) {
+        self.extensionName = extensionName
+        self.version = version
+        self.data = data
     }
 }

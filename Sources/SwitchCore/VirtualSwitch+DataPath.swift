@@ -107,8 +107,12 @@ extension VirtualSwitch {
     }
 
     func pend(_ batch: FrameBatch, _ i: Int, level: Int16) -> PendedFrame {
+        let mask = batch.contextMask[i]
+        let contexts = mask == 0 ? [] : Array(UnsafeBufferPointer(start: batch.contexts + i * FrameBatch.contextSlots,
+                                                                    count: FrameBatch.contextSlots))
         let p = PendedFrame(bytes: batch.copyBytes(i), vnetHeader: batch.virtioHeader(i), source: batch.sourcePort[i],
-                            sourceNIC: batch.sourceNIC[i], level: level)
+                            sourceNIC: batch.sourceNIC[i], destinations: Array(batch.destinations(i)), headers: batch.headers[i],
+                            level: level, contextMask: mask, contexts: contexts)
         batch.state[i] = .pended
         if let r = records[p.source] { r.nicReferences += 1 }
         return p
@@ -129,13 +133,88 @@ extension VirtualSwitch {
     func drainResumeQueue(into batch: FrameBatch) {
         while let p = resumeQueue.first, batch.count < batch.capacity {
             resumeQueue.removeFirst()
-            _ = p.bytes.withUnsafeBytes {
-                inject(into: batch, bytes: $0, vnetHeader: p.vnetHeader, source: p.source, level: p.level + 1, reporter: Self.admission,
-                       sourceNIC: p.sourceNIC, inFlight: true)
-            }
             // The frame is now in this batch (or was refused); either way it completes with it, so its
             // NIC reference is released after the batch is delivered (NIC_DELETE must not overtake it).
             heldReferences.append(p.source)
+            var slot = UInt16.max
+            if p.source != .switchItself {
+                guard let r = records[p.source] else { continue }
+                slot = r.slot
+            }
+            guard let i = p.bytes.withUnsafeBytes({ batch.append($0, vnetHeader: p.vnetHeader) }) else { continue }
+            // As it was pended: headers (an extension may have rewritten it), destinations, contexts.
+            batch.sourcePort[i] = p.source
+            batch.sourceSlot[i] = slot
+            batch.sourceNIC[i] = p.sourceNIC
+            batch.entryLevel[i] = p.level + 1
+            batch.headers[i] = p.headers
+            var n = 0
+            // A destination port deleted meanwhile (its slot maybe reused) is skipped.
+            for d in p.destinations where n < batch.maxDestinations && slots[Int(d.slot)].port == d.port && slots[Int(d.slot)].inUse {
+                batch.destinations[i * batch.maxDestinations + n] = d
+                n += 1
+            }
+            batch.destinationCount[i] = UInt16(n)
+            if n == 0 && !p.destinations.isEmpty {
+                dropFrame(batch, i, direction: .ingress, reason: .destinationNotConnected, reporter: Self.delivery)
+            }
+            batch.contextMask[i] = p.contextMask
+            for k in 0..<p.contexts.count { batch.contexts[i * FrameBatch.contextSlots + k] = p.contexts[k] }
+        }
+    }
+
+    /// Clones frame `i` as it is (headers included, not re-admitted), entering at `level`.
+    func cloneFrame(_ batch: FrameBatch, _ i: Int, level: Int16, keepingDestinations: Bool, reporter: Int) -> Int? {
+        guard let c = batch.append(UnsafeRawBufferPointer(batch.bytes(i)), vnetHeader: batch.virtioHeader(i)) else {
+            countDrop(port: batch.sourcePort[i], slot: batch.sourceSlot[i], direction: .ingress, reason: .batchFull, reporter: reporter)
+            return nil
+        }
+        batch.sourcePort[c] = batch.sourcePort[i]
+        batch.sourceSlot[c] = batch.sourceSlot[i]
+        batch.sourceNIC[c] = batch.sourceNIC[i]
+        batch.entryLevel[c] = level
+        batch.headers[c] = batch.headers[i]
+        if batch.dirty[i] { batch.markDirty(c) }
+        if keepingDestinations {
+            let n = Int(batch.destinationCount[i])
+            (batch.destinations + c * batch.maxDestinations).update(from: batch.destinations + i * batch.maxDestinations, count: n)
+            batch.destinationCount[c] = UInt16(n)
+        }
+        return c
+    }
+
+    /// Re-parses frame `i` after an extension changed its bytes (see the contract in
+    /// ``SwitchExtension``): a frame that no longer parses is dropped and reported with the extension.
+    func reparse(_ batch: FrameBatch, _ i: Int, reporter: Int) {
+        batch.dirty[i] = false
+        let old = batch.headers[i]
+        if let bad = FrameParser.parse(batch.frame(i), length: batch.length(i), into: &batch.headers[i]) {
+            dropFrame(batch, i, direction: .ingress, reason: bad.reason, reporter: reporter)
+            return
+        }
+        let h = batch.headers[i]
+        if h.isTagged { return }  // parse set the VLAN from the tag
+        batch.headers[i].vlan = old.isTagged ? untaggedVLAN(of: batch.sourceSlot[i]) : old.vlan
+    }
+
+    /// The VLAN an untagged frame from `slot` belongs to (0 for the switch itself or no native VLAN).
+    func untaggedVLAN(of slot: UInt16) -> VLANID {
+        guard slot != UInt16.max else { return 0 }
+        let info = slots[Int(slot)]
+        switch info.vlanMode {
+        case SlotInfo.access: return info.accessVLAN
+        case SlotInfo.trunk: return info.nativeVLAN == SlotInfo.noVLAN ? 0 : info.nativeVLAN
+        default: return 0
+        }
+    }
+
+    /// Re-parses the frames extension `k` rewrote.
+    @inline(__always)
+    func reparseDirty(_ batch: FrameBatch, reporter: Int) {
+        guard batch.anyDirty else { return }
+        batch.anyDirty = false
+        for i in 0..<batch.count where batch.dirty[i] {
+            if batch.state[i] == .live { reparse(batch, i, reporter: reporter) } else { batch.dirty[i] = false }
         }
     }
 
@@ -241,6 +320,7 @@ extension VirtualSwitch {
             var ctx = IngressContext(batch: batch, sw: self, level: Int16(k), stackIndex: k,
                                      extensionClass: ext.extensionClass, frames: 0..<batch.count)
             ext.ingress(&ctx)
+            reparseDirty(batch, reporter: k)
         }
         if forwardingIndex == nil { forward(batch) }
         for i in 0..<batch.count where batch.state[i] == .live && batch.destinationCount[i] == 0 {
@@ -258,7 +338,8 @@ extension VirtualSwitch {
 
     func forward(_ batch: FrameBatch) {
         let now = self.now
-        for i in 0..<batch.count where batch.state[i] == .live {
+        // Frames with destinations already (clones that kept theirs, resumed frames) are not re-forwarded.
+        for i in 0..<batch.count where batch.state[i] == .live && batch.destinationCount[i] == 0 {
             let h = batch.headers[i]
             let srcSlot = batch.sourceSlot[i]
             if srcSlot != UInt16.max {

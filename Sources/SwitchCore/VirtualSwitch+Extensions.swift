@@ -55,6 +55,13 @@ extension VirtualSwitch {
         }
         let ext = stack.remove(at: i)
         reindex()
+        let owner = ObjectIdentifier(ext)
+        timers.removeAll { $0.owner == owner }
+        // A NIC_DISCONNECT it pended cannot wait for it any more.
+        for r in records.values where r.pendedDisconnect?.extensionName == name {
+            r.pendedDisconnect?.completing = true
+            needsSettle = true
+        }
         controlBusy = true
         ext.detached(from: self)
         controlBusy = false
@@ -102,7 +109,18 @@ extension VirtualSwitch {
         for (k, ext) in current.enumerated() {
             callbackExtension = ext.name
             defer { callbackExtension = nil }
-            guard case .veto(let reason) = ext.control(request, switch: self) else { continue }
+            let verdict = ext.control(request, switch: self)
+            if verdict == .pend {
+                guard request.kind == .nicDisconnect, ext.extensionClass == .forwarding, let r = records[request.port.id] else {
+                    onDiagnostic?("\(ext.name): only the forwarding extension may pend a request, and only NIC_DISCONNECT; \(request.kind.rawValue) goes on")
+                    continue
+                }
+                // The forwarding extension is the bottom of the stack: nothing below it to ask. The
+                // extensions see the completion when it completes (completePendedDisconnect).
+                r.pendedDisconnect = PendedDisconnect(request: request, extensionName: ext.name)
+                return .completed
+            }
+            guard case .veto(let reason) = verdict else { continue }
             guard request.kind.isVetoable, ext.extensionClass != .capture else {
                 onDiagnostic?("\(ext.name): \(ext.extensionClass.rawValue) extension vetoed \(request.kind.rawValue), which it may not veto; ignored")
                 continue
@@ -132,11 +150,15 @@ extension VirtualSwitch {
         }
     }
 
-    /// Completes deferred deletes whose references drained while a control callback was running.
+    /// Completes deferred deletes whose references drained while a control callback was running,
+    /// and pended NIC_DISCONNECTs that were completed (once the frames resumed before are processed).
     func settleDeferred() {
-        guard needsSettle else { return }
+        guard needsSettle, !controlBusy, !inBatch else { return }
         needsSettle = false
         for r in records.values {
+            if let pended = r.pendedDisconnect, pended.completing {
+                if resumeQueue.isEmpty { finishPendedDisconnect(r, pended) } else { needsSettle = true }
+            }
             if r.nicDeleteDeferred && r.nicReferences == 0 {
                 r.nicDeleteDeferred = false
                 finishNICDelete(r, isRestore: r.removalIsRestore)
@@ -145,6 +167,37 @@ extension VirtualSwitch {
                 finishPortDelete(r, isRestore: r.removalIsRestore)
             }
         }
+    }
+
+    /// Ends a NIC_DISCONNECT the forwarding extension pended (Hyper-V: it forwards the OID). Frames
+    /// it resumed before this call are still delivered to the NIC: the disconnect finishes once
+    /// they have been processed (at once if none wait). Any context, including a batch or a timer.
+    public func completePendedDisconnect(on port: PortID) throws(SwitchError) {
+        let r = try record(port, for: "NIC_DISCONNECT completion")
+        guard let pended = r.pendedDisconnect, !pended.completing else {
+            throw SwitchError(.invalidState, "NIC_DISCONNECT completion for port \(describe(r)): no NIC_DISCONNECT is pended")
+        }
+        pended.completing = true
+        needsSettle = true
+        settleDeferred()
+    }
+
+    /// Whether the port's NIC_DISCONNECT is pended, and by which extension.
+    public func pendedDisconnect(on port: PortID) -> String? { records[port]?.pendedDisconnect?.extensionName }
+
+    func finishPendedDisconnect(_ r: PortRecord, _ pended: PendedDisconnect) {
+        r.pendedDisconnect = nil
+        let request = pended.request
+        controlBusy = true
+        for ext in stack {
+            callbackExtension = ext.name
+            ext.controlCompleted(request, outcome: .completed, switch: self)
+        }
+        callbackExtension = nil
+        controlBusy = false
+        finishDisconnect(r, wasConnected: pended.wasConnected, isRestore: request.isRestore)
+        if let held = r.nicHolders[pended.holder] { r.nicHolders[pended.holder] = held <= 1 ? nil : held - 1 }
+        releaseNICReference(r)
     }
 }
 

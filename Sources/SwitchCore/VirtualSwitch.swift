@@ -63,6 +63,12 @@ public final class VirtualSwitch {
     var resumeQueue: [PendedFrame] = []
     /// Sources of resumed frames in the batch being processed (their NIC references).
     var heldReferences: [PortID] = []
+    /// The monotonic clock extension timers run on, in nanoseconds. The owner sets it before
+    /// scheduling: ``SwitchRuntime`` uses the host's monotonic clock, `EmbeddedSwitch` a manual one.
+    public var clock: () -> UInt64 = { 0 }
+    var timers: [TimerEntry] = []
+    var nextTimerID: UInt64 = 1
+    var firingTimers = false
     var reasonNames: [String] = DropReason.builtinNames
     /// Who reports drops: the core's stages (``coreReporters``), then every extension ever enabled,
     /// by name (kept after a disable so its counts keep their name).
@@ -256,6 +262,9 @@ public final class VirtualSwitch {
         guard nic.state == .created || nic.state == .disconnected, !r.removing, !r.nicDeleteDeferred else {
             throw SwitchError(.invalidState, "NIC_CONNECT refused for port \(describe(r)): NIC is \(r.removing || r.nicDeleteDeferred ? "being deleted" : nic.state.rawValue)")
         }
+        if let pended = r.pendedDisconnect {
+            throw SwitchError(.invalidState, "NIC_CONNECT refused for port \(describe(r)): its NIC_DISCONNECT is still pended by extension \(pended.extensionName)")
+        }
         nic.state = .connected
         r.nic = nic
         passDown(OIDRequest(kind: .nicConnect, port: r.params, nic: nic, property: nil, isRestore: isRestore))
@@ -310,8 +319,23 @@ public final class VirtualSwitch {
         let wasConnected = nic.state == .connected
         nic.state = .disconnected
         r.nic = nic
-        // Stop traffic before telling extensions, so none is addressed to the NIC afterwards.
+        // Stop ingress before telling extensions. Delivery stops once the request completes (no batch
+        // runs meanwhile, unless the forwarding extension pends it to flush what it holds for the NIC).
         slots[Int(r.slot)].acceptsIngress = false
+        removeFlows(touching: r.slot)
+        passDown(OIDRequest(kind: .nicDisconnect, port: r.params, nic: nic, property: nil, isRestore: isRestore))
+        if let pended = r.pendedDisconnect {
+            // The wait holds the NIC like a reference: NIC_DELETE (and a removal) waits for it.
+            pended.wasConnected = wasConnected
+            r.nicReferences += 1
+            r.nicHolders[pended.holder, default: 0] += 1
+            return
+        }
+        finishDisconnect(r, wasConnected: wasConnected, isRestore: isRestore)
+    }
+
+    /// The end of NIC_DISCONNECT: nothing is delivered to the NIC any more.
+    func finishDisconnect(_ r: PortRecord, wasConnected: Bool, isRestore: Bool) {
         if wasConnected {
             slots[Int(r.slot)].connected = false
             removeConnected(r.slot)
@@ -320,7 +344,6 @@ public final class VirtualSwitch {
         // No fast-path frame toward or from the NIC after this either.
         removeFlows(touching: r.slot)
         settleOffload()
-        passDown(OIDRequest(kind: .nicDisconnect, port: r.params, nic: nic, property: nil, isRestore: isRestore))
         emit(.nicDisconnect, r, isRestore: isRestore)
     }
 
