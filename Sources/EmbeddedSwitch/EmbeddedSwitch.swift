@@ -17,8 +17,9 @@ public final class EmbeddedSwitch: FrameSink {
     private var delivered: [PortID: [(bytes: [UInt8], header: VirtioNetHeader?)]] = [:]
     /// When set for a port, its "TAP queue" accepts only this many frames per batch (simulates ENOBUFS).
     public var transmitLimit: [PortID: Int] = [:]
-    /// The switch's timer clock in nanoseconds: manual, moved by ``advanceClock(nanoseconds:)``.
-    public private(set) var clockNanoseconds: UInt64 = 1_000_000_000
+    /// The switch's clock in nanoseconds (``VirtualSwitch/clockNanoseconds``, which its timers
+    /// run on here): manual, moved by ``advanceClock(nanoseconds:)``.
+    public var clockNanoseconds: UInt64 { sw.clockNanoseconds }
 
     public init(configuration: SwitchConfiguration = SwitchConfiguration(maxPorts: 64, batchCapacity: 32)) {
         sw = VirtualSwitch(configuration: configuration)
@@ -26,7 +27,7 @@ public final class EmbeddedSwitch: FrameSink {
         sw.onEvent = { [unowned self] in events.append($0) }
         sw.onDrop = { [unowned self] in drops.append($0) }
         sw.onDiagnostic = { [unowned self] in diagnostics.append($0) }
-        sw.clock = { [unowned self] in clockNanoseconds }
+        sw.clockNanoseconds = 1_000_000_000
     }
 
     /// PORT_CREATE + NIC_CREATE (+ NIC_CONNECT unless `connect` is false) for a VM NIC.
@@ -72,7 +73,7 @@ public final class EmbeddedSwitch: FrameSink {
     /// are delivered. Returns the number of frames processed.
     @discardableResult
     public func advanceClock(nanoseconds: UInt64) -> Int {
-        clockNanoseconds &+= nanoseconds
+        sw.clockNanoseconds &+= nanoseconds
         return sw.runTimers(batch, to: self)
     }
 

@@ -50,6 +50,8 @@ extension VirtualSwitch {
         if !firingTimers && !inBatch && !controlBusy {
             firingTimers = true
             let now = clock()
+            // Extensions that read the per-batch clock in their callbacks see the time of this run.
+            if now > clockNanoseconds { clockNanoseconds = now }
             var budget = timers.count
             while budget > 0, let k = earliestDue(now) {
                 budget -= 1

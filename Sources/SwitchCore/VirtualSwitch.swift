@@ -63,8 +63,10 @@ public final class VirtualSwitch {
     var resumeQueue: [PendedFrame] = []
     /// Sources of resumed frames in the batch being processed (their NIC references).
     var heldReferences: [PortID] = []
-    /// The monotonic clock extension timers run on, in nanoseconds. The owner sets it before
-    /// scheduling: ``SwitchRuntime`` uses the host's monotonic clock, `EmbeddedSwitch` a manual one.
+    /// The monotonic clock extension timers run on, in nanoseconds (the same time base as
+    /// ``clockNanoseconds``, read now rather than at the batch's start). By default it returns
+    /// ``clockNanoseconds`` (a manual clock, as in `EmbeddedSwitch`); the packet loop sets it to the
+    /// host's monotonic clock.
     public var clock: () -> UInt64 = { 0 }
     var timers: [TimerEntry] = []
     var nextTimerID: UInt64 = 1
@@ -117,6 +119,7 @@ public final class VirtualSwitch {
         rebuildKindIndex(stride: 64, reporters: 16)
         switchDrops = Array(repeating: 0, count: 256)
         macTable.onForget = { [unowned self] mac, vlan in self.offloadForget(mac, vlan) }
+        clock = { [unowned self] in clockNanoseconds }
     }
 
     deinit {
