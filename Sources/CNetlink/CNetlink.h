@@ -16,7 +16,10 @@
 #include <netlink/route/link.h>
 #include <netlink/route/link/veth.h>
 #include <netlink/route/link/inet6.h>
+#include <netlink/route/link/vxlan.h>
+#include <netlink/route/neighbour.h>
 #include <linux/rtnetlink.h>
 #include <linux/if_addr.h>
+#include <linux/neighbour.h>
 
 #endif

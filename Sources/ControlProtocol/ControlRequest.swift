@@ -9,11 +9,14 @@ import Foundation
 /// | `vm-start` | `vm`: `{name, nics: [{tap, mac?, owner?, group?, mtu?, type?, vlan?}]}` |
 /// | `vm-stop` | `name`, `force?` (default false) |
 /// | `port-add-internal` | `name`, `mac?`, `netns?` |
-/// | `port-add-external` | `device` |
+/// | `port-add-external` | `device`, `settings?`: `["key=value", ...]` (its VLAN policy and other port settings) |
 /// | `port-remove` | `name` |
 /// | `port-set` | `name`, `settings`: `["key=value", ...]` (one vetoable change; see ``PortSettings``) |
 /// | `port-get` | `name` |
 /// | `port-reset` | `name`, `keys`: `["key", ...]` |
+/// | `segment-add` | `segment`: `{name, vlan, vni, local, underlay, flood?, udpPort?, learning?, mtu?}` (see ``SegmentSpec``) |
+/// | `segment-del` | `name` |
+/// | `segment-list` | none |
 /// | `extension-enable` | `name`, `position?` (within its class; default: the top) |
 /// | `extension-disable` | `name` |
 /// | `extension-set` | `name`, `settings`: `["key=value", ...]` (the extension's whole settings) |
@@ -31,6 +34,9 @@ public enum ControlRequest: Sendable, Equatable {
     case portSet(name: String, settings: [String])
     case portGet(name: String)
     case portReset(name: String, keys: [String])
+    case segmentAdd(SegmentSpec)
+    case segmentDel(name: String)
+    case segmentList
     case extensionEnable(name: String, position: Int?)
     case extensionDisable(name: String)
     case extensionSet(name: String, settings: [String])
@@ -52,6 +58,9 @@ public enum ControlRequest: Sendable, Equatable {
         case .portSet: "port-set"
         case .portGet: "port-get"
         case .portReset: "port-reset"
+        case .segmentAdd: "segment-add"
+        case .segmentDel: "segment-del"
+        case .segmentList: "segment-list"
         case .extensionEnable: "extension-enable"
         case .extensionDisable: "extension-disable"
         case .extensionSet: "extension-set"
@@ -65,13 +74,13 @@ public enum ControlRequest: Sendable, Equatable {
     }
 
     public static let allOps = ["vm-start", "vm-stop", "port-add-internal", "port-add-external", "port-remove",
-                                "port-set", "port-get", "port-reset", "extension-enable", "extension-disable", "extension-set", "show", "fdb", "extensions", "events", "ping", "version"]
+                                "port-set", "port-get", "port-reset", "segment-add", "segment-del", "segment-list", "extension-enable", "extension-disable", "extension-set", "show", "fdb", "extensions", "events", "ping", "version"]
 
     /// True for requests that change the switch (the server serialises and records them).
     public var isMutating: Bool {
         switch self {
         case .vmStart, .vmStop, .portAddInternal, .portAddExternal, .portRemove, .portSet, .portReset,
-             .extensionEnable, .extensionDisable, .extensionSet: true
+             .segmentAdd, .segmentDel, .extensionEnable, .extensionDisable, .extensionSet: true
         default: false
         }
     }
@@ -99,7 +108,8 @@ extension ControlRequest: Codable {
             try spec.validate(prefix: "")
             self = .portAddInternal(spec)
         case "port-add-external":
-            let spec = ExternalPortSpec(device: try fields(["device"]).require(String.self, "device"))
+            let o = try fields(["device", "settings"])
+            let spec = ExternalPortSpec(device: try o.require(String.self, "device"), settings: try o.optional([String].self, "settings") ?? [])
             try spec.validate(prefix: "")
             self = .portAddExternal(spec)
         case "port-remove":
@@ -122,6 +132,10 @@ extension ControlRequest: Codable {
                 throw FieldError(field: "keys", message: "unknown port setting '\(bad)' (keys: \(PortSettings.keys.joined(separator: ", ")))")
             }
             self = .portReset(name: name, keys: keys)
+        case "segment-add":
+            self = .segmentAdd(try fields(["segment"]).require(SegmentSpec.self, "segment"))
+        case "segment-del":
+            self = .segmentDel(name: try Validate.interfaceName(try fields(["name"]).require(String.self, "name"), field: "name"))
         case "extension-enable":
             let o = try fields(["name", "position"])
             let position = try o.optional(Int.self, "position")
@@ -136,9 +150,10 @@ extension ControlRequest: Codable {
             self = .extensionSet(name: try Validate.extensionName(try o.require(String.self, "name"), field: "name"), settings: settings)
         case "events":
             self = .events(follow: try fields(["follow"]).optional(Bool.self, "follow") ?? false)
-        case "show", "fdb", "extensions", "ping", "version":
+        case "show", "fdb", "extensions", "ping", "version", "segment-list":
             _ = try fields([])
             switch op {
+            case "segment-list": self = .segmentList
             case "show": self = .show
             case "fdb": self = .fdb
             case "extensions": self = .extensions
@@ -158,7 +173,8 @@ extension ControlRequest: Codable {
         case .vmStop(let name, let force):
             try c.encode(name, forKey: AnyKey("name"))
             if force { try c.encode(true, forKey: AnyKey("force")) }
-        case .portRemove(let name), .portGet(let name): try c.encode(name, forKey: AnyKey("name"))
+        case .portRemove(let name), .portGet(let name), .segmentDel(let name): try c.encode(name, forKey: AnyKey("name"))
+        case .segmentAdd(let spec): try c.encode(spec, forKey: AnyKey("segment"))
         case .portSet(let name, let settings):
             try c.encode(name, forKey: AnyKey("name"))
             try c.encode(settings, forKey: AnyKey("settings"))
@@ -177,9 +193,11 @@ extension ControlRequest: Codable {
             try c.encode(spec.name, forKey: AnyKey("name"))
             try c.encodeIfPresent(spec.mac, forKey: AnyKey("mac"))
             try c.encodeIfPresent(spec.netns, forKey: AnyKey("netns"))
-        case .portAddExternal(let spec): try c.encode(spec.device, forKey: AnyKey("device"))
+        case .portAddExternal(let spec):
+            try c.encode(spec.device, forKey: AnyKey("device"))
+            if !spec.settings.isEmpty { try c.encode(spec.settings, forKey: AnyKey("settings")) }
         case .events(let follow): try c.encode(follow, forKey: AnyKey("follow"))
-        case .show, .fdb, .extensions, .ping, .version: break
+        case .show, .fdb, .extensions, .ping, .version, .segmentList: break
         }
     }
 }
@@ -210,11 +228,13 @@ public struct ControlResponse: Codable, Sendable, Equatable {
     /// `vm stop` / `port remove`: ports whose removal waits for references to drain (NIC_DISCONNECT
     /// is done; NIC_DELETE ... PORT_DELETE follow by themselves and show up as events).
     public var pending: [String]?
+    /// `segment list` (every segment), `segment add` (the one added).
+    public var segments: [SegmentSpec]?
 
     public init(ok: Bool = true, error: String? = nil, code: SwitchError.Code? = nil, vetoingExtension: String? = nil,
                 vetoReason: String? = nil, snapshot: SwitchSnapshot? = nil, fdb: [FDBEntry]? = nil,
                 extensions: [ExtensionInfo]? = nil, events: [SwitchEvent]? = nil, event: SwitchEvent? = nil,
-                ports: [PortInfo]? = nil, version: VersionInfo? = nil, pending: [String]? = nil) {
+                ports: [PortInfo]? = nil, version: VersionInfo? = nil, pending: [String]? = nil, segments: [SegmentSpec]? = nil) {
         self.ok = ok
         self.error = error
         self.code = code
@@ -228,6 +248,7 @@ public struct ControlResponse: Codable, Sendable, Equatable {
         self.ports = ports
         self.version = version
         self.pending = pending
+        self.segments = segments
     }
 
     /// A failed request, carrying the error's code (and veto) to the client.

@@ -8,7 +8,7 @@ import SwitchExtensions
 /// Format: the TOML subset of ``TOMLParser`` with this shape (see `config/tapswitchd.toml`):
 /// `[switch]` (name, unknown_unicast, mac_aging_seconds, mac_table_size, mac_limit_per_port, busy_poll_us),
 /// `[control]` (group, nic_hold_report_seconds), `[extensions]` (enable), `[[internal]]` (name, mac, netns),
-/// `[[external]]` (device), `[[vm]]` (name) with `[[vm.nic]]` (tap, mac, owner, group, mtu, type, vlan).
+/// `[[external]]` (device), `[[segment]]` (name, vlan, vni, local, underlay, flood, udp_port, learning, ageing, mtu), `[[vm]]` (name) with `[[vm.nic]]` (tap, mac, owner, group, mtu, type, vlan).
 /// `[[internal]]`, `[[external]]` and `[[vm.nic]]` also take the port settings keys of ``PortSettings``
 /// (`vlan-mode = "trunk"`, `allowed-vlans = "10,20"`, `dhcp-guard = true`, ...).
 /// Every key is optional except the names (`vm.name`, `vm.nic.tap`, `internal.name`, `external.device`).
@@ -23,6 +23,8 @@ public struct DaemonConfig: Sendable, Equatable {
     public var extensions: [String]
     public var internalPorts: [InternalPortSpec]
     public var externalPorts: [ExternalPortSpec]
+    /// VXLAN segments (`[[segment]]`).
+    public var segments: [SegmentSpec] = []
     public var vms: [VMSpec]
 
     public init(settings: SwitchSettings = SwitchSettings(), controlGroup: String? = nil, extensions: [String] = [],
@@ -37,7 +39,7 @@ public struct DaemonConfig: Sendable, Equatable {
 
     /// Every VM and port the file declares, in the shape the state store records.
     public var declared: StateRecords {
-        StateRecords(vms: vms, internalPorts: internalPorts, externalPorts: externalPorts)
+        StateRecords(vms: vms, internalPorts: internalPorts, externalPorts: externalPorts, segments: segments)
     }
 
     /// `[extensions.NAME]` tables: each extension's settings by key, as text.
@@ -188,6 +190,15 @@ private struct Builder {
         return (n, v.line)
     }
 
+    mutating func boolean(_ table: TOMLTable, _ key: String) -> (Bool, Int)? {
+        guard let v = value(table, key) else { return nil }
+        guard case .bool(let b) = v.kind else {
+            issue(v.line, "'\(table.qualified(key))' must be a boolean, not \(v.typeName)")
+            return nil
+        }
+        return (b, v.line)
+    }
+
     mutating func stringArray(_ table: TOMLTable, _ key: String) -> ([String], Int)? {
         guard let v = value(table, key) else { return nil }
         guard case .stringArray(let a) = v.kind else {
@@ -305,7 +316,7 @@ private struct Builder {
                 issue(v.line, "key '\(key)' must be inside a table such as [switch]")
             }
         }
-        checkKeys(root, allowed: [], subtables: ["switch", "control", "extensions", "internal", "external", "vm"])
+        checkKeys(root, allowed: [], subtables: ["switch", "control", "extensions", "internal", "external", "segment", "vm"])
 
         if let t = table(root, "switch") { config.settings = buildSwitch(t) }
         if let t = table(root, "control") {
@@ -374,10 +385,9 @@ private struct Builder {
             config.internalPorts.append(spec)
         }
 
-        let externals = tables(root, "external")
-        for (n, t) in externals.enumerated() {
+        // Several uplinks, each with its own VLAN policy (trunk or access).
+        for t in tables(root, "external") {
             checkKeys(t, allowed: ["device"] + PortSettings.keys)
-            if n > 0 { issue(t.line, "only one [[external]] port is supported (the first is at line \(externals[0].line))") }
             guard let (dev, line) = string(t, "device") else {
                 if t["device"] == nil { issue(t.line, "[[external]] needs a device") }
                 continue
@@ -385,7 +395,26 @@ private struct Builder {
             guard let dev = check(line, { () throws(FieldError) in try Validate.interfaceName(dev, field: "external.device") }) else { continue }
             claimName(&self, dev, line)
             guard let settings = portSettings(t) else { continue }
-            if n == 0 { config.externalPorts.append(ExternalPortSpec(device: dev, settings: settings)) }
+            config.externalPorts.append(ExternalPortSpec(device: dev, settings: settings))
+        }
+
+        var vlans: [Int: Int] = [:], vnis: [Int: Int] = [:]
+        for t in tables(root, "segment") {
+            checkKeys(t, allowed: ["name", "vlan", "vni", "local", "underlay", "flood", "udp_port", "learning", "ageing", "mtu"])
+            for key in ["name", "vlan", "vni", "local", "underlay"] where t[key] == nil { issue(t.line, "[[segment]] needs \(key)") }
+            guard let (name, nline) = string(t, "name"), let (vlan, vline) = integer(t, "vlan"), let (vni, vniLine) = integer(t, "vni"),
+                  let (local, _) = string(t, "local"), let (underlay, _) = string(t, "underlay") else { continue }
+            var spec = SegmentSpec(name: name, vlan: vlan, vni: vni, local: local, underlay: underlay)
+            if let (f, _) = stringArray(t, "flood") { spec.flood = f }
+            if let (p, _) = integer(t, "udp_port") { spec.udpPort = p }
+            if let (l, _) = boolean(t, "learning") { spec.learning = l }
+            if let (a, _) = integer(t, "ageing") { spec.ageing = a }
+            if let (m, _) = integer(t, "mtu") { spec.mtu = m }
+            guard let valid = check(t.line, { () throws(FieldError) in try spec.validated(prefix: "segment") }) else { continue }
+            if let first = vlans[vlan] { issue(vline, "segment.vlan: VLAN \(vlan) already has a segment (line \(first))") } else { vlans[vlan] = vline }
+            if let first = vnis[vni] { issue(vniLine, "segment.vni: VNI \(vni) is already used (line \(first))") } else { vnis[vni] = vniLine }
+            claimName(&self, name, nline)
+            config.segments.append(valid)
         }
 
         var vmNames: [String: Int] = [:]

@@ -57,8 +57,31 @@ public protocol DeviceLayer: AnyObject, Sendable {
     /// The link notifications of tapswitch's namespace, for the packet loop.
     func makeLinkEvents() throws -> any LinkEventSource
 
+    /// Creates a segment's VXLAN device (``VXLANParameters``) with the host stack off (no IPv6
+    /// autoconf: nothing of the host's leaks into the segment), admin-down.
+    func createVXLAN(_ p: VXLANParameters) throws
+
+    /// The VXLAN settings of `name`; nil when it does not exist or is not a VXLAN device.
+    func vxlanState(named name: String) throws -> VXLANState?
+
+    /// Adds `remote` to the flood list (all-zero FDB entry) of the VXLAN device `link`.
+    func appendFloodEntry(on link: LinkInfo, remote: String) throws
+
     /// Link queries for the packet loop alone (its own socket: it never waits behind the control plane).
     func makeLoopLinkQuery() throws -> any LinkQuerying
+}
+
+extension DeviceLayer {
+    // Device layers without VXLAN (test doubles) refuse segments.
+    public func createVXLAN(_ p: VXLANParameters) throws {
+        throw SwitchError(.invalidState, "this device layer cannot create VXLAN devices")
+    }
+
+    public func vxlanState(named name: String) throws -> VXLANState? { nil }
+
+    public func appendFloodEntry(on link: LinkInfo, remote: String) throws {
+        throw SwitchError(.invalidState, "this device layer has no VXLAN flood lists")
+    }
 }
 
 /// What a device opened with ``DeviceLayer/openDriver(on:role:buffers:)`` is to the switch.
@@ -184,6 +207,22 @@ public final class LinuxDeviceLayer: DeviceLayer {
     }
 
     public func makeLinkEvents() throws -> any LinkEventSource { try LinkMonitor() }
+
+    public func createVXLAN(_ p: VXLANParameters) throws {
+        try net.createVXLAN(p)
+        do {
+            try net.disableHostStack(p.name.value)
+        } catch {
+            try? net.deleteLink(p.name.value)
+            throw error
+        }
+    }
+
+    public func vxlanState(named name: String) throws -> VXLANState? { try net.vxlanState(named: name) }
+
+    public func appendFloodEntry(on link: LinkInfo, remote: String) throws {
+        try net.appendFloodEntry(deviceIndex: link.index, device: link.name, remote: remote)
+    }
 
     public func makeLoopLinkQuery() throws -> any LinkQuerying { try RouteNetlink() }
 }

@@ -12,7 +12,7 @@ import Locking
 /// whole request/ack exchange, so calls from any thread or task are serialised. Requests block the caller
 /// for a netlink round trip (tens of microseconds); call it from the control plane, never per frame.
 public final class RouteNetlink: Sendable {
-    private struct Socket: ~Copyable {
+    struct Socket: ~Copyable {
         let pointer: OpaquePointer
         deinit {
             nl_close(pointer)
@@ -20,7 +20,7 @@ public final class RouteNetlink: Sendable {
         }
     }
 
-    private let socket: Locked<Socket>
+    let socket: Locked<Socket>
 
     /// Opens and connects a `NETLINK_ROUTE` socket.
     public init() throws {
@@ -158,7 +158,7 @@ public final class RouteNetlink: Sendable {
     }
 
     /// `rtnl_link_get_kernel`, mapping "no such device" to nil. The caller releases the result.
-    private static func fetch(_ sock: OpaquePointer, index: Int32, name: String?) throws(NetlinkError) -> OpaquePointer? {
+    static func fetch(_ sock: OpaquePointer, index: Int32, name: String?) throws(NetlinkError) -> OpaquePointer? {
         var link: OpaquePointer?
         let rc = rtnl_link_get_kernel(sock, index, name, &link)
         if rc == -NLE_OBJ_NOTFOUND || rc == -NLE_NODEV { return nil }

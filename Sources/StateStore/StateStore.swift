@@ -12,18 +12,41 @@ public struct StateRecords: Codable, Sendable, Equatable {
     public var vms: [VMSpec]
     public var internalPorts: [InternalPortSpec]
     public var externalPorts: [ExternalPortSpec]
+    /// VXLAN segments (their devices are tapswitch's: created at `segment add`, deleted at `segment del`).
+    public var segments: [SegmentSpec]
 
-    public init(vms: [VMSpec] = [], internalPorts: [InternalPortSpec] = [], externalPorts: [ExternalPortSpec] = []) {
+    public init(vms: [VMSpec] = [], internalPorts: [InternalPortSpec] = [], externalPorts: [ExternalPortSpec] = [],
+                segments: [SegmentSpec] = []) {
         self.vms = vms
         self.internalPorts = internalPorts
         self.externalPorts = externalPorts
+        self.segments = segments
     }
 
-    public var isEmpty: Bool { vms.isEmpty && internalPorts.isEmpty && externalPorts.isEmpty }
+    public var isEmpty: Bool { vms.isEmpty && internalPorts.isEmpty && externalPorts.isEmpty && segments.isEmpty }
 
-    /// Every interface name recorded (TAPs, internal ports, external devices).
+    /// Every interface name recorded (TAPs, internal ports, external devices, segment devices).
     public var portNames: Set<String> {
-        Set(vms.flatMap { $0.nics.map(\.tap) } + internalPorts.map(\.name) + externalPorts.map(\.device))
+        Set(vms.flatMap { $0.nics.map(\.tap) } + internalPorts.map(\.name) + externalPorts.map(\.device) + segments.map(\.name))
+    }
+
+    private enum CodingKeys: String, CodingKey { case vms, internalPorts, externalPorts, segments }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        vms = try c.decode([VMSpec].self, forKey: .vms)
+        internalPorts = try c.decode([InternalPortSpec].self, forKey: .internalPorts)
+        externalPorts = try c.decode([ExternalPortSpec].self, forKey: .externalPorts)
+        // Files written before segments existed have no such key.
+        segments = try c.decodeIfPresent([SegmentSpec].self, forKey: .segments) ?? []
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(vms, forKey: .vms)
+        try c.encode(internalPorts, forKey: .internalPorts)
+        try c.encode(externalPorts, forKey: .externalPorts)
+        try c.encode(segments, forKey: .segments)
     }
 
     public func vm(named name: String) -> VMSpec? { vms.first { $0.name == name } }
@@ -106,7 +129,8 @@ public struct StateStore: Sendable {
         }
         let vms = entries("vms", VMSpec.self), internals = entries("internalPorts", InternalPortSpec.self)
         let externals = entries("externalPorts", ExternalPortSpec.self)
-        recovery.records = StateRecords(vms: vms, internalPorts: internals, externalPorts: externals)
+        recovery.records = StateRecords(vms: vms, internalPorts: internals, externalPorts: externals,
+                                        segments: entries("segments", SegmentSpec.self))
     }
 
     private enum Decoded {

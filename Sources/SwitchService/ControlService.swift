@@ -68,6 +68,7 @@ public actor ControlService {
             } else {
                 records.internalPorts.removeAll { $0.name == lost.name }
                 records.externalPorts.removeAll { $0.device == lost.name }
+                records.segments.removeAll { $0.name == lost.name }
             }
             do throws(SwitchError) { try store.save(records) } catch {
                 logger.error("cannot record state after a lost port", metadata: ["port": "\(lost.name)", "error": "\(error.message)"])
@@ -99,6 +100,14 @@ public actor ControlService {
             return await serially { await result { () async throws(SwitchError) in ControlResponse(ports: [try await addInternal(spec)]) } }
         case .portAddExternal(let spec):
             return await serially { await result { () async throws(SwitchError) in ControlResponse(ports: [try await addExternal(spec)]) } }
+        case .segmentAdd(let spec):
+            return await serially { await result { () async throws(SwitchError) in
+                ControlResponse(ports: [try await addSegment(spec)], segments: [spec])
+            } }
+        case .segmentDel(let name):
+            return await serially { await result { () async throws(SwitchError) in ControlResponse(pending: try await removeSegment(name)) } }
+        case .segmentList:
+            return ControlResponse(segments: await backend.segments())
         case .portRemove(let name):
             return await serially { await result { () async throws(SwitchError) in ControlResponse(pending: try await removePort(name)) } }
         case .portSet(let name, let words):
@@ -245,6 +254,32 @@ public actor ControlService {
         return port
     }
 
+    private func addSegment(_ spec: SegmentSpec) async throws(SwitchError) -> PortInfo {
+        if records.portNames.contains(spec.name) { throw SwitchError(.exists, "'\(spec.name)' is already a port of this switch") }
+        let port = try await backend.addSegment(spec)
+        records.segments.append(spec)
+        do throws(SwitchError) {
+            try store.save(records)
+        } catch {
+            records.segments.removeAll { $0.name == spec.name }
+            _ = try? await backend.removeSegment(named: spec.name)
+            throw error.context("segment '\(spec.name)' was not added: cannot record state")
+        }
+        logger.notice("segment added", metadata: ["segment": "\(spec.name)", "vlan": "\(spec.vlan)", "vni": "\(spec.vni)",
+                                                  "underlay": "\(spec.underlay)", "flood": "\(spec.flood.joined(separator: ","))"])
+        return port
+    }
+
+    private func removeSegment(_ name: String) async throws(SwitchError) -> [String]? {
+        var after = records
+        after.segments.removeAll { $0.name == name }
+        let pending = try await recordingFirst(after, "segment '\(name)' was not removed") { () async throws(SwitchError) in
+            try await backend.removeSegment(named: name)
+        }
+        logger.notice("segment removed", metadata: ["segment": "\(name)", "pending": "\(pending)"])
+        return pending ? [name] : nil
+    }
+
     private func removePort(_ name: String) async throws(SwitchError) -> [String]? {
         var after = records
         after.internalPorts.removeAll { $0.name == name }
@@ -266,6 +301,10 @@ public actor ControlService {
     /// Applies a change to a port's settings (one vetoable request), then records the new settings
     /// with the port's VM or port record so they survive a restart.
     private func changeSettings(_ name: String, _ change: (inout PortSettings) throws(SwitchError) -> Void) async throws(SwitchError) -> PortInfo {
+        if records.segments.contains(where: { $0.name == name }) {
+            throw SwitchError(.invalidState, "port '\(name)' is segment \(name)'s VXLAN device: it carries the segment's VLAN untagged; "
+                + "to change it, 'segment del' and 'segment add' again")
+        }
         let current = try await port(named: name)
         var settings = try PortSettings.parse(current.settings ?? [])
         try change(&settings)
@@ -324,6 +363,9 @@ public actor ControlService {
             let skipVMs = Set(previouslyDeclared.vms.map(\.name))
             for spec in config.externalPorts where !records.portNames.contains(spec.device) && !skipNames.contains(spec.device) {
                 do throws(SwitchError) { _ = try await addExternal(spec) } catch { failures.append("external \(spec.device): \(error.message)") }
+            }
+            for spec in config.segments where !records.portNames.contains(spec.name) && !skipNames.contains(spec.name) {
+                do throws(SwitchError) { _ = try await addSegment(spec) } catch { failures.append("segment \(spec.name): \(error.message)") }
             }
             for spec in config.internalPorts where !records.portNames.contains(spec.name) && !skipNames.contains(spec.name) {
                 do throws(SwitchError) { _ = try await addInternal(spec) } catch { failures.append("internal \(spec.name): \(error.message)") }

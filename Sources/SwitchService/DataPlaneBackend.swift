@@ -27,6 +27,7 @@ public actor DataPlaneBackend: SwitchBackend {
     private var vms: [String: VMSpec] = [:]
     private var internals: [String: InternalPortSpec] = [:]
     private var externals: [String: ExternalPortSpec] = [:]
+    private var segmentSpecs: [String: SegmentSpec] = [:]
     /// Ports whose removal waits for references (TAP name -> when it started, whether the TAP
     /// goes when PORT_DELETE completes).
     private var pendingRemovals: [String: PendingRemoval] = [:]
@@ -326,7 +327,8 @@ public actor DataPlaneBackend: SwitchBackend {
     /// stack: true when references hold the rest, which then completes by itself
     /// (``removalFinished(_:token:)``), reported after `holdReportAfter` and at doubling intervals
     /// while it waits.
-    private func beginRemoval(_ name: String, runtime rt: SwitchRuntime, deleteTAP: Bool, vm: String?) async throws(SwitchError) -> Bool {
+    private func beginRemoval(_ name: String, runtime rt: SwitchRuntime, deleteTAP: Bool, vm: String?,
+                              deleteAnyDevice: Bool = false) async throws(SwitchError) -> Bool {
         let started = ContinuousClock.now
         nextRemovalToken += 1
         let token = nextRemovalToken
@@ -335,7 +337,8 @@ public actor DataPlaneBackend: SwitchBackend {
             Task(executorPreference: DaemonExecutor.shared) { await self.removalFinished(name, token: token) }
         }
         let (pending, backing) = try await rt.beginRemovePort(named: name, deleted: deleted)
-        let dropTAP = deleteTAP && backing == .vmTAP
+        // A segment's VXLAN device is tapswitch's too (an ordinary uplink is never deleted).
+        let dropTAP = deleteTAP && (backing == .vmTAP || deleteAnyDevice)
         if !pending {
             if dropTAP { try rt.deleteTAP(named: name) }
             return false
@@ -406,7 +409,8 @@ public actor DataPlaneBackend: SwitchBackend {
             lost.vm = vm.name
             lost.vmGone = vm.nics.isEmpty
             vms[vm.name] = vm.nics.isEmpty ? nil : vm
-        } else if internals.removeValue(forKey: name) == nil, externals.removeValue(forKey: name) == nil {
+        } else if internals.removeValue(forKey: name) == nil, externals.removeValue(forKey: name) == nil,
+                  segmentSpecs.removeValue(forKey: name) == nil {
             return  // not one of ours any more (removed meanwhile)
         }
         var meta: Logger.Metadata = ["port": "\(name)"]
@@ -429,8 +433,8 @@ public actor DataPlaneBackend: SwitchBackend {
 
     public func addExternalPort(_ spec: ExternalPortSpec) async throws(SwitchError) -> PortInfo {
         let rt = try running()
-        if let other = externals.keys.first {
-            throw SwitchError(.exists, "the switch already has an external port (\(other)); remove it first")
+        if externals[spec.device] != nil {
+            throw SwitchError(.exists, "\(spec.device) is already an external port of the switch")
         }
         try await rt.addExternalPort(device: spec.device, properties: try PortSettings.parse(spec.settings).properties)
         externals[spec.device] = spec
@@ -465,6 +469,9 @@ public actor DataPlaneBackend: SwitchBackend {
         if let vm = vms.values.first(where: { $0.nics.contains { $0.tap == name } }) {
             throw SwitchError(.invalidState, "port '\(name)' belongs to VM '\(vm.name)'; use 'vm stop \(vm.name)'")
         }
+        if segmentSpecs[name] != nil {
+            throw SwitchError(.invalidState, "port '\(name)' is segment \(name)'s VXLAN device; use 'segment del \(name)'")
+        }
         guard internals[name] != nil || externals[name] != nil else {
             throw SwitchError(.notFound, "no port named '\(name)'")
         }
@@ -474,6 +481,42 @@ public actor DataPlaneBackend: SwitchBackend {
         return pending
     }
 
+    // MARK: - Segments
+
+    public func addSegment(_ spec: SegmentSpec) async throws(SwitchError) -> PortInfo {
+        try await addSegment(spec, restore: false)
+    }
+
+    private func addSegment(_ spec: SegmentSpec, restore: Bool) async throws(SwitchError) -> PortInfo {
+        let rt = try running()
+        if segmentSpecs[spec.name] != nil { throw SwitchError(.exists, "segment \(spec.name) already exists") }
+        if let other = segmentSpecs.values.first(where: { $0.vlan == spec.vlan }) {
+            throw SwitchError(.exists, "VLAN \(spec.vlan) is already carried by segment \(other.name)")
+        }
+        if let other = segmentSpecs.values.first(where: { $0.vni == spec.vni }) {
+            throw SwitchError(.exists, "VNI \(spec.vni) is already segment \(other.name)'s")
+        }
+        if pendingRemovals[spec.name] != nil {
+            throw SwitchError(.exists, "segment \(spec.name) is still being removed (references hold its port; see 'tapswitchctl events')")
+        }
+        try await rt.addSegment(SegmentDevice(name: spec.name, vlan: VLANID(spec.vlan), vni: UInt32(spec.vni), local: spec.local,
+                                              underlay: spec.underlay, flood: spec.flood, udpPort: UInt16(spec.udpPort),
+                                              learning: spec.learning, ageing: UInt32(spec.ageing), mtu: UInt32(spec.mtu), overhead: UInt32(spec.overhead)),
+                                isRestore: restore)
+        segmentSpecs[spec.name] = spec
+        return try await portInfo(spec.name)
+    }
+
+    public func removeSegment(named name: String) async throws(SwitchError) -> Bool {
+        let rt = try running()
+        guard segmentSpecs[name] != nil else { throw SwitchError(.notFound, "no segment named '\(name)'") }
+        let pending = try await beginRemoval(name, runtime: rt, deleteTAP: true, vm: nil, deleteAnyDevice: true)
+        segmentSpecs[name] = nil
+        return pending
+    }
+
+    public func segments() async -> [SegmentSpec] { segmentSpecs.values.sorted { $0.name < $1.name } }
+
     // MARK: - Restart
 
     public func adopt(_ records: StateRecords) async -> AdoptionOutcome {
@@ -481,6 +524,12 @@ public actor DataPlaneBackend: SwitchBackend {
         for spec in records.externalPorts {
             do { _ = try await addExternalPort(spec); outcome.adopted.externalPorts.append(spec) } catch {
                 outcome.failures.append(.init(what: "external \(spec.device)", reason: error.message))
+            }
+        }
+        for spec in records.segments {
+            // The VXLAN device outlives the daemon: adopted with what it learned (or was given).
+            do { _ = try await addSegment(spec, restore: true); outcome.adopted.segments.append(spec) } catch {
+                outcome.failures.append(.init(what: "segment \(spec.name)", reason: error.message))
             }
         }
         for spec in records.internalPorts {

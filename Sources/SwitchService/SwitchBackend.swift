@@ -61,6 +61,16 @@ public protocol SwitchBackend: Sendable {
     /// ``stopVM(named:force:)``, answers once NIC_DISCONNECT is done; true when the rest is pending.
     func removePort(named name: String) async throws(SwitchError) -> Bool
 
+    /// Creates the segment's VXLAN device and attaches it as an external port carrying its VLAN
+    /// untagged. Refused (nothing created) when the name, VLAN or VNI is taken, the underlay is
+    /// missing or its MTU cannot carry the segment's MTU plus the VXLAN overhead.
+    func addSegment(_ spec: SegmentSpec) async throws(SwitchError) -> PortInfo
+    /// Removes the segment's port (like ``removePort(named:)``) and deletes its VXLAN device once the
+    /// port is gone; true when that waits for references.
+    func removeSegment(named name: String) async throws(SwitchError) -> Bool
+    /// Every segment, by name.
+    func segments() async -> [SegmentSpec]
+
     /// How long a removal may wait for references before it is reported (log and a `nic-held`
     /// event naming the holders; again after twice as long each time while it waits).
     func setNICHoldReport(seconds: Double) async

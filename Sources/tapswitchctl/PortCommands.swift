@@ -46,8 +46,15 @@ struct PortAddInternal: ParsableCommand {
 struct PortAddExternal: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "add-external",
-        abstract: "Add the external port (uplink): an existing host device.",
-        discussion: "The switch takes over the device's traffic; use a dedicated NIC. A switch has at most one external port."
+        abstract: "Add an external port (an uplink): an existing host device, with its own VLAN policy.",
+        discussion: """
+            The switch takes over the device's traffic; use a dedicated NIC. A switch may have several external ports, \
+            each with its own settings: by default an uplink trunks every VLAN; `vlan=10` makes it an access port of \
+            VLAN 10 (untagged on the wire), `vlan-mode=trunk allowed-vlans=20,30` a trunk of those VLANs. Uplinks \
+            that reach the same L2 network on a common VLAN make a loop: tapswitch runs no spanning tree.
+
+            \(portSettingsHelp)
+            """
     )
 
     @OptionGroup var globals: GlobalOptions
@@ -55,12 +62,17 @@ struct PortAddExternal: ParsableCommand {
     @Argument(help: "Existing network device, e.g. eth1.", completion: .custom(Completions.hostDevices))
     var device: String
 
+    @Argument(help: ArgumentHelp("Port settings (as for 'port set').", valueName: "key=value"), completion: .custom(Completions.settingAssignments))
+    var settings: [String] = []
+
     func validate() throws {
         do { _ = try Validate.interfaceName(device, field: "<device>") } catch { throw usage(error) }
+        do { _ = try PortSettings.parse(settings) } catch { throw ValidationError(error.message) }
     }
 
     func run() throws {
-        let response = try call(.portAddExternal(ExternalPortSpec(device: device)), globals)
+        let canonical = try PortSettings.parse(settings).assignments
+        let response = try call(.portAddExternal(ExternalPortSpec(device: device, settings: canonical)), globals)
         printPorts(response.ports ?? [], verb: "added external port", json: globals.json)
     }
 }

@@ -98,7 +98,7 @@ struct ConfigTests {
 
     @Test("semantic errors name file and line", arguments: [
         ("[switch]\nbogus = 1\n", "t.toml:2: unknown key 'switch.bogus' (known: switch.name, switch.unknown_unicast, switch.mac_aging_seconds, switch.mac_table_size, switch.mac_limit_per_port, switch.busy_poll_us)"),
-        ("[routing]\n", "t.toml:1: unknown table 'routing' (known: switch, control, extensions, internal, external, vm)"),
+        ("[routing]\n", "t.toml:1: unknown table 'routing' (known: switch, control, extensions, internal, external, segment, vm)"),
         ("name = \"x\"\n", "t.toml:1: key 'name' must be inside a table such as [switch]"),
         ("[switch]\nname = \"way-too-long-name0\"\n", "t.toml:2: switch.name: interface name 'way-too-long-name0' is 18 characters; the limit is 15"),
         ("[switch]\nunknown_unicast = \"drop\"\n", "t.toml:2: switch.unknown_unicast: 'drop' is not one of: flood, uplink"),
@@ -130,11 +130,48 @@ struct ConfigTests {
         ("[[internal]]\nname = \"h0\"\nmac = \"02:00:00:00:00:01\"\n[[vm]]\nname = \"a\"\n[[vm.nic]]\ntap = \"a0\"\nmac = \"02:00:00:00:00:01\"\n",
          "t.toml:8: MAC 02:00:00:00:00:01 is already used (line 3)"),
         ("[[internal]]\nname = \"h0\"\nnetns = \"../x\"\n", "t.toml:3: internal.netns: namespace name '../x' contains '/'; allowed are A-Z a-z 0-9 _ . -"),
-        ("[[external]]\ndevice = \"e1\"\n[[external]]\ndevice = \"e2\"\n", "t.toml:3: only one [[external]] port is supported (the first is at line 1)"),
+        ("[[external]]\ndevice = \"e1\"\n[[external]]\ndevice = \"e1\"\n", "t.toml:4: interface name 'e1' is already used (line 2)"),
         ("[[external]]\n", "t.toml:1: [[external]] needs a device"),
     ])
     func semanticErrors(text: String, expected: String) {
         #expect(error(text) == expected)
+    }
+
+    static let segment = "[[segment]]\nname = \"vx1\"\nvlan = 10\nvni = 100\nlocal = \"192.0.2.1\"\nunderlay = \"eth0\"\n"
+    static let segmentCases: [(String, String)] = [
+        ("[[segment]]\nname = \"vx1\"\nvni = 100\nlocal = \"192.0.2.1\"\nunderlay = \"eth0\"\n", "t.toml:1: [[segment]] needs vlan"),
+        (Self.segment + "flood = [\"192.0.2.1\"]\n", "t.toml:1: segment.flood: '192.0.2.1' is this host's own VTEP (local)"),
+        (Self.segment + "udp_port = 0\n", "t.toml:1: segment.udp_port: UDP port 0 is out of range 1..65535"),
+        (Self.segment + "vxlan = 1\n", "t.toml:7: unknown key 'segment.vxlan' (known: segment.name, segment.vlan, segment.vni, segment.local, segment.underlay, segment.flood, segment.udp_port, segment.learning, segment.ageing, segment.mtu)"),
+        (Self.segment + "[[segment]]\nname = \"vx2\"\nvlan = 10\nvni = 200\nlocal = \"192.0.2.1\"\nunderlay = \"eth0\"\n",
+         "t.toml:9: segment.vlan: VLAN 10 already has a segment (line 3)"),
+    ]
+
+    @Test("[[segment]] errors name file and line", arguments: segmentCases)
+    func segmentErrors(text: String, expected: String) {
+        #expect(error(text) == expected)
+    }
+
+    @Test("[[segment]] with every key, and several [[external]] uplinks")
+    func segmentsAndUplinks() throws {
+        let c = try loader.parse(Self.segment + """
+            flood = ["192.0.2.2", "192.0.2.3"]
+            udp_port = 8472
+            learning = false
+            ageing = 60
+            mtu = 1450
+
+            [[external]]
+            device = "eth1"
+            vlan = 10
+
+            [[external]]
+            device = "eth2"
+            """, file: "t.toml")
+        #expect(c.segments == [SegmentSpec(name: "vx1", vlan: 10, vni: 100, local: "192.0.2.1", underlay: "eth0",
+                                           flood: ["192.0.2.2", "192.0.2.3"], udpPort: 8472, learning: false, ageing: 60, mtu: 1450)])
+        #expect(c.externalPorts == [ExternalPortSpec(device: "eth1", settings: ["vlan=10"]), ExternalPortSpec(device: "eth2")])
+        #expect(c.declared.segments == c.segments)
     }
 
     @Test("every semantic error is reported, in line order")

@@ -26,6 +26,10 @@ struct ProtocolTests {
             ])),
             .vmStop(name: "web1"), .portAddInternal(InternalPortSpec(name: "h0", mac: MACAddress("02:00:00:00:00:01"), netns: "ns1")),
             .portAddInternal(InternalPortSpec(name: "h1")), .portAddExternal(ExternalPortSpec(device: "eth1")), .portRemove(name: "h0"),
+            .portAddExternal(ExternalPortSpec(device: "eth2", settings: ["vlan=10"])),
+            .segmentAdd(SegmentSpec(name: "vx100", vlan: 10, vni: 100, local: "192.0.2.1", underlay: "eth0", flood: ["192.0.2.2"],
+                                    udpPort: 8472, learning: false, ageing: 30, mtu: 1450)),
+            .segmentDel(name: "vx100"), .segmentList,
             .show, .fdb, .extensions, .events(follow: true), .events(follow: false), .ping, .version,
         ]
         for r in requests {
@@ -43,7 +47,7 @@ struct ProtocolTests {
         ("[1,2]", "request: expected a JSON object"),
         ("{}", "op: missing required field"),
         (#"{"op": 3}"#, "op: expected a string"),
-        (#"{"op": "fly"}"#, "op: unknown operation 'fly' (expected one of: vm-start, vm-stop, port-add-internal, port-add-external, port-remove, port-set, port-get, port-reset, extension-enable, extension-disable, extension-set, show, fdb, extensions, events, ping, version)"),
+        (#"{"op": "fly"}"#, "op: unknown operation 'fly' (expected one of: vm-start, vm-stop, port-add-internal, port-add-external, port-remove, port-set, port-get, port-reset, segment-add, segment-del, segment-list, extension-enable, extension-disable, extension-set, show, fdb, extensions, events, ping, version)"),
         (#"{"op": "show", "x": 1}"#, "x: unknown field (allowed: op)"),
         (#"{"op": "events", "follow": "yes"}"#, "follow: expected true or false"),
         (#"{"op": "vm-stop"}"#, "name: missing required field"),
@@ -67,6 +71,19 @@ struct ProtocolTests {
         (#"{"op": "port-add-internal", "name": "h0", "netns": ""}"#, "netns: namespace name must not be empty"),
         (#"{"op": "port-add-external"}"#, "device: missing required field"),
         (#"{"op": "port-remove", "name": "a/b"}"#, "name: interface name 'a/b' contains '/'; allowed are A-Z a-z 0-9 _ . -"),
+        (#"{"op": "port-add-external", "device": "e1", "settings": ["vlan=0"]}"#, "settings: vlan=0: expected a VLAN id 1-4094"),
+        (#"{"op": "segment-add", "segment": {"name": "vx", "vlan": 10, "vni": 16777216, "local": "10.0.0.1", "underlay": "e1"}}"#,
+         "segment.vni: VNI 16777216 is out of range 1..16777215"),
+        (#"{"op": "segment-add", "segment": {"name": "vx", "vlan": 10, "vni": 1, "local": "10.0.0.300", "underlay": "e1"}}"#,
+         "segment.local: '10.0.0.300' is not an IPv4 or IPv6 address"),
+        (#"{"op": "segment-add", "segment": {"name": "vx", "vlan": 10, "vni": 1, "local": "10.0.0.1", "underlay": "e1", "flood": ["fd00::2"]}}"#,
+         "segment.flood: 'fd00::2' is IPv6 but local 10.0.0.1 is not: one underlay family per segment"),
+        (#"{"op": "segment-add", "segment": {"name": "vx", "vlan": 10, "vni": 1, "local": "10.0.0.1", "underlay": "e1", "flood": ["10.0.0.1"]}}"#,
+         "segment.flood: '10.0.0.1' is this host's own VTEP (local)"),
+        (#"{"op": "segment-add", "segment": {"name": "vx", "vlan": 10, "vni": 1, "local": "239.1.1.1", "underlay": "e1"}}"#,
+         "segment.local: '239.1.1.1' is not a unicast address"),
+        (#"{"op": "segment-add", "segment": {"name": "vx", "vni": 1, "local": "10.0.0.1", "underlay": "e1"}}"#, "segment.vlan: missing required field"),
+        (#"{"op": "segment-del", "name": ""}"#, "name: interface name must not be empty"),
     ])
     func rejections(json: String, expected: String) {
         #expect(rejection(json) == expected)

@@ -50,14 +50,20 @@ public final class DaemonUnderTest: Sendable {
     private static let scrubbed = ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"]
     /// The executable: `tapswitchd`, or `tapswitchd-fake` (the same daemon on in-memory devices).
     private let binary: String
+    /// The network namespace the daemon runs in (`ip netns exec NS tapswitchd ...`); nil: the test's.
+    public let netns: String?
 
     /// Prepares the directory (nothing runs yet: see ``start()``) and registers the daemon's stop and the
     /// directory's removal with `cleanup`.
     /// - Parameter environment: added to the test process's environment without
     ///   `NOTIFY_SOCKET` and `WATCHDOG_*`.
     /// - Parameter binary: `tapswitchd` (real devices, needs root) or `tapswitchd-fake` (device-free).
-    public init(config: Config, environment: [String: String] = [:], binary: String = "tapswitchd", cleanup: Cleanup) throws {
+    /// - Parameter netns: run the daemon inside this network namespace (a "host" of a multi-host test);
+    ///   its control socket is a file, so `tapswitchctl` reaches it from anywhere.
+    public init(config: Config, environment: [String: String] = [:], binary: String = "tapswitchd", netns: String? = nil,
+                cleanup: Cleanup) throws {
         self.binary = binary
+        self.netns = netns
         let dir = try TempDir("tswd")
         self.dir = dir
         socket = dir.file("run/control.sock")
@@ -90,8 +96,15 @@ public final class DaemonUnderTest: Sendable {
     /// Spawns tapswitchd without waiting for it (``waitReady(timeout:)`` does).
     public func launch() throws {
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: try Products.path(binary))
-        p.arguments = ["--config", configPath, "--socket", socket, "--state-dir", stateDir, "--log-level", "debug"]
+        let arguments = ["--config", configPath, "--socket", socket, "--state-dir", stateDir, "--log-level", "debug"]
+        if let netns {
+            // `ip netns exec` execs the daemon itself (same process): signals reach it directly.
+            p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            p.arguments = ["ip", "netns", "exec", netns, try Products.path(binary)] + arguments
+        } else {
+            p.executableURL = URL(fileURLWithPath: try Products.path(binary))
+            p.arguments = arguments
+        }
         var env = ProcessInfo.processInfo.environment
         for key in Self.scrubbed { env.removeValue(forKey: key) }
         env.merge(environment) { _, new in new }

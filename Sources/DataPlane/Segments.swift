@@ -1,0 +1,85 @@
+import LinuxNet
+import SwitchCore
+
+/// A VXLAN segment as the runtime plugs it in: the kernel VXLAN device and the VLAN it carries.
+public struct SegmentDevice: Sendable, Equatable {
+    /// The VXLAN device's name (also the port's).
+    public var name: String
+    public var vlan: VLANID
+    public var vni: UInt32
+    public var local: String
+    public var underlay: String
+    public var flood: [String]
+    public var udpPort: UInt16
+    public var learning: Bool
+    public var ageing: UInt32
+    /// The VMs' MTU, set on the VXLAN device.
+    public var mtu: UInt32
+    /// Encapsulation bytes on the underlay (50 over IPv4, 70 over IPv6).
+    public var overhead: UInt32
+
+    public init(name: String, vlan: VLANID, vni: UInt32, local: String, underlay: String, flood: [String], udpPort: UInt16,
+                learning: Bool, ageing: UInt32 = 300, mtu: UInt32, overhead: UInt32) {
+        self.name = name
+        self.vlan = vlan
+        self.vni = vni
+        self.local = local
+        self.underlay = underlay
+        self.flood = flood
+        self.udpPort = udpPort
+        self.learning = learning
+        self.ageing = ageing
+        self.mtu = mtu
+        self.overhead = overhead
+    }
+}
+
+extension SwitchRuntime {
+    /// Creates the segment's VXLAN device over its underlay (MTU checked against the underlay's),
+    /// fills its flood list and attaches it as an external port that carries `vlan` untagged. On any
+    /// failure a device created here is deleted again.
+    ///
+    /// With `isRestore` (daemon restart) an existing VXLAN device of that name and VNI is adopted as
+    /// it is (remote MACs it learned, or a control plane installed, stay); its flood list is completed.
+    @discardableResult
+    public func addSegment(_ s: SegmentDevice, isRestore: Bool = false) async throws(SwitchError) -> PortID {
+        let ifname = try validName(s.name)
+        guard let underlay = try link(s.underlay) else {
+            throw SwitchError(.notFound, "segment \(s.name): underlay device \(s.underlay) does not exist")
+        }
+        if underlay.mtu < s.mtu + s.overhead {
+            throw SwitchError(.invalidArgument, "segment \(s.name): underlay \(s.underlay) has MTU \(underlay.mtu), which cannot carry "
+                + "the VMs' MTU \(s.mtu) plus \(s.overhead) bytes of VXLAN encapsulation; raise \(s.underlay)'s MTU to at least "
+                + "\(s.mtu + s.overhead), or give the segment mtu=\(underlay.mtu > s.overhead + 68 ? underlay.mtu - s.overhead : 68) "
+                + "and its VMs' NICs the same MTU")
+        }
+        var created = false
+        if try link(s.name) != nil {
+            let state: VXLANState?
+            do { state = try devices.vxlanState(named: s.name) } catch { throw SwitchError("cannot query \(s.name)", cause: error) }
+            guard isRestore, let state, state.vni == s.vni else {
+                throw SwitchError(.exists, "cannot create VXLAN device \(s.name): a network device with that name already exists")
+            }
+        } else {
+            do {
+                try devices.createVXLAN(VXLANParameters(name: ifname, vni: s.vni, local: s.local, underlayIndex: underlay.index,
+                                                        udpPort: s.udpPort, learning: s.learning, ageing: s.ageing, mtu: s.mtu))
+            } catch {
+                throw SwitchError("segment \(s.name): cannot create its VXLAN device (VNI \(s.vni) over \(s.underlay))", cause: error)
+            }
+            created = true
+        }
+        do throws(SwitchError) {
+            guard let device = try link(s.name) else { throw SwitchError(.notFound, "VXLAN device \(s.name) vanished") }
+            for remote in s.flood {
+                do { try devices.appendFloodEntry(on: device, remote: remote) } catch {
+                    throw SwitchError("segment \(s.name): cannot add VTEP \(remote) to the flood list", cause: error)
+                }
+            }
+            return try await addExternalPort(device: s.name, properties: [.vlan(.access(s.vlan))])
+        } catch {
+            if created { try? devices.deleteLink(s.name) }
+            throw error
+        }
+    }
+}
