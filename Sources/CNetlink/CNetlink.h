@@ -17,6 +17,7 @@
 #include <netlink/route/link/veth.h>
 #include <netlink/route/link/inet6.h>
 #include <netlink/route/link/vxlan.h>
+#include <netlink/route/link/bridge.h>
 #include <netlink/route/neighbour.h>
 #include <linux/rtnetlink.h>
 #include <linux/if_addr.h>

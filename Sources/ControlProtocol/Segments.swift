@@ -9,7 +9,7 @@ import Foundation
 /// port carrying `vlan` untagged.
 ///
 /// Wire form (`segment-add`, `segment-list`, `state.json`): `{name, vlan, vni, local, underlay,
-/// flood?, udpPort?, learning?, ageing?, mtu?}`; config `[[segment]]`: the same keys, `udp_port` for `udpPort`.
+/// flood?, udpPort?, learning?, evpn?, ageing?, mtu?}`; config `[[segment]]`: the same keys, `udp_port` for `udpPort`.
 public struct SegmentSpec: Sendable, Equatable, Codable {
     public var name: String
     public var vlan: Int
@@ -24,6 +24,10 @@ public struct SegmentSpec: Sendable, Equatable, Codable {
     /// The kernel learns remote MACs from arriving frames (flood-and-learn). Off when a control plane
     /// (EVPN) installs the remote MACs.
     public var learning: Bool
+    /// BGP EVPN through FRR (docs/evpn.md): the VXLAN device (learning off, no static flood list) sits in
+    /// a Linux bridge `NAME-br` where zebra reads the VMs' MACs and installs the remote ones, joined to
+    /// the switch by a veth pair `NAME-sw` (the switch's port) <-> `NAME-bp`.
+    public var evpn: Bool
     /// Seconds a remote MAC the kernel learned stays without traffic from it (0: forever).
     public var ageing: Int
     /// The VMs' MTU the segment carries: the VXLAN device's MTU. The underlay needs this plus the
@@ -35,10 +39,18 @@ public struct SegmentSpec: Sendable, Equatable, Codable {
     public static let maxFlood = 256
     public static let defaultAgeing = 300
     public static let ageingRange = 0...1_000_000
+    /// Room for the `-br`, `-sw` and `-bp` suffixes of an EVPN segment's devices.
+    public static let maxEVPNNameLength = 12
+
+    /// The switch port of the segment: the VXLAN device itself, or for EVPN the veth end `NAME-sw`.
+    public var portName: String { evpn ? name + "-sw" : name }
+    /// EVPN: the Linux bridge and its port towards the switch.
+    public var bridgeName: String { name + "-br" }
+    public var bridgePortName: String { name + "-bp" }
 
     public init(name: String, vlan: Int, vni: Int, local: String, underlay: String, flood: [String] = [],
-                udpPort: Int = SegmentSpec.defaultUDPPort, learning: Bool = true, ageing: Int = SegmentSpec.defaultAgeing,
-                mtu: Int = 1500) {
+                udpPort: Int = SegmentSpec.defaultUDPPort, learning: Bool = true, evpn: Bool = false,
+                ageing: Int = SegmentSpec.defaultAgeing, mtu: Int = 1500) {
         self.name = name
         self.vlan = vlan
         self.vni = vni
@@ -46,7 +58,8 @@ public struct SegmentSpec: Sendable, Equatable, Codable {
         self.underlay = underlay
         self.flood = flood
         self.udpPort = udpPort
-        self.learning = learning
+        self.learning = learning && !evpn
+        self.evpn = evpn
         self.ageing = ageing
         self.mtu = mtu
     }
@@ -83,15 +96,24 @@ public struct SegmentSpec: Sendable, Equatable, Codable {
             throw FieldError(field: f("ageing"), message: "\(ageing) seconds is out of range \(Self.ageingRange.lowerBound)..\(Self.ageingRange.upperBound)")
         }
         _ = try Validate.mtu(mtu, field: f("mtu"))
+        if evpn {
+            if name.utf8.count > Self.maxEVPNNameLength {
+                throw FieldError(field: f("name"), message: "an EVPN segment's name is at most \(Self.maxEVPNNameLength) characters "
+                    + "(its devices add -br, -sw and -bp); '\(name)' has \(name.utf8.count)")
+            }
+            if !flood.isEmpty {
+                throw FieldError(field: f("flood"), message: "an EVPN segment gets its flood list from EVPN type-3 routes; give no flood list")
+            }
+        }
         return s
     }
 
     public init(from decoder: any Decoder) throws {
-        let o = try StrictObject(decoder, allowed: ["name", "vlan", "vni", "local", "underlay", "flood", "udpPort", "learning", "ageing", "mtu"])
+        let o = try StrictObject(decoder, allowed: ["name", "vlan", "vni", "local", "underlay", "flood", "udpPort", "learning", "evpn", "ageing", "mtu"])
         self.init(name: try o.require(String.self, "name"), vlan: try o.require(Int.self, "vlan"), vni: try o.require(Int.self, "vni"),
                   local: try o.require(String.self, "local"), underlay: try o.require(String.self, "underlay"),
                   flood: try o.optional([String].self, "flood") ?? [], udpPort: try o.optional(Int.self, "udpPort") ?? Self.defaultUDPPort,
-                  learning: try o.optional(Bool.self, "learning") ?? true,
+                  learning: try o.optional(Bool.self, "learning") ?? true, evpn: try o.optional(Bool.self, "evpn") ?? false,
                   ageing: try o.optional(Int.self, "ageing") ?? Self.defaultAgeing, mtu: try o.optional(Int.self, "mtu") ?? 1500)
         self = try validated(prefix: codingPathString(decoder.codingPath))
     }
@@ -106,6 +128,7 @@ public struct SegmentSpec: Sendable, Equatable, Codable {
         try c.encode(flood, forKey: AnyKey("flood"))
         try c.encode(udpPort, forKey: AnyKey("udpPort"))
         try c.encode(learning, forKey: AnyKey("learning"))
+        try c.encode(evpn, forKey: AnyKey("evpn"))
         try c.encode(ageing, forKey: AnyKey("ageing"))
         try c.encode(mtu, forKey: AnyKey("mtu"))
     }

@@ -8,7 +8,7 @@ import SwitchExtensions
 /// Format: the TOML subset of ``TOMLParser`` with this shape (see `config/tapswitchd.toml`):
 /// `[switch]` (name, unknown_unicast, mac_aging_seconds, mac_table_size, mac_limit_per_port, busy_poll_us),
 /// `[control]` (group, nic_hold_report_seconds), `[extensions]` (enable), `[[internal]]` (name, mac, netns),
-/// `[[external]]` (device), `[[segment]]` (name, vlan, vni, local, underlay, flood, udp_port, learning, ageing, mtu), `[[vm]]` (name) with `[[vm.nic]]` (tap, mac, owner, group, mtu, type, vlan).
+/// `[[external]]` (device), `[[segment]]` (name, vlan, vni, local, underlay, flood, udp_port, learning, evpn, ageing, mtu), `[[vm]]` (name) with `[[vm.nic]]` (tap, mac, owner, group, mtu, type, vlan).
 /// `[[internal]]`, `[[external]]` and `[[vm.nic]]` also take the port settings keys of ``PortSettings``
 /// (`vlan-mode = "trunk"`, `allowed-vlans = "10,20"`, `dhcp-guard = true`, ...).
 /// Every key is optional except the names (`vm.name`, `vm.nic.tap`, `internal.name`, `external.device`).
@@ -400,7 +400,7 @@ private struct Builder {
 
         var vlans: [Int: Int] = [:], vnis: [Int: Int] = [:]
         for t in tables(root, "segment") {
-            checkKeys(t, allowed: ["name", "vlan", "vni", "local", "underlay", "flood", "udp_port", "learning", "ageing", "mtu"])
+            checkKeys(t, allowed: ["name", "vlan", "vni", "local", "underlay", "flood", "udp_port", "learning", "evpn", "ageing", "mtu"])
             for key in ["name", "vlan", "vni", "local", "underlay"] where t[key] == nil { issue(t.line, "[[segment]] needs \(key)") }
             guard let (name, nline) = string(t, "name"), let (vlan, vline) = integer(t, "vlan"), let (vni, vniLine) = integer(t, "vni"),
                   let (local, _) = string(t, "local"), let (underlay, _) = string(t, "underlay") else { continue }
@@ -408,6 +408,8 @@ private struct Builder {
             if let (f, _) = stringArray(t, "flood") { spec.flood = f }
             if let (p, _) = integer(t, "udp_port") { spec.udpPort = p }
             if let (l, _) = boolean(t, "learning") { spec.learning = l }
+            if let (e, _) = boolean(t, "evpn") { spec.evpn = e }
+            if spec.evpn { spec.learning = false }
             if let (a, _) = integer(t, "ageing") { spec.ageing = a }
             if let (m, _) = integer(t, "mtu") { spec.mtu = m }
             guard let valid = check(t.line, { () throws(FieldError) in try spec.validated(prefix: "segment") }) else { continue }

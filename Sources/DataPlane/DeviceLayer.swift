@@ -67,6 +67,19 @@ public protocol DeviceLayer: AnyObject, Sendable {
     /// Adds `remote` to the flood list (all-zero FDB entry) of the VXLAN device `link`.
     func appendFloodEntry(on link: LinkInfo, remote: String) throws
 
+    /// Creates a Linux bridge, admin-down, host stack off (an EVPN segment's bridge, where FRR's zebra
+    /// reads local MACs and installs remote ones).
+    func createBridge(_ name: InterfaceName, mtu: UInt32) throws
+
+    /// Creates a veth pair `a` <-> `b` with MTU `mtu`, host stack off on both, admin-down.
+    func createVethPair(_ a: InterfaceName, _ b: InterfaceName, mtu: UInt32) throws
+
+    /// Makes `name` a port of bridge `bridge` and brings it up.
+    func attach(_ name: String, toBridge bridge: String) throws
+
+    /// Deletes what the bridge learned of `mac` on port `port`; false when it knew nothing.
+    func forgetBridgeEntry(port: String, mac: MACAddress) throws -> Bool
+
     /// Link queries for the packet loop alone (its own socket: it never waits behind the control plane).
     func makeLoopLinkQuery() throws -> any LinkQuerying
 }
@@ -82,6 +95,20 @@ extension DeviceLayer {
     public func appendFloodEntry(on link: LinkInfo, remote: String) throws {
         throw SwitchError(.invalidState, "this device layer has no VXLAN flood lists")
     }
+
+    public func createBridge(_ name: InterfaceName, mtu: UInt32) throws {
+        throw SwitchError(.invalidState, "this device layer cannot create bridges")
+    }
+
+    public func createVethPair(_ a: InterfaceName, _ b: InterfaceName, mtu: UInt32) throws {
+        throw SwitchError(.invalidState, "this device layer cannot create veth pairs")
+    }
+
+    public func attach(_ name: String, toBridge bridge: String) throws {
+        throw SwitchError(.invalidState, "this device layer has no bridges")
+    }
+
+    public func forgetBridgeEntry(port: String, mac: MACAddress) throws -> Bool { false }
 }
 
 /// What a device opened with ``DeviceLayer/openDriver(on:role:buffers:)`` is to the switch.
@@ -222,6 +249,40 @@ public final class LinuxDeviceLayer: DeviceLayer {
 
     public func appendFloodEntry(on link: LinkInfo, remote: String) throws {
         try net.appendFloodEntry(deviceIndex: link.index, device: link.name, remote: remote)
+    }
+
+    public func createBridge(_ name: InterfaceName, mtu: UInt32) throws {
+        try net.createBridge(name, mtu: mtu)
+        do { try net.disableHostStack(name.value) } catch {
+            try? net.deleteLink(name.value)
+            throw error
+        }
+    }
+
+    public func createVethPair(_ a: InterfaceName, _ b: InterfaceName, mtu: UInt32) throws {
+        try net.createVethPair(a.value, b.value)
+        do {
+            for end in [a.value, b.value] {
+                try net.disableHostStack(end)
+                try net.setLink(end, mtu: mtu)
+            }
+        } catch {
+            try? net.deleteLink(a.value)
+            throw error
+        }
+    }
+
+    public func attach(_ name: String, toBridge bridge: String) throws {
+        guard let master = try net.link(named: bridge) else {
+            throw SwitchError(.notFound, "bridge \(bridge) does not exist")
+        }
+        try net.setMaster(name, masterIndex: master.index)
+        try net.setLink(name, up: true)
+    }
+
+    public func forgetBridgeEntry(port: String, mac: MACAddress) throws -> Bool {
+        guard let link = try net.link(named: port) else { return false }
+        return try net.deleteBridgeFDBEntry(portIndex: link.index, device: port, mac: mac.bytes)
     }
 
     public func makeLoopLinkQuery() throws -> any LinkQuerying { try RouteNetlink() }

@@ -17,9 +17,24 @@ public struct SegmentDevice: Sendable, Equatable {
     public var mtu: UInt32
     /// Encapsulation bytes on the underlay (50 over IPv4, 70 over IPv6).
     public var overhead: UInt32
+    /// EVPN: the VXLAN device goes into the bridge `bridge`, joined to the switch by the veth pair
+    /// `port` (the switch's) <-> `bridgePort`; nil for flood and learn (the VXLAN device is the port).
+    public var evpn: EVPNPlumbing?
+
+    public struct EVPNPlumbing: Sendable, Equatable {
+        public var bridge: String
+        public var port: String
+        public var bridgePort: String
+
+        public init(bridge: String, port: String, bridgePort: String) {
+            self.bridge = bridge
+            self.port = port
+            self.bridgePort = bridgePort
+        }
+    }
 
     public init(name: String, vlan: VLANID, vni: UInt32, local: String, underlay: String, flood: [String], udpPort: UInt16,
-                learning: Bool, ageing: UInt32 = 300, mtu: UInt32, overhead: UInt32) {
+                learning: Bool, ageing: UInt32 = 300, mtu: UInt32, overhead: UInt32, evpn: EVPNPlumbing? = nil) {
         self.name = name
         self.vlan = vlan
         self.vni = vni
@@ -31,6 +46,7 @@ public struct SegmentDevice: Sendable, Equatable {
         self.ageing = ageing
         self.mtu = mtu
         self.overhead = overhead
+        self.evpn = evpn
     }
 }
 
@@ -53,6 +69,7 @@ extension SwitchRuntime {
                 + "\(s.mtu + s.overhead), or give the segment mtu=\(underlay.mtu > s.overhead + 68 ? underlay.mtu - s.overhead : 68) "
                 + "and its VMs' NICs the same MTU")
         }
+        if let evpn = s.evpn { return try await addEVPNSegment(s, evpn, underlay: underlay, isRestore: isRestore) }
         var created = false
         if try link(s.name) != nil {
             let state: VXLANState?
@@ -81,5 +98,54 @@ extension SwitchRuntime {
             if created { try? devices.deleteLink(s.name) }
             throw error
         }
+    }
+
+    /// The EVPN shape: VXLAN device (learning off) and a veth end in a Linux bridge, where FRR's zebra
+    /// learns the VMs' MACs (the bridge learns them on the veth) and installs remote MACs and flood
+    /// entries; the other veth end is the switch's port, carrying the VLAN untagged. On restore, a
+    /// complete set is adopted as it is; anything partial is removed and made again.
+    private func addEVPNSegment(_ s: SegmentDevice, _ e: SegmentDevice.EVPNPlumbing, underlay: LinkInfo,
+                                isRestore: Bool) async throws(SwitchError) -> PortID {
+        let names = [s.name, e.bridge, e.port]
+        var present: [String] = []
+        for n in names where try link(n) != nil { present.append(n) }
+        let vxlanMatches: Bool
+        do { vxlanMatches = try devices.vxlanState(named: s.name)?.vni == s.vni } catch { throw SwitchError("cannot query \(s.name)", cause: error) }
+        if !present.isEmpty {
+            guard isRestore else {
+                throw SwitchError(.exists, "cannot create segment \(s.name): network device \(present.joined(separator: ", ")) already exists")
+            }
+            if present.count < names.count || !vxlanMatches {
+                for n in present { try? devices.deleteLink(n) }
+                present = []
+            }
+        }
+        let created = present.isEmpty
+        if created {
+            do {
+                try devices.createVXLAN(VXLANParameters(name: try validName(s.name), vni: s.vni, local: s.local, underlayIndex: underlay.index,
+                                                        udpPort: s.udpPort, learning: false, ageing: s.ageing, mtu: s.mtu))
+                try devices.createBridge(try validName(e.bridge), mtu: s.mtu)
+                try devices.createVethPair(try validName(e.port), try validName(e.bridgePort), mtu: s.mtu)
+                try devices.attach(s.name, toBridge: e.bridge)
+                try devices.attach(e.bridgePort, toBridge: e.bridge)
+                try devices.bringUp(e.bridge)
+            } catch {
+                for n in names { try? devices.deleteLink(n) }
+                throw SwitchError("segment \(s.name): cannot create its VXLAN device, bridge and veth pair (VNI \(s.vni) over \(s.underlay))", cause: error)
+            }
+        }
+        do throws(SwitchError) {
+            return try await addExternalPort(device: e.port, properties: [.vlan(.access(s.vlan))])
+        } catch {
+            if created { for n in names { try? devices.deleteLink(n) } }
+            throw error
+        }
+    }
+
+    /// EVPN: makes the bridge forget `mac` on its port towards the switch at once (a VM that stopped
+    /// or left), so zebra withdraws its type-2 route now rather than when the bridge's entry ages out.
+    public func forgetLocalMAC(_ mac: MACAddress, bridgePort: String) -> Bool {
+        (try? devices.forgetBridgeEntry(port: bridgePort, mac: mac)) ?? false
     }
 }

@@ -142,7 +142,7 @@ public final class RouteNetlink: Sendable {
     // MARK: Helpers
 
     /// Runs `body` on a fresh change object and applies it to the current state of `name`.
-    private func change(
+    func change(
         _ name: String, operation: String, _ body: (OpaquePointer) throws -> Void
     ) throws {
         try socket.withLock { sock in

@@ -106,3 +106,44 @@ extension RouteNetlink {
         return addr
     }
 }
+
+extension RouteNetlink {
+    /// Creates the Linux bridge `name` (admin-down) with MTU `mtu`.
+    public func createBridge(_ name: InterfaceName, mtu: UInt32) throws {
+        try socket.withLock { sock throws(NetlinkError) in
+            guard let link = rtnl_link_bridge_alloc() else { throw NetlinkError(operation: "rtnl_link_bridge_alloc", code: NLE_NOMEM) }
+            defer { rtnl_link_put(link) }
+            rtnl_link_set_name(link, name.value)
+            rtnl_link_set_mtu(link, mtu)
+            try nlCheck("create bridge", device: name.value, rtnl_link_add(sock.pointer, link, NLM_F_CREATE | NLM_F_EXCL))
+        }
+    }
+
+    /// Makes `name` a port of the bridge with interface index `master`.
+    public func setMaster(_ name: String, masterIndex: Int32) throws {
+        try change(name, operation: "set master") { change in rtnl_link_set_master(change, masterIndex) }
+    }
+
+    /// Deletes the bridge's FDB entry for `mac` on bridge port `portIndex` (`bridge fdb del MAC dev PORT
+    /// master`); false when there was none.
+    @discardableResult
+    public func deleteBridgeFDBEntry(portIndex: Int32, device: String, mac: [UInt8]) throws -> Bool {
+        try socket.withLock { sock throws(NetlinkError) -> Bool in
+            var bytes = mac
+            guard let lladdr = nl_addr_build(AF_LLC, &bytes, bytes.count) else {
+                throw NetlinkError(operation: "nl_addr_build", device: device, code: NLE_NOMEM)
+            }
+            defer { nl_addr_put(lladdr) }
+            guard let neigh = rtnl_neigh_alloc() else { throw NetlinkError(operation: "rtnl_neigh_alloc", code: NLE_NOMEM) }
+            defer { rtnl_neigh_put(neigh) }
+            rtnl_neigh_set_ifindex(neigh, portIndex)
+            rtnl_neigh_set_lladdr(neigh, lladdr)
+            rtnl_neigh_set_family(neigh, AF_BRIDGE)
+            rtnl_neigh_set_flags(neigh, UInt32(NTF_MASTER))
+            let rc = rtnl_neigh_delete(sock.pointer, neigh, 0)
+            if rc == -NLE_OBJ_NOTFOUND || rc == -NLE_NOADDR || rc == -NLE_NODEV { return false }
+            try nlCheck("fdb del", device: device, rc)
+            return true
+        }
+    }
+}

@@ -27,7 +27,8 @@ public struct StateRecords: Codable, Sendable, Equatable {
 
     /// Every interface name recorded (TAPs, internal ports, external devices, segment devices).
     public var portNames: Set<String> {
-        Set(vms.flatMap { $0.nics.map(\.tap) } + internalPorts.map(\.name) + externalPorts.map(\.device) + segments.map(\.name))
+        Set(vms.flatMap { $0.nics.map(\.tap) } + internalPorts.map(\.name) + externalPorts.map(\.device) + segments.map(\.name)
+            + segments.filter(\.evpn).map(\.portName))
     }
 
     private enum CodingKeys: String, CodingKey { case vms, internalPorts, externalPorts, segments }

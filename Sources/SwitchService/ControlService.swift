@@ -68,7 +68,7 @@ public actor ControlService {
             } else {
                 records.internalPorts.removeAll { $0.name == lost.name }
                 records.externalPorts.removeAll { $0.device == lost.name }
-                records.segments.removeAll { $0.name == lost.name }
+                records.segments.removeAll { $0.portName == lost.name }
             }
             do throws(SwitchError) { try store.save(records) } catch {
                 logger.error("cannot record state after a lost port", metadata: ["port": "\(lost.name)", "error": "\(error.message)"])
@@ -255,7 +255,9 @@ public actor ControlService {
     }
 
     private func addSegment(_ spec: SegmentSpec) async throws(SwitchError) -> PortInfo {
-        if records.portNames.contains(spec.name) { throw SwitchError(.exists, "'\(spec.name)' is already a port of this switch") }
+        for n in Set([spec.name, spec.portName]) where records.portNames.contains(n) {
+            throw SwitchError(.exists, "'\(n)' is already a port of this switch")
+        }
         let port = try await backend.addSegment(spec)
         records.segments.append(spec)
         do throws(SwitchError) {
@@ -301,8 +303,8 @@ public actor ControlService {
     /// Applies a change to a port's settings (one vetoable request), then records the new settings
     /// with the port's VM or port record so they survive a restart.
     private func changeSettings(_ name: String, _ change: (inout PortSettings) throws(SwitchError) -> Void) async throws(SwitchError) -> PortInfo {
-        if records.segments.contains(where: { $0.name == name }) {
-            throw SwitchError(.invalidState, "port '\(name)' is segment \(name)'s VXLAN device: it carries the segment's VLAN untagged; "
+        if let segment = records.segments.first(where: { $0.portName == name }) {
+            throw SwitchError(.invalidState, "port '\(name)' is segment \(segment.name)'s: it carries the segment's VLAN untagged; "
                 + "to change it, 'segment del' and 'segment add' again")
         }
         let current = try await port(named: name)

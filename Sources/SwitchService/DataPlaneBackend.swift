@@ -319,6 +319,7 @@ public actor DataPlaneBackend: SwitchBackend {
             }
         }
         vms[name] = nil
+        withdrawLocal(spec.nics.compactMap(\.mac), runtime: rt)
         if !failures.isEmpty { throw SwitchError(.system, failures.joined(separator: "; ")) }
         return pending
     }
@@ -410,7 +411,7 @@ public actor DataPlaneBackend: SwitchBackend {
             lost.vmGone = vm.nics.isEmpty
             vms[vm.name] = vm.nics.isEmpty ? nil : vm
         } else if internals.removeValue(forKey: name) == nil, externals.removeValue(forKey: name) == nil,
-                  segmentSpecs.removeValue(forKey: name) == nil {
+                  segmentSpecs.removeValue(forKey: segmentSpecs.values.first { $0.portName == name }?.name ?? name) == nil {
             return  // not one of ours any more (removed meanwhile)
         }
         var meta: Logger.Metadata = ["port": "\(name)"]
@@ -469,13 +470,14 @@ public actor DataPlaneBackend: SwitchBackend {
         if let vm = vms.values.first(where: { $0.nics.contains { $0.tap == name } }) {
             throw SwitchError(.invalidState, "port '\(name)' belongs to VM '\(vm.name)'; use 'vm stop \(vm.name)'")
         }
-        if segmentSpecs[name] != nil {
-            throw SwitchError(.invalidState, "port '\(name)' is segment \(name)'s VXLAN device; use 'segment del \(name)'")
+        if let segment = segmentSpecs.values.first(where: { $0.portName == name }) {
+            throw SwitchError(.invalidState, "port '\(name)' is segment \(segment.name)'s; use 'segment del \(segment.name)'")
         }
         guard internals[name] != nil || externals[name] != nil else {
             throw SwitchError(.notFound, "no port named '\(name)'")
         }
         let pending = try await beginRemoval(name, runtime: rt, deleteTAP: false, vm: nil)
+        if let mac = internals[name]?.mac { withdrawLocal([mac], runtime: rt) }
         internals[name] = nil
         externals[name] = nil
         return pending
@@ -501,18 +503,37 @@ public actor DataPlaneBackend: SwitchBackend {
         }
         try await rt.addSegment(SegmentDevice(name: spec.name, vlan: VLANID(spec.vlan), vni: UInt32(spec.vni), local: spec.local,
                                               underlay: spec.underlay, flood: spec.flood, udpPort: UInt16(spec.udpPort),
-                                              learning: spec.learning, ageing: UInt32(spec.ageing), mtu: UInt32(spec.mtu), overhead: UInt32(spec.overhead)),
+                                              learning: spec.learning, ageing: UInt32(spec.ageing), mtu: UInt32(spec.mtu), overhead: UInt32(spec.overhead),
+                                              evpn: spec.evpn ? .init(bridge: spec.bridgeName, port: spec.portName, bridgePort: spec.bridgePortName) : nil),
                                 isRestore: restore)
         segmentSpecs[spec.name] = spec
-        return try await portInfo(spec.name)
+        return try await portInfo(spec.portName)
     }
 
     public func removeSegment(named name: String) async throws(SwitchError) -> Bool {
         let rt = try running()
-        guard segmentSpecs[name] != nil else { throw SwitchError(.notFound, "no segment named '\(name)'") }
-        let pending = try await beginRemoval(name, runtime: rt, deleteTAP: true, vm: nil, deleteAnyDevice: true)
+        guard let spec = segmentSpecs[name] else { throw SwitchError(.notFound, "no segment named '\(name)'") }
+        let pending = try await beginRemoval(spec.portName, runtime: rt, deleteTAP: true, vm: nil, deleteAnyDevice: true)
         segmentSpecs[name] = nil
+        if spec.evpn {
+            // The switch's port was the veth end (gone with its pair); the VXLAN device and bridge go too.
+            for device in [spec.name, spec.bridgeName] {
+                do throws(SwitchError) { try rt.deleteTAP(named: device) } catch {
+                    logger.warning("segment del: device not deleted", metadata: ["device": "\(device)", "error": "\(error.message)"])
+                }
+            }
+        }
         return pending
+    }
+
+    /// EVPN: VMs that left this switch are forgotten by each EVPN segment's bridge at once, so zebra
+    /// withdraws their MACs (type-2 routes) now instead of after the bridge's ageing time.
+    private func withdrawLocal(_ macs: [MACAddress], runtime rt: SwitchRuntime) {
+        for spec in segmentSpecs.values where spec.evpn {
+            for mac in macs where rt.forgetLocalMAC(mac, bridgePort: spec.bridgePortName) {
+                logger.info("EVPN: local MAC withdrawn", metadata: ["segment": "\(spec.name)", "mac": "\(mac)"])
+            }
+        }
     }
 
     public func segments() async -> [SegmentSpec] { segmentSpecs.values.sorted { $0.name < $1.name } }

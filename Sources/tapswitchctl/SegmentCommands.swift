@@ -56,6 +56,9 @@ struct SegmentAdd: ParsableCommand {
     @Flag(name: .customLong("no-learning"), help: "Do not learn remote MACs from arriving frames (a control plane installs them).")
     var noLearning = false
 
+    @Flag(help: "BGP EVPN through FRR (docs/evpn.md): learning off, no flood list; the VXLAN device goes into a bridge NAME-br that zebra reads, joined to the switch by a veth NAME-sw <-> NAME-bp.")
+    var evpn = false
+
     @Option(help: ArgumentHelp("Seconds a learned remote MAC is kept without traffic from it (0: forever).", valueName: "seconds"))
     var ageing = SegmentSpec.defaultAgeing
 
@@ -66,7 +69,7 @@ struct SegmentAdd: ParsableCommand {
         let remotes = flood.map { $0.split(separator: ",", omittingEmptySubsequences: false).map(String.init) } ?? []
         do {
             return try SegmentSpec(name: name, vlan: vlan, vni: vni, local: local, underlay: underlay, flood: remotes,
-                                   udpPort: udpPort, learning: !noLearning, ageing: ageing, mtu: mtu).validated(prefix: "")
+                                   udpPort: udpPort, learning: !noLearning, evpn: evpn, ageing: ageing, mtu: mtu).validated(prefix: "")
         } catch {
             // Name the flag the operator typed.
             let flags = ["name": "<name>", "udpPort": "--udp-port"]
@@ -86,7 +89,7 @@ struct SegmentAdd: ParsableCommand {
         }
         for s in response.segments ?? [] {
             print("added segment \(s.name) (VLAN \(s.vlan) <-> VNI \(s.vni) over \(s.underlay), local \(s.local)"
-                + "\(s.flood.isEmpty ? "" : ", flood \(s.flood.joined(separator: ","))"), learning \(s.learning ? "on" : "off"), mtu \(s.mtu))")
+                + "\(s.flood.isEmpty ? "" : ", flood \(s.flood.joined(separator: ","))"), learning \(s.learning ? "on" : "off")\(s.evpn ? ", EVPN via bridge \(s.bridgeName), port \(s.portName)" : ""), mtu \(s.mtu))")
         }
     }
 }
@@ -130,9 +133,9 @@ struct SegmentList: ParsableCommand {
             printJSON(segments, key: "segments")
             return
         }
-        printTable([["NAME", "VLAN", "VNI", "LOCAL", "UNDERLAY", "FLOOD", "UDP", "LEARNING", "MTU"]] + segments.map {
+        printTable([["NAME", "VLAN", "VNI", "LOCAL", "UNDERLAY", "FLOOD", "UDP", "LEARNING", "CONTROL", "MTU"]] + segments.map {
             [$0.name, "\($0.vlan)", "\($0.vni)", $0.local, $0.underlay, $0.flood.isEmpty ? "-" : $0.flood.joined(separator: ","),
-             "\($0.udpPort)", $0.learning ? "on" : "off", "\($0.mtu)"]
-        }, numeric: [1, 2, 6, 8])
+             "\($0.udpPort)", $0.learning ? "on" : "off", $0.evpn ? "evpn" : "-", "\($0.mtu)"]
+        }, numeric: [1, 2, 6, 9])
     }
 }

@@ -142,7 +142,7 @@ struct ConfigTests {
         ("[[segment]]\nname = \"vx1\"\nvni = 100\nlocal = \"192.0.2.1\"\nunderlay = \"eth0\"\n", "t.toml:1: [[segment]] needs vlan"),
         (Self.segment + "flood = [\"192.0.2.1\"]\n", "t.toml:1: segment.flood: '192.0.2.1' is this host's own VTEP (local)"),
         (Self.segment + "udp_port = 0\n", "t.toml:1: segment.udp_port: UDP port 0 is out of range 1..65535"),
-        (Self.segment + "vxlan = 1\n", "t.toml:7: unknown key 'segment.vxlan' (known: segment.name, segment.vlan, segment.vni, segment.local, segment.underlay, segment.flood, segment.udp_port, segment.learning, segment.ageing, segment.mtu)"),
+        (Self.segment + "vxlan = 1\n", "t.toml:7: unknown key 'segment.vxlan' (known: segment.name, segment.vlan, segment.vni, segment.local, segment.underlay, segment.flood, segment.udp_port, segment.learning, segment.evpn, segment.ageing, segment.mtu)"),
         (Self.segment + "[[segment]]\nname = \"vx2\"\nvlan = 10\nvni = 200\nlocal = \"192.0.2.1\"\nunderlay = \"eth0\"\n",
          "t.toml:9: segment.vlan: VLAN 10 already has a segment (line 3)"),
     ]
