@@ -21,6 +21,7 @@ import PackageDescription
 //   ServiceSupport  systemd notify and watchdog, logging, signals as events.
 //   SwitchService   ControlService (requests, records) and the backend over the switch, EventHub.
 //   ControlServer   the unix control socket: peer checks, one request line, the answer.
+//   MetricsExporter the Prometheus /metrics endpoint: a small HTTP server and the text format, read at scrape time.
 //   TapswitchDaemon tapswitchd's command line and life: config, adoption, socket, READY, signals, shutdown deadline.
 //   TapswitchKit    for extension authors: re-exports SwitchCore and the registry; runs tapswitchd
 //                   with their extensions added (examples/ethertype-filter).
@@ -82,9 +83,13 @@ let package = Package(
         ),
         .target(name: "LibvirtHook"),
         .target(
+            name: "MetricsExporter",
+            dependencies: ["Locking", "ControlProtocol", "ServiceSupport", .product(name: "Logging", package: "swift-log")]
+        ),
+        .target(
             name: "TapswitchDaemon",
             dependencies: ["Locking",
-                "ControlProtocol", "ControlServer", "DaemonConfig", "LinuxNet", "ServiceSupport", "StateStore", "SwitchExtensions", "SwitchService",
+                "ControlProtocol", "ControlServer", "DaemonConfig", "LinuxNet", "MetricsExporter", "ServiceSupport", "StateStore", "SwitchExtensions", "SwitchService",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -123,7 +128,7 @@ let package = Package(
         .testTarget(
             name: "DaemonTests",
             dependencies: ["Locking",
-                "TapswitchDaemon", "ControlServer", "DaemonConfig", "ServiceSupport", "StateStore", "SwitchService",
+                "TapswitchDaemon", "ControlServer", "DaemonConfig", "MetricsExporter", "ServiceSupport", "StateStore", "SwitchService",
                 "ControlProtocol", "DataPlane", "FakeDevices", "FakeVM", "SwitchCore", "SwitchExtensions", "TestSupport",
             ]
         ),

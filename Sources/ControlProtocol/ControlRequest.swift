@@ -76,6 +76,18 @@ public enum ControlRequest: Sendable, Equatable {
     public static let allOps = ["vm-start", "vm-stop", "port-add-internal", "port-add-external", "port-remove",
                                 "port-set", "port-get", "port-reset", "segment-add", "segment-del", "segment-list", "extension-enable", "extension-disable", "extension-set", "show", "fdb", "extensions", "events", "ping", "version"]
 
+    /// The VM, port or extension a request names (for logs), if any.
+    public var target: String? {
+        switch self {
+        case .vmStart(let vm): vm.name
+        case .vmStop(let name, _), .portRemove(let name), .portSet(let name, _), .portGet(let name), .portReset(let name, _),
+             .extensionEnable(let name, _), .extensionDisable(let name), .extensionSet(let name, _): name
+        case .portAddInternal(let spec): spec.name
+        case .portAddExternal(let spec): spec.device
+        default: nil
+        }
+    }
+
     /// True for requests that change the switch (the server serialises and records them).
     public var isMutating: Bool {
         switch self {

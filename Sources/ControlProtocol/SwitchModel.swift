@@ -109,12 +109,45 @@ public struct SwitchSnapshot: Codable, Sendable, Equatable {
     public var uptimeSeconds: Double
     public var fdbEntries: Int
     public var ports: [PortInfo]
+    /// The packet loop's and switch-wide counters; absent from older daemons.
+    public var dataPlane: DataPlaneCounters?
+    /// When the daemon started (Unix time, seconds): counters count from then.
+    public var startTime: Double?
 
-    public init(settings: SwitchSettings, uptimeSeconds: Double, fdbEntries: Int, ports: [PortInfo]) {
+    public init(settings: SwitchSettings, uptimeSeconds: Double, fdbEntries: Int, ports: [PortInfo],
+                dataPlane: DataPlaneCounters? = nil, startTime: Double? = nil) {
         self.settings = settings
         self.uptimeSeconds = uptimeSeconds
         self.fdbEntries = fdbEntries
         self.ports = ports
+        self.dataPlane = dataPlane
+        self.startTime = startTime
+    }
+}
+
+/// Switch-wide counters since the daemon started.
+public struct DataPlaneCounters: Codable, Sendable, Equatable {
+    /// Batches run through the extension stack.
+    public var batches: UInt64
+    /// Time the packet loop spent busy-polling, in seconds.
+    public var busyPollSeconds: Double
+    /// MAC addresses that moved to another port.
+    public var macMoves: UInt64
+    /// Floods that found no other port in their VLAN (not drops: nothing was lost).
+    public var floodsWithoutPort: UInt64
+    /// Frames extensions injected with the switch as source.
+    public var injectedFrames: UInt64
+    /// Drops of frames the switch itself sent (injected).
+    public var switchDrops: PortCounters
+
+    public init(batches: UInt64 = 0, busyPollSeconds: Double = 0, macMoves: UInt64 = 0, floodsWithoutPort: UInt64 = 0,
+                injectedFrames: UInt64 = 0, switchDrops: PortCounters = PortCounters()) {
+        self.batches = batches
+        self.busyPollSeconds = busyPollSeconds
+        self.macMoves = macMoves
+        self.floodsWithoutPort = floodsWithoutPort
+        self.injectedFrames = injectedFrames
+        self.switchDrops = switchDrops
     }
 }
 

@@ -85,6 +85,8 @@ public final class ControlServer: Sendable {
     }
 
     public let options: Options
+    /// Requests answered, by operation and result, with latencies (exported on `/metrics`).
+    public let requestMetrics = RequestMetrics()
     private let service: ControlService
     private let logger: Logger
     private let listenFD: Int32
@@ -265,7 +267,19 @@ public final class ControlServer: Sendable {
             return
         }
         let service = self.service
+        let started = ContinuousClock.now
         let response = blockingAwait { await service.handle(request) }
+        let elapsed = ContinuousClock.now - started
+        let result = response.ok ? "ok" : (response.code?.rawValue ?? "error")
+        requestMetrics.record(op: request.op, result: result,
+                              seconds: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+        if request.isMutating {
+            // Who changed what: every state-changing request, with its caller.
+            var m: Logger.Metadata = ["op": "\(request.op)", "uid": "\(cred.uid)", "pid": "\(cred.pid)", "result": "\(result)"]
+            if let target = request.target { m["target"] = "\(target)" }
+            if let e = response.error { m["error"] = "\(e)" }
+            logger.info("control request", metadata: m)
+        }
         reply(fd, response)
     }
 

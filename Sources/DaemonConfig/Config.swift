@@ -7,7 +7,7 @@ import SwitchExtensions
 ///
 /// Format: the TOML subset of ``TOMLParser`` with this shape (see `config/tapswitchd.toml`):
 /// `[switch]` (name, unknown_unicast, mac_aging_seconds, mac_table_size, mac_limit_per_port, busy_poll_us),
-/// `[control]` (group, nic_hold_report_seconds), `[extensions]` (enable), `[[internal]]` (name, mac, netns),
+/// `[control]` (group, nic_hold_report_seconds), `[metrics]` (listen), `[extensions]` (enable), `[[internal]]` (name, mac, netns),
 /// `[[external]]` (device), `[[segment]]` (name, vlan, vni, local, underlay, flood, udp_port, learning, evpn, ageing, mtu), `[[vm]]` (name) with `[[vm.nic]]` (tap, mac, owner, group, mtu, type, vlan).
 /// `[[internal]]`, `[[external]]` and `[[vm.nic]]` also take the port settings keys of ``PortSettings``
 /// (`vlan-mode = "trunk"`, `allowed-vlans = "10,20"`, `dhcp-guard = true`, ...).
@@ -19,6 +19,8 @@ public struct DaemonConfig: Sendable, Equatable {
     /// A `vm stop` / `port remove` whose NIC is still held by references after this long is
     /// reported (log and `nic-held` event naming the holders), and again at doubling intervals.
     public var nicHoldReportSeconds = 30
+    /// Where `/metrics` is served (`[metrics] listen`); nil: not served.
+    public var metricsListen: ListenAddress? = ListenAddress.defaultMetrics
     /// Enabled extensions, in stack order within each class.
     public var extensions: [String]
     public var internalPorts: [InternalPortSpec]
@@ -316,7 +318,7 @@ private struct Builder {
                 issue(v.line, "key '\(key)' must be inside a table such as [switch]")
             }
         }
-        checkKeys(root, allowed: [], subtables: ["switch", "control", "extensions", "internal", "external", "segment", "vm"])
+        checkKeys(root, allowed: [], subtables: ["switch", "control", "metrics", "extensions", "internal", "external", "segment", "vm"])
 
         if let t = table(root, "switch") { config.settings = buildSwitch(t) }
         if let t = table(root, "control") {
@@ -333,6 +335,16 @@ private struct Builder {
                     } else {
                         issue(line, "control.group: group '\(g)' does not exist")
                     }
+                }
+            }
+        }
+        if let t = table(root, "metrics") {
+            checkKeys(t, allowed: ["listen"])
+            if let (text, line) = string(t, "listen") {
+                if text.isEmpty {
+                    config.metricsListen = nil
+                } else if let a = check(line, { () throws(FieldError) in try ListenAddress(parsing: text, field: "metrics.listen") }) {
+                    config.metricsListen = a
                 }
             }
         }

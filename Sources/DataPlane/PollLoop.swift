@@ -53,6 +53,8 @@ final class PollLoop: @unchecked Sendable {
     /// Adaptive busy-poll window (ns): after traffic, `epoll_wait(0)` is repeated this long before
     /// sleeping. See ``busyPollLimit``.
     private var pollWindow: UInt64 = 0
+    /// Time spent spinning (busy-poll) so far, in nanoseconds; read on the queue.
+    private(set) var busyPollNanoseconds: UInt64 = 0
     /// Upper bound of the busy-poll window, 0 = never spin. Queue-confined.
     var busyPollLimit: UInt64 {
         didSet { pollWindow = min(pollWindow, busyPollLimit) }
@@ -187,12 +189,15 @@ final class PollLoop: @unchecked Sendable {
         if n != 0 { return n }
         if pollWindow > 0 {
             let deadline = now &+ pollWindow
+            var t = now
+            defer { busyPollNanoseconds &+= t &- now }
             repeat {
                 // Yield between looks: on a small host the VMs' threads need this CPU more.
                 EventPoll.yieldProcessor()
                 n = poll.wait(timeoutMilliseconds: 0)
+                t = Self.now()
                 if n != 0 { return n }
-            } while Self.now() < deadline
+            } while t < deadline
         }
         // Round up so the wait does not end just before the deadline.
         let sleepStart = Self.now()

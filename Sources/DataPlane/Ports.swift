@@ -188,8 +188,13 @@ extension SwitchRuntime {
                            properties: self.sw.properties(of: p.id), device: self.ports[p.id]?.device,
                            backing: self.ports[p.id]?.backing)
             }
+            var loop = LoopStatistics()
+            loop.batches = self.sw.batches
+            loop.busyPollNanoseconds = self.loop.busyPollNanoseconds
+            loop.macMoves = self.sw.macTable.moves
+            loop.floodsWithoutPort = self.sw.floodsWithoutPort
             return RuntimeSnapshot(name: self.sw.configuration.name, ports: statuses, macEntries: self.sw.macTable.count,
-                                  injectedFrames: self.sw.injectedFrames, switchDrops: self.sw.switchDropCounters)
+                                  injectedFrames: self.sw.injectedFrames, switchDrops: self.sw.switchDropCounters, loop: loop)
         }
     }
 

@@ -68,4 +68,19 @@ public struct RuntimeSnapshot: Sendable {
     public let macEntries: Int
     public let injectedFrames: UInt64
     public let switchDrops: [PortCounters.DropKey: UInt64]
+    /// The packet loop's own counters (see ``LoopStatistics``).
+    public let loop: LoopStatistics
+}
+
+/// Counters of the packet loop and the switch as a whole, read at snapshot time.
+public struct LoopStatistics: Sendable, Equatable {
+    /// Batches run through the extension stack.
+    public var batches: UInt64 = 0
+    /// Time the loop spent busy-polling, in nanoseconds.
+    public var busyPollNanoseconds: UInt64 = 0
+    /// MAC addresses that moved to another port.
+    public var macMoves: UInt64 = 0
+    /// Floods that found no other port (not drops).
+    public var floodsWithoutPort: UInt64 = 0
+    public init() {}
 }

@@ -39,6 +39,8 @@ public final class MACTable {
     /// Called for each address removed (aged, flushed) or moved to another port: the switch's
     /// fast-path entries for it are stale.
     public var onForget: ((MACAddress, VLANID) -> Void)?
+    /// Times a known address moved to another port (a VM migrated, or a loop/spoofing suspect).
+    public private(set) var moves: UInt64 = 0
     let portSlots: Int
 
     public init(limit: Int, perPortLimit: Int, agingTime: UInt64, portSlots: Int) {
@@ -111,6 +113,7 @@ public final class MACTable {
                     perPort[Int(s.portSlot)] -= 1
                     perPort[Int(slot)] += 1
                     onForget?(mac, vlan)
+                    moves &+= 1
                     slots[i].port = port
                     slots[i].portSlot = slot
                 }

@@ -310,6 +310,7 @@ extension VirtualSwitch {
 
     func run(_ batch: FrameBatch, _ sink: any FrameSink) {
         inBatch = true
+        batches &+= 1
         defer {
             inBatch = false
             // Deletes whose last reference an extension released during the batch happen now.

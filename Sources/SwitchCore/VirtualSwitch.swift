@@ -88,6 +88,8 @@ public final class VirtualSwitch {
     /// Multicast, broadcast and unknown-unicast floods that found no other port (a VM alone in its
     /// VLAN): not drops, since nothing was lost, but counted so the traffic is not invisible.
     public internal(set) var floodsWithoutPort: UInt64 = 0
+    /// Batches run through the stack.
+    public internal(set) var batches: UInt64 = 0
     public internal(set) var injectedFrames: UInt64 = 0
     /// The fast path's bookkeeping (see Offload.swift).
     let offload: OffloadState

@@ -608,8 +608,11 @@ public actor DataPlaneBackend: SwitchBackend {
         }
         let s = await rt.snapshot()
         let ports = s.ports.map { p in Self.portInfo(p, vms: vms, internals: internals) }
+        let dp = DataPlaneCounters(batches: s.loop.batches, busyPollSeconds: Double(s.loop.busyPollNanoseconds) / 1e9,
+                                   macMoves: s.loop.macMoves, floodsWithoutPort: s.loop.floodsWithoutPort,
+                                   injectedFrames: s.injectedFrames, switchDrops: PortCounters(drops: s.switchDrops))
         return SwitchSnapshot(settings: settings, uptimeSeconds: Date().timeIntervalSince(started),
-                                              fdbEntries: s.macEntries, ports: ports)
+                              fdbEntries: s.macEntries, ports: ports, dataPlane: dp, startTime: started.timeIntervalSince1970)
     }
 
     public func fdb() async -> [FDBEntry] {

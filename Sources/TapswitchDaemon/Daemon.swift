@@ -4,6 +4,7 @@ import DaemonConfig
 import Foundation
 import LinuxNet
 import Logging
+import MetricsExporter
 import ServiceSupport
 import StateStore
 import SwitchExtensions
@@ -203,6 +204,10 @@ public struct Daemon: Sendable {
             await backend.shutdown()
             return DaemonExitCode.failure
         }
+        let restarts = Self.countStart(stateDirectory: options.stateDirectory, logger: logger)
+        let metrics = MetricsEndpoint(backend: backend, requests: server.requestMetrics, restarts: restarts, logger: logger)
+        metrics.apply(config.metricsListen)
+        defer { metrics.apply(nil) }
         if let heartbeat = notifier.makeHeartbeat() {
             await backend.startHeartbeat(heartbeat)
             logger.info("watchdog enabled", metadata: ["interval": "\(notifier.watchdogInterval.map { "\($0)" } ?? "")"])
@@ -219,6 +224,7 @@ public struct Daemon: Sendable {
                 return DaemonExitCode.success
             case .reload:
                 config = await reload(current: config, loader: loader, service: service, server: server, notifier: notifier, logger: logger)
+                metrics.apply(config.metricsListen)
             }
         }
         await stop(server: server, backend: backend, logger: logger)
@@ -275,6 +281,19 @@ public struct Daemon: Sendable {
         logger.notice("config reloaded", metadata: ["config": "\(options.configPath)"])
         notifier.ready(status: await statusLine(service))
         return new
+    }
+
+    /// Counts this start in the state directory (`daemon-starts`) and returns how many came before:
+    /// `tapswitch_daemon_restarts_total`. A missing or unreadable file counts as none.
+    static func countStart(stateDirectory: String, logger: Logger) -> UInt64 {
+        let path = stateDirectory + "/daemon-starts"
+        let before = (try? String(contentsOfFile: path, encoding: .utf8)).flatMap { UInt64($0.trimmingCharacters(in: .whitespacesAndNewlines)) } ?? 0
+        do {
+            try "\(before + 1)\n".write(toFile: path, atomically: true, encoding: .utf8)
+        } catch {
+            logger.warning("cannot record the daemon start count", metadata: ["path": "\(path)", "error": "\(error.localizedDescription)"])
+        }
+        return before
     }
 
     private func statusLine(_ service: ControlService) async -> String {

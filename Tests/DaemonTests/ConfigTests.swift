@@ -72,6 +72,9 @@ struct ConfigTests {
         #expect(c.controlGroup == "kvm")
         #expect(c.nicHoldReportSeconds == 5)
         #expect(try loader.parse("", file: "e.toml").nicHoldReportSeconds == 30, "the default")
+        #expect(try loader.parse("", file: "e.toml").metricsListen == ListenAddress(host: "127.0.0.1", port: 9717), "metrics on loopback by default")
+        #expect(try loader.parse("[metrics]\nlisten = \"\"\n", file: "e.toml").metricsListen == nil, "empty disables")
+        #expect(try loader.parse("[metrics]\nlisten = \"[::1]:9100\"\n", file: "e.toml").metricsListen == ListenAddress(host: "::1", port: 9100))
         #expect(c.vms == [VMSpec(name: "a", nics: [NICSpec(tap: "a0")])])
     }
 
@@ -98,7 +101,7 @@ struct ConfigTests {
 
     @Test("semantic errors name file and line", arguments: [
         ("[switch]\nbogus = 1\n", "t.toml:2: unknown key 'switch.bogus' (known: switch.name, switch.unknown_unicast, switch.mac_aging_seconds, switch.mac_table_size, switch.mac_limit_per_port, switch.busy_poll_us)"),
-        ("[routing]\n", "t.toml:1: unknown table 'routing' (known: switch, control, extensions, internal, external, segment, vm)"),
+        ("[routing]\n", "t.toml:1: unknown table 'routing' (known: switch, control, metrics, extensions, internal, external, segment, vm)"),
         ("name = \"x\"\n", "t.toml:1: key 'name' must be inside a table such as [switch]"),
         ("[switch]\nname = \"way-too-long-name0\"\n", "t.toml:2: switch.name: interface name 'way-too-long-name0' is 18 characters; the limit is 15"),
         ("[switch]\nunknown_unicast = \"drop\"\n", "t.toml:2: switch.unknown_unicast: 'drop' is not one of: flood, uplink"),
@@ -108,6 +111,11 @@ struct ConfigTests {
         ("[switch]\nname = \"s\"\nbusy_poll_us = 5000\n", "t.toml:3: switch.busy_poll_us: 5000 is out of range 0..1000"),
         ("[control]\ngroup = \"nosuchgroup\"\n", "t.toml:2: control.group: group 'nosuchgroup' does not exist"),
         ("[control]\nnic_hold_report_seconds = 0\n", "t.toml:2: control.nic_hold_report_seconds: 0 is out of range 1..86400"),
+        ("[metrics]\nlisten = \"localhost:9717\"\n", "t.toml:2: metrics.listen: 'localhost' in 'localhost:9717' is not an IP address (names are not resolved)"),
+        ("[metrics]\nlisten = \"127.0.0.1\"\n", "t.toml:2: metrics.listen: '127.0.0.1' is not HOST:PORT (for example 127.0.0.1:9717; empty disables)"),
+        ("[metrics]\n\nlisten = \"127.0.0.1:99999\"\n", "t.toml:3: metrics.listen: '99999' in '127.0.0.1:99999' is not a port (0..65535)"),
+        ("[metrics]\nlisten = \"::1:9717\"\n", "t.toml:2: metrics.listen: '::1:9717': put an IPv6 address in brackets, as in [::1]:9717"),
+        ("[metrics]\nport = 9717\n", "t.toml:2: unknown key 'metrics.port' (known: metrics.listen)"),
         ("[extensions]\nenable = [\"firewall\"]\n", "t.toml:2: extensions.enable: unknown extension 'firewall' (available: acl, dhcp-guard, duplicate-mac-guard, ip-guard, isolation, mac-limit, mac-spoof-guard, monitor, policer, router-guard, storm-control)"),
         ("[extensions]\nenable = \"monitor\"\n", "t.toml:2: 'extensions.enable' must be an array of strings, not a string"),
         ("[vm]\nname = \"a\"\n", "t.toml:1: 'vm' is an array of tables: write [[vm]], not [vm]"),
