@@ -13,13 +13,40 @@ struct ShowCommand: ParsableCommand {
         "trunk:10,20+native1" for a trunk, "-" when the port has no VLAN policy), frames and bytes IN \
         (from the port into the switch) and OUT, and DROPS; drop reasons follow the table, each with \
         its reporter in brackets (the extension, a core stage such as core:admission, or device).
+        With --interval N: samples twice, N seconds apart, and prints per-port rates instead: \
+        RX-FPS/RX-BPS (frames and bits per second from the port), TX-FPS/TX-BPS (to the port), \
+        DROPS/S and the TOP-DROP of the interval. Rates stay right across a daemon restart.
         """
     )
 
     @OptionGroup var globals: GlobalOptions
 
+    @Option(help: "Print rates over this many seconds (0.1..3600) instead of counters.")
+    var interval: Double?
+
+    func validate() throws {
+        if let interval, !(0.1...3600).contains(interval) { throw ValidationError("--interval \(interval) is out of range 0.1..3600") }
+    }
+
     func run() throws {
+        guard let first = try call(.show, globals).snapshot else { throw CtlFailure.missing("snapshot") }
+        guard let interval else { return try printCounters(first) }
+        let t0 = Date()
+        pause(seconds: interval)
         guard let s = try call(.show, globals).snapshot else { throw CtlFailure.missing("snapshot") }
+        let rates = PortRates.between(first, s, seconds: Date().timeIntervalSince(t0))
+        if globals.json {
+            printJSON(rates, key: "rates")
+            return
+        }
+        print(formatSwitchLine(s) + "  interval=\(interval)s")
+        let rows = [["PORT", "VM", "RX-FPS", "RX-BPS", "TX-FPS", "TX-BPS", "DROPS/S", "TOP-DROP"]]
+            + rates.map { [$0.name, $0.vm, PortRates.human($0.framesInPerSecond), PortRates.human($0.bitsInPerSecond),
+                           PortRates.human($0.framesOutPerSecond), PortRates.human($0.bitsOutPerSecond), PortRates.human($0.dropsPerSecond), $0.topDrop] }
+        printTable(rows, numeric: [2, 3, 4, 5, 6])
+    }
+
+    private func printCounters(_ s: SwitchSnapshot) throws {
         if globals.json {
             printJSON(s)
             return

@@ -125,6 +125,30 @@ struct MetricsTests {
         #expect(Self.value(body, "tapswitch_daemon_start_time_seconds") > 1_700_000_000)
         #expect(body.contains("tapswitch_daemon_restarts_total 0"))
 
+        // The same drop through tapswitchctl: drops (table and JSON) and show name the reporter.
+        let drops = try await d.ctl("drops")
+        #expect(drops.status == 0 && drops.stdout.contains(ta) && drops.stdout.contains("mac-spoof-guard"), "\(drops.stdout)\(drops.stderr)")
+        let dropsJSON = try await d.ctl("drops", ta, "--json")
+        #expect(dropsJSON.stdout.contains("\"reporter\" : \"mac-spoof-guard\"") || dropsJSON.stdout.contains("\"reporter\":\"mac-spoof-guard\""), "\(dropsJSON.stdout)")
+        #expect(try await d.ctl("drops", "no-such-port").status == 1)
+        let shown = try await d.ctl("show")
+        #expect(shown.stdout.contains("[mac-spoof-guard]=1"), "\(shown.stdout)")
+        // Rates over an interval while A keeps sending: A's RX-FPS is not zero, B's row is there.
+        let flow = Task.detached { () -> Void in
+            let end = ContinuousClock.now + .seconds(2)
+            while ContinuousClock.now < end {
+                try? a.send(TestFrames.ethernet(dst: macB, src: macA, etherType: 0x88b5, payload: Array(repeating: 1, count: 64)))
+                try? await Task.sleep(for: .milliseconds(5))
+            }
+        }
+        let rates = try await d.ctl("show", "--interval", "1", "--json")
+        await flow.value
+        let rateRows = try JSONSerialization.jsonObject(with: Data(rates.stdout.utf8)) as? [String: Any]
+        let rowA = (rateRows?["rates"] as? [[String: Any]])?.first { $0["port"] as? String == ta }
+        #expect((rowA?["framesInPerSecond"] as? Double ?? 0) > 10, "\(rates.stdout)\(rates.stderr)")
+        let ratesText = try await d.ctl("show", "--interval", "0.2")
+        #expect(ratesText.status == 0 && ratesText.stdout.contains("RX-BPS") && ratesText.stdout.contains(tb), "\(ratesText.stdout)")
+
         // A real parser: promtool (Debian's prometheus package, installed by scripts/install-deps).
         let promtool = ["/usr/bin/promtool", "/usr/local/bin/promtool"].first { FileManager.default.isExecutableFile(atPath: $0) }
         let tool = try #require(promtool, "promtool not installed (scripts/install-deps installs prometheus)")
