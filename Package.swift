@@ -69,7 +69,7 @@ let package = Package(
         .target(name: "ControlProtocol", dependencies: ["SwitchTypes"]),
         .target(name: "StateStore", dependencies: ["ControlProtocol"]),
         .target(name: "DaemonConfig", dependencies: ["ControlProtocol", "StateStore", "SwitchExtensions"]),
-        .target(name: "ServiceSupport", dependencies: ["Locking", "ControlProtocol", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "ServiceSupport", dependencies: ["Locking", "ControlProtocol", "LinuxNet", .product(name: "Logging", package: "swift-log")]),
         .target(
             name: "SwitchService",
             dependencies: ["Locking",

@@ -1,4 +1,5 @@
 import Foundation
+import LinuxNet
 import Logging
 #if canImport(Glibc)
 import Glibc
@@ -23,22 +24,27 @@ public enum LogLevelName: String, CaseIterable, Sendable {
 }
 
 /// Writes log lines to stderr. Under systemd (stderr connected to the journal, as `$JOURNAL_STREAM`
-/// says) each line starts with a `<N>` syslog priority, which journald turns into the entry's
-/// priority, and carries no timestamp (the journal adds one). Otherwise: time, level, message.
+/// says) each entry goes to journald's native socket instead, with its metadata as journal fields
+/// (``journalEntry(level:label:message:metadata:)``); if that socket does not take it, the line goes
+/// to stderr starting with a `<N>` syslog priority and without a timestamp (the journal adds one).
+/// Otherwise: time, level, message, logfmt metadata.
 public struct StderrLogHandler: LogHandler {
     public var logLevel: Logger.Level
     public var metadata: Logger.Metadata = [:]
     public var metadataProvider: Logger.MetadataProvider?
     private let label: String
     private let journal: Bool
+    /// journald's native socket, when logging to the journal.
+    private let native: JournalSocket?
 
     /// Serialises writes so lines from different threads never interleave.
     private static let lock = Locked(())
 
-    public init(label: String, level: Logger.Level, journal: Bool = StderrLogHandler.stderrIsJournal()) {
+    public init(label: String, level: Logger.Level, journal: Bool = StderrLogHandler.stderrIsJournal(), native: JournalSocket? = nil) {
         self.label = label
         self.logLevel = level
         self.journal = journal
+        self.native = native
     }
 
     public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
@@ -50,6 +56,9 @@ public struct StderrLogHandler: LogHandler {
         var merged = metadata
         if let p = metadataProvider?.get() { merged.merge(p) { _, new in new } }
         if let m = event.metadata { merged.merge(m) { _, new in new } }
+        if let native, native.send(Self.journalEntry(level: event.level, label: label, message: "\(event.message)", metadata: merged)) {
+            return
+        }
         let line = format(level: event.level, message: "\(event.message)", metadata: merged)
         Self.lock.withLock { _ in
             _ = line.utf8CString.withUnsafeBufferPointer { write(STDERR_FILENO, $0.baseAddress, $0.count - 1) }
@@ -143,9 +152,60 @@ public enum DaemonLogging {
             return !done
         }
         if first {
+            // Under systemd: structured entries through the native protocol (one socket for the process).
+            let journal = StderrLogHandler.stderrIsJournal()
+            let native = journal ? JournalSocket() : nil
             LoggingSystem.bootstrap { label in
-                StderrLogHandler(label: label, level: currentLevel.withLock { $0 })
+                StderrLogHandler(label: label, level: currentLevel.withLock { $0 }, journal: journal, native: native)
             }
         }
+    }
+}
+
+extension StderrLogHandler {
+    /// One entry in journald's native protocol: `MESSAGE` (the text and the metadata as logfmt, as a
+    /// terminal would show it), `PRIORITY`, `SYSLOG_IDENTIFIER`, and each metadata key as a field of
+    /// its own, upper-cased (`vm` -> `VM`, `port` -> `PORT`, `event` -> `EVENT`, `extension` ->
+    /// `EXTENSION`), so `journalctl -u tapswitchd VM=web1` finds a VM's entries. Values with a
+    /// newline use the protocol's length-prefixed form; nothing in a value can start another field.
+    public static func journalEntry(level: Logger.Level, label: String, message: String, metadata: Logger.Metadata) -> [UInt8] {
+        var out: [UInt8] = []
+        func field(_ key: String, _ value: String) {
+            let v = Array(value.utf8)
+            out += Array(key.utf8)
+            if v.contains(10) {
+                out.append(10)
+                var n = UInt64(v.count).littleEndian
+                withUnsafeBytes(of: &n) { out += $0 }
+                out += v
+            } else {
+                out.append(UInt8(ascii: "="))
+                out += v
+            }
+            out.append(10)
+        }
+        let meta = metadata.sorted { $0.key < $1.key }
+        let logfmt = meta.map { "\(escapeControl($0.key))=\(logfmtValue("\($0.value)"))" }.joined(separator: " ")
+        field("MESSAGE", message + (logfmt.isEmpty ? "" : " " + logfmt))
+        field("PRIORITY", String(syslogPriority(level)))
+        field("SYSLOG_IDENTIFIER", label)
+        for (k, v) in meta {
+            guard let name = journalFieldName(k) else { continue }
+            field(name, "\(v)")
+        }
+        return out
+    }
+
+    /// A metadata key as a journal field name: A-Z, 0-9 and `_`, not starting with `_` or a digit
+    /// (those are the journal's own), at most 64 characters; reserved names get a `TSW_` prefix.
+    static func journalFieldName(_ key: String) -> String? {
+        var name = String(key.uppercased().map { c -> Character in
+            (c >= "A" && c <= "Z") || (c >= "0" && c <= "9") ? c : "_"
+        })
+        if name.isEmpty { return nil }
+        if name.first == "_" || name.first!.isNumber || ["MESSAGE", "PRIORITY", "SYSLOG_IDENTIFIER", "MESSAGE_ID", "CODE_FILE", "CODE_LINE", "CODE_FUNC"].contains(name) {
+            name = "TSW_" + name
+        }
+        return String(name.prefix(64))
     }
 }

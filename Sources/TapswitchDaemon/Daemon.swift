@@ -303,7 +303,8 @@ public struct Daemon: Sendable {
 }
 
 private func eventMetadata(_ e: SwitchEvent) -> Logger.Metadata {
-    var m: Logger.Metadata = ["seq": "\(e.seq)", "port": "\(e.portId)", "name": "\(e.portName)"]
+    // port is the name (journal field PORT=, as operators know it); port-id the switch's number.
+    var m: Logger.Metadata = ["seq": "\(e.seq)", "event": "\(e.kind.rawValue)", "port": "\(e.portName)", "port-id": "\(e.portId)"]
     if let n = e.nicIndex { m["nic"] = "\(n)" }
     if let v = e.vmName { m["vm"] = "\(v)" }
     if let d = e.detail { m["detail"] = "\(d)" }
