@@ -115,7 +115,20 @@ final class PollLoop: @unchecked Sendable {
 
     /// Ends the loop after the current handler. Any thread; idempotent.
     func stop() {
-        async { [self] in stopped = true }
+        async { [self] in halt() }
+    }
+
+    /// On the queue: ends the loop now and drops every handler. Why at once: the handlers refer to
+    /// their owner unowned, and a slice already queued before an asynchronous ``stop()`` would
+    /// still call them after the owner is gone (found under TSan: "unowned reference ... already
+    /// destroyed" from a deadline handler after `SwitchRuntime.shutdown()`).
+    func halt() {
+        dispatchPrecondition(condition: .onQueue(queue))
+        stopped = true
+        tickHandler = nil
+        deadlineSource = nil
+        deadlineHandler = nil
+        for slot in handlers.indices { handlers[slot] = nil }
     }
 
     /// Wakes the slice so it yields the queue.

@@ -108,7 +108,7 @@ public final class SwitchRuntime: @unchecked Sendable {
             self.linkEventsWatch = nil
             self.linkEvents = nil
             self.loopLinks = nil
-            self.loop.stop()
+            self.loop.halt()
         }
     }
 
