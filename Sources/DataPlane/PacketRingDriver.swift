@@ -183,7 +183,10 @@ extension PortTransmit {
         switch refusal {
         case .noBuffers, .wouldBlock: self.init(TransmitResult(sent: sent, failure: .transmitQueueFull))
         case .deviceGone: self.init(TransmitResult(sent: sent, failure: .transmitError), deviceError: code)
-        case .other: self.init(TransmitResult(sent: sent, failure: .transmitError))
+        // A refusal of one frame (longer than the device's MTU allows; EINVAL: a header the device
+        // cannot take) costs that frame alone; the switch hands over the rest again.
+        case .frameTooLarge: self.init(TransmitResult(sent: sent, failure: .frameTooLarge, refusedOne: true))
+        case .other: self.init(TransmitResult(sent: sent, failure: .transmitError, refusedOne: true))
         }
     }
 }

@@ -22,12 +22,15 @@ public enum SendRefusal: Sendable, Equatable {
     case wouldBlock
     /// `ENETDOWN`, `ENXIO`, `ENODEV`: the device went down or away under the socket.
     case deviceGone
+    /// `EMSGSIZE`: this one frame is longer than the device's MTU allows (and not a GSO frame).
+    case frameTooLarge
     /// Anything else.
     case other
 
     public init(errno code: Int32) {
         switch code {
         case ENOBUFS: self = .noBuffers
+        case EMSGSIZE: self = .frameTooLarge
         case EAGAIN: self = .wouldBlock
         case ENETDOWN, ENXIO, ENODEV: self = .deviceGone
         default: self = .other

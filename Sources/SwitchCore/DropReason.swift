@@ -27,6 +27,7 @@ public struct DropReason: Hashable, Sendable {
         "VLAN not allowed on port",
         "unknown unicast without uplink",
         "QinQ frame (802.1ad or stacked VLAN tags)",
+        "frame larger than the destination's MTU",
     ]
 
     public static let runtFrame = DropReason(code: 0)
@@ -50,6 +51,7 @@ public struct DropReason: Hashable, Sendable {
     public static let vlanNotAllowed = DropReason(code: 18)
     public static let unknownUnicastNoUplink = DropReason(code: 19)
     public static let qinqNotAllowed = DropReason(code: 20)
+    public static let frameTooLarge = DropReason(code: 21)
 }
 
 /// One reported drop or exclusion.

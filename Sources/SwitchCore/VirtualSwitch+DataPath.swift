@@ -10,9 +10,14 @@ public protocol FrameSink: AnyObject {
 public struct TransmitResult: Sendable {
     public var sent: Int
     public var failure: DropReason
-    public init(sent: Int, failure: DropReason = .transmitQueueFull) {
+    /// Only the frame at index `sent` was refused (with `failure`: too large for the device, say);
+    /// the frames after it were not tried, and the switch hands them over again in another call.
+    /// False: every frame from `sent` on is dropped with `failure`.
+    public var refusedOne: Bool
+    public init(sent: Int, failure: DropReason = .transmitQueueFull, refusedOne: Bool = false) {
         self.sent = sent
         self.failure = failure
+        self.refusedOne = refusedOne
     }
 }
 
@@ -453,22 +458,29 @@ extension VirtualSwitch {
             let count = txCounts[s]
             txCounts[s] = 0
             for j in 0..<count { conform(batch, Int(list[j]), to: slot) }
-            let result = sink.transmit(batch, to: slots[s].port, frames: UnsafeBufferPointer(start: list, count: count))
-            let sent = min(max(result.sent, 0), count)
-            var bytes: UInt64 = 0
-            for j in 0..<sent { bytes &+= UInt64(batch.length[Int(list[j])]) }
-            slots[s].framesOut &+= UInt64(sent)
-            slots[s].bytesOut &+= bytes
-            for j in sent..<count {
-                countDrop(port: slots[s].port, slot: slot, direction: .egress, reason: result.failure, reporter: Self.delivery)
-                if !captureTaps.isEmpty {
-                    tapDrop(batch, Int(list[j]), port: slots[s].port, slot: slot, direction: .egress, reason: result.failure, reporter: Self.delivery)
+            // One frame the device refuses on its own (``TransmitResult/refusedOne``) costs only that
+            // frame: the ones after it are handed over again.
+            var start = 0
+            while start < count {
+                let result = sink.transmit(batch, to: slots[s].port, frames: UnsafeBufferPointer(start: list + start, count: count - start))
+                let sent = min(max(result.sent, 0), count - start)
+                var bytes: UInt64 = 0
+                for j in start..<start + sent { bytes &+= UInt64(batch.length[Int(list[j])]) }
+                slots[s].framesOut &+= UInt64(sent)
+                slots[s].bytesOut &+= bytes
+                let dropEnd = result.refusedOne && start + sent < count ? start + sent + 1 : count
+                for j in start + sent..<dropEnd {
+                    countDrop(port: slots[s].port, slot: slot, direction: .egress, reason: result.failure, reporter: Self.delivery)
+                    if !captureTaps.isEmpty {
+                        tapDrop(batch, Int(list[j]), port: slots[s].port, slot: slot, direction: .egress, reason: result.failure, reporter: Self.delivery)
+                    }
                 }
-            }
-            if !captureTaps.isEmpty && sent > 0 {
-                let ctx = DeliveryContext(batch: batch, sw: self, port: slots[s].port, portIndex: s,
-                                          frames: UnsafeBufferPointer(start: list, count: sent))
-                for tap in captureTaps { tap.delivered(ctx) }
+                if !captureTaps.isEmpty && sent > 0 {
+                    let ctx = DeliveryContext(batch: batch, sw: self, port: slots[s].port, portIndex: s,
+                                              frames: UnsafeBufferPointer(start: list + start, count: sent))
+                    for tap in captureTaps { tap.delivered(ctx) }
+                }
+                start = dropEnd
             }
         }
     }
