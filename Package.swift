@@ -99,7 +99,7 @@ let package = Package(
         // The device-free daemon for unprivileged tests: tapswitchd's code and backend over FakeDevices.
         .executableTarget(
             name: "tapswitchd-fake",
-            dependencies: ["DataPlane", "FakeDevices", "SwitchService", "TapswitchDaemon"],
+            dependencies: ["DataPlane", "FakeDevices", "SwitchCore", "SwitchExtensions", "SwitchService", "TapswitchDaemon"],
             path: "Tests/FakeDaemon"
         ),
         .executableTarget(

@@ -39,9 +39,12 @@ extension SwitchRuntime {
         do throws(SwitchError) {
             return try await plug(device: spec.tap, backing: .vmTAP, role: .vmTAP, isRestore: isRestore) { (sw: VirtualSwitch) throws(SwitchError) -> PortID in
                 let properties: [PortProperty] = (spec.vlan.map { [.vlan(.access($0))] } ?? []) + spec.properties
-                return try sw.createPort(name: spec.tap, friendlyName: spec.vmName + "/" + spec.tap, type: spec.type,
-                                         nic: NICParameters(type: spec.type, vmName: spec.vmName, mtu: spec.mtu, permanentMAC: spec.mac),
-                                         properties: properties, isRestore: isRestore)
+                let id = try sw.createPort(name: spec.tap, friendlyName: spec.vmName + "/" + spec.tap, type: spec.type,
+                                           nic: NICParameters(type: spec.type, vmName: spec.vmName, mtu: spec.mtu, permanentMAC: spec.mac),
+                                           properties: properties, isRestore: isRestore)
+                // NIC restore before NIC_CONNECT; blobs no extension takes are reported (onDiagnostic).
+                if !spec.savedStates.isEmpty { _ = try? sw.restoreNICState(spec.savedStates, on: id) }
+                return id
             }
         } catch {
             if created { try? devices.deleteLink(spec.tap) }
@@ -137,6 +140,29 @@ extension SwitchRuntime {
 
     /// Who holds port `name` (its NIC's references by extension, pended frames, port
     /// references); nil if there is no such port.
+    /// NIC save: every port's extension state (``VirtualSwitch/saveNICState(of:)``) by port name;
+    /// ports without any are left out. Runs on the packet loop, between batches.
+    public func saveNICStates() async -> [String: [SavedNICState]] {
+        await onQueueAsync {
+            var out: [String: [SavedNICState]] = [:]
+            for p in self.sw.ports {
+                let states = self.sw.saveNICState(of: p.id)
+                if !states.isEmpty { out[p.name] = states }
+            }
+            return out
+        }
+    }
+
+    /// NIC restore for a port already re-created (internal and external ports, which connect at
+    /// once). Returns the blobs no extension took.
+    @discardableResult
+    public func restoreNICState(_ states: [SavedNICState], named name: String) async throws(SwitchError) -> [SavedNICState] {
+        try await onQueueThrowing { () throws(SwitchError) -> [SavedNICState] in
+            guard let port = self.sw.port(named: name) else { throw SwitchError(.notFound, "NIC restore: no port named \(name)") }
+            return try self.sw.restoreNICState(states, on: port.id)
+        }
+    }
+
     public func holders(named name: String) async -> PortHolders? {
         await onQueueAsync { () -> PortHolders? in
             guard let port = self.sw.port(named: name), let nic = self.sw.nicHolders(of: port.id) else { return nil }

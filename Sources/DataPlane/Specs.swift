@@ -20,6 +20,9 @@ public struct VMNICSpec: Sendable, Equatable {
     /// The alias a newly created TAP carries from its first moment (how a restarted daemon
     /// recognises its own TAPs); nil for none. An adopted TAP keeps the one it has.
     public var marker: String?
+    /// Extensions' saved per-NIC state from the previous run, handed back (NIC restore) after
+    /// NIC_CREATE and before NIC_CONNECT when the port is re-adopted.
+    public var savedStates: [SavedNICState] = []
 
     public init(vmName: String, tap: String, mac: MACAddress, owner: UInt32? = nil, group: UInt32? = nil, mtu: UInt32 = 1500,
                 type: PortType = .synthetic, vlan: VLANID? = nil, properties: [PortProperty] = [], marker: String? = nil) {

@@ -14,6 +14,10 @@ public struct StateRecords: Codable, Sendable, Equatable {
     public var externalPorts: [ExternalPortSpec]
     /// VXLAN segments (their devices are tapswitch's: created at `segment add`, deleted at `segment del`).
     public var segments: [SegmentSpec]
+    /// Extensions' saved per-NIC state (NIC save/restore), by port name: written when the daemon
+    /// stops, handed back once when the next run re-adopts the port, then dropped. Absent in files
+    /// without any.
+    public var nicStates: [String: [ExtensionNICState]]?
 
     public init(vms: [VMSpec] = [], internalPorts: [InternalPortSpec] = [], externalPorts: [ExternalPortSpec] = [],
                 segments: [SegmentSpec] = []) {
@@ -31,7 +35,7 @@ public struct StateRecords: Codable, Sendable, Equatable {
             + segments.filter(\.evpn).map(\.portName))
     }
 
-    private enum CodingKeys: String, CodingKey { case vms, internalPorts, externalPorts, segments }
+    private enum CodingKeys: String, CodingKey { case vms, internalPorts, externalPorts, segments, nicStates }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -40,6 +44,7 @@ public struct StateRecords: Codable, Sendable, Equatable {
         externalPorts = try c.decode([ExternalPortSpec].self, forKey: .externalPorts)
         // Files written before segments existed have no such key.
         segments = try c.decodeIfPresent([SegmentSpec].self, forKey: .segments) ?? []
+        nicStates = try c.decodeIfPresent([String: [ExtensionNICState]].self, forKey: .nicStates)
     }
 
     public func encode(to encoder: any Encoder) throws {
@@ -48,9 +53,28 @@ public struct StateRecords: Codable, Sendable, Equatable {
         try c.encode(internalPorts, forKey: .internalPorts)
         try c.encode(externalPorts, forKey: .externalPorts)
         try c.encode(segments, forKey: .segments)
+        try c.encodeIfPresent(nicStates, forKey: .nicStates)
     }
 
     public func vm(named name: String) -> VMSpec? { vms.first { $0.name == name } }
+}
+
+/// One extension's saved state for one NIC: a versioned blob keyed by the extension's name
+/// (base64 in the file).
+public struct ExtensionNICState: Codable, Sendable, Equatable {
+    public var extensionName: String
+    public var version: UInt16
+    public var data: Data
+
+    public init(extensionName: String, version: UInt16, data: Data) {
+        self.extensionName = extensionName
+        self.version = version
+        self.data = data
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case extensionName = "extension", version, data
+    }
 }
 
 /// Reads and writes ``StateRecords`` as `state.json` in the state directory.

@@ -466,13 +466,33 @@ public actor ControlService {
     public func adoptRecorded() async -> AdoptionOutcome {
         await serially {
             let outcome = await backend.adopt(records)
+            // Saved NIC state is handed back once: the file keeps it no longer than this.
+            let handedBack = records.nicStates != nil
             records = outcome.adopted
-            if !outcome.failures.isEmpty {
+            if !outcome.failures.isEmpty || handedBack {
                 do throws(SwitchError) { try store.save(records) } catch {
                     logger.error("cannot record state", metadata: ["error": "\(error.message)"])
                 }
             }
             return outcome
+        }
+    }
+
+    /// NIC save before a restart: records every port's extension state (see ``SwitchBackend/saveNICStates()``)
+    /// in the state file, for the next run's ``adoptRecorded()`` to hand back.
+    public func saveNICStates() async {
+        await serially {
+            let states = await backend.saveNICStates()
+            guard !states.isEmpty else { return }
+            var r = records
+            r.nicStates = states
+            do throws(SwitchError) {
+                try store.save(r)
+                records = r
+                logger.info("saved extension NIC state", metadata: ["ports": "\(states.count)"])
+            } catch {
+                logger.error("cannot record extension NIC state", metadata: ["error": "\(error.message)"])
+            }
         }
     }
 

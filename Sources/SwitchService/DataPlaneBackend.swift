@@ -224,7 +224,7 @@ public actor DataPlaneBackend: SwitchBackend {
         try await startVM(spec, restore: false)
     }
 
-    private func startVM(_ spec: VMSpec, restore: Bool) async throws(SwitchError) -> [PortInfo] {
+    private func startVM(_ spec: VMSpec, restore: Bool, saved: [String: [ExtensionNICState]] = [:]) async throws(SwitchError) -> [PortInfo] {
         let rt = try running()
         if vms[spec.name] != nil { throw SwitchError(.exists, "VM '\(spec.name)' is already running") }
         for nic in spec.nics where pendingRemovals[nic.tap] != nil {
@@ -241,9 +241,11 @@ public actor DataPlaneBackend: SwitchBackend {
                 let group = try nic.group.map { n throws(SwitchError) in try Self.gid(n) }
                 let settings = try nic.portSettings()
                 let marker = markerText(vm: spec.name, index: i, nic: nic, settings: settings)
-                try await rt.startVMNIC(VMNICSpec(vmName: spec.name, tap: nic.tap, mac: mac, owner: owner, group: group,
-                                                  mtu: UInt32(nic.mtu ?? NICSpec.defaultMTU), type: nic.type,
-                                                  properties: settings.properties, marker: marker), isRestore: restore)
+                var nicSpec = VMNICSpec(vmName: spec.name, tap: nic.tap, mac: mac, owner: owner, group: group,
+                                        mtu: UInt32(nic.mtu ?? NICSpec.defaultMTU), type: nic.type,
+                                        properties: settings.properties, marker: marker)
+                nicSpec.savedStates = Self.switchStates(saved[nic.tap])
+                try await rt.startVMNIC(nicSpec, isRestore: restore)
                 created.append(nic.tap)
                 if restore, let marker {
                     // An adopted TAP gets the current marker (made by an older version, or settings changed).
@@ -542,8 +544,14 @@ public actor DataPlaneBackend: SwitchBackend {
 
     public func adopt(_ records: StateRecords) async -> AdoptionOutcome {
         var outcome = AdoptionOutcome(adopted: StateRecords())
+        // Extensions' saved NIC state from the previous run: handed back once (NIC restore).
+        let saved = records.nicStates ?? [:]
         for spec in records.externalPorts {
-            do { _ = try await addExternalPort(spec); outcome.adopted.externalPorts.append(spec) } catch {
+            do {
+                _ = try await addExternalPort(spec)
+                outcome.adopted.externalPorts.append(spec)
+                await restoreNICState(saved[spec.device], named: spec.device)
+            } catch {
                 outcome.failures.append(.init(what: "external \(spec.device)", reason: error.message))
             }
         }
@@ -555,20 +563,44 @@ public actor DataPlaneBackend: SwitchBackend {
         }
         for spec in records.internalPorts {
             // Internal ports die with the daemon that held their fd: create them again.
-            do { _ = try await addInternalPort(spec); outcome.adopted.internalPorts.append(spec) } catch {
+            do {
+                _ = try await addInternalPort(spec)
+                outcome.adopted.internalPorts.append(spec)
+                await restoreNICState(saved[spec.name], named: spec.name)
+            } catch {
                 outcome.failures.append(.init(what: "internal \(spec.name)", reason: error.message))
             }
         }
         for spec in records.vms {
             // VM TAPs survive the daemon: adopt them (connecting at once if QEMU is attached), or
             // create them again if they are gone (after a host reboot).
-            do { _ = try await startVM(spec, restore: true); outcome.adopted.vms.append(spec) } catch {
+            do { _ = try await startVM(spec, restore: true, saved: saved); outcome.adopted.vms.append(spec) } catch {
                 // Partly adopted (some NICs failed): still ours, kept with every NIC so nothing is orphaned.
                 if vms[spec.name] != nil { outcome.adopted.vms.append(spec) }
                 outcome.failures.append(.init(what: "vm \(spec.name)", reason: error.message))
             }
         }
         return outcome
+    }
+
+    // MARK: - NIC save/restore
+
+    public func saveNICStates() async -> [String: [ExtensionNICState]] {
+        guard let rt = runtime else { return [:] }
+        return await rt.saveNICStates().mapValues { states in
+            states.map { ExtensionNICState(extensionName: $0.extensionName, version: $0.version, data: Data($0.data)) }
+        }
+    }
+
+    private func restoreNICState(_ states: [ExtensionNICState]?, named name: String) async {
+        guard let states, !states.isEmpty, let rt = runtime else { return }
+        do throws(SwitchError) { try await rt.restoreNICState(Self.switchStates(states), named: name) } catch {
+            logger.warning("NIC restore failed", metadata: ["port": "\(name)", "error": "\(error.message)"])
+        }
+    }
+
+    static func switchStates(_ states: [ExtensionNICState]?) -> [SavedNICState] {
+        (states ?? []).map { SavedNICState(extensionName: $0.extensionName, version: $0.version, data: Array($0.data)) }
     }
 
     // MARK: - Markers

@@ -118,9 +118,17 @@ public protocol SwitchBackend: Sendable {
     /// Deletes a TAP of this switch that is no port of it (left by an interrupted step).
     func deleteLeftoverTAP(named name: String) async throws(SwitchError)
 
+    /// NIC save before the daemon stops for a restart: every port's extension state, by port
+    /// name. ``adopt(_:)`` hands `StateRecords.nicStates` back (NIC restore) to the re-adopted ports.
+    func saveNICStates() async -> [String: [ExtensionNICState]]
+
     /// Stops the packet loop and ends event streams. Leaves TAPs and ports in place (also those
     /// whose removal was still pending).
     func shutdown() async
+}
+
+extension SwitchBackend {
+    public func saveNICStates() async -> [String: [ExtensionNICState]] { [:] }
 }
 
 /// An extension the backend can load.

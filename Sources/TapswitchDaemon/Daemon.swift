@@ -220,26 +220,28 @@ public struct Daemon: Sendable {
             case .terminate(let sig):
                 logger.notice("stopping (leaving TAPs and VMs in place)", metadata: ["signal": "\(sig == SIGTERM ? "SIGTERM" : "SIGINT")"])
                 notifier.stopping(status: "stopping")
-                await stop(server: server, backend: backend, logger: logger)
+                await stop(server: server, service: service, backend: backend, logger: logger)
                 return DaemonExitCode.success
             case .reload:
                 config = await reload(current: config, loader: loader, service: service, server: server, notifier: notifier, logger: logger)
                 metrics.apply(config.metricsListen)
             }
         }
-        await stop(server: server, backend: backend, logger: logger)
+        await stop(server: server, service: service, backend: backend, logger: logger)
         return DaemonExitCode.success
     }
 
     /// Stops the server and the switch within ``DaemonOptions/shutdownTimeout``, else exits anyway:
     /// a wedged packet loop or extension must not keep a stopping daemon (and systemd) waiting.
-    private func stop(server: ControlServer, backend: any SwitchBackend, logger: Logger) async {
+    private func stop(server: ControlServer, service: ControlService, backend: any SwitchBackend, logger: Logger) async {
         let timeout = options.shutdownTimeout
         let deadline = ShutdownDeadline(seconds: timeout) { [logger] in
             logger.critical("shutdown did not finish within \(timeout) s; exiting anyway (TAPs and VMs stay)")
             exit(DaemonExitCode.failure)
         }
         server.stop()
+        // NIC save: extensions' per-NIC state survives the restart (handed back on re-adoption).
+        await service.saveNICStates()
         await backend.shutdown()
         deadline.disarm()
     }
