@@ -104,3 +104,43 @@ struct PollLoopTests {
         #expect(hits.count == 0)
     }
 }
+
+@Suite("PollLoop deadlines (extension timers)", .serialized)
+struct PollLoopDeadlineTests {
+    final class Box: @unchecked Sendable {
+        // Touched only on the loop's queue (and read after sync).
+        var deadline: UInt64?
+        var firedAt: [UInt64] = []
+    }
+
+    @Test("An idle loop wakes for the deadline (the tick is a minute away), runs the handler once on its queue, then sleeps")
+    func wakesForDeadline() throws {
+        let queue = DispatchQueue(label: "test.deadline")
+        let loop = try PollLoop(queue: queue, busyPollLimit: 0)
+        loop.start()
+        defer { loop.stop() }
+        let box = Box()
+        try loop.sync {
+            loop.setTick(every: 60_000_000_000) {}
+            loop.setDeadlines(next: { box.deadline }) {
+                dispatchPrecondition(condition: .onQueue(queue))
+                box.firedAt.append(PollLoop.now())
+                box.deadline = nil  // one-shot, as VirtualSwitch.runTimers consumes it
+            }
+        }
+        // Control: no deadline, nothing fires.
+        Thread.sleep(forTimeInterval: 0.05)
+        #expect(try loop.sync { box.firedAt.isEmpty })
+        let due = PollLoop.now() + 20_000_000
+        try loop.sync { box.deadline = due }
+        loop.async {}  // the new deadline is seen when the slice next looks (a poke makes it look now)
+        let limit = Date().addingTimeInterval(5)
+        while try loop.sync({ box.firedAt.isEmpty }) {
+            try #require(Date() < limit, "the deadline never woke the loop")
+            Thread.sleep(forTimeInterval: 0.002)
+        }
+        let fired = try loop.sync { box.firedAt }
+        #expect(fired.count == 1)
+        #expect(fired[0] >= due, "fired before its deadline")
+    }
+}
