@@ -221,7 +221,30 @@ public actor DataPlaneBackend: SwitchBackend {
     // MARK: - VMs
 
     public func startVM(_ spec: VMSpec) async throws(SwitchError) -> [PortInfo] {
-        try await startVM(spec, restore: false)
+        try checkSegmentMTU(spec)
+        return try await startVM(spec, restore: false)
+    }
+
+    /// A VM NIC on a segment's VLAN with a larger MTU than the segment carries would lose its big
+    /// frames in the VXLAN device: refused, naming the NIC, the segment and the MTU to use.
+    private func checkSegmentMTU(_ spec: VMSpec) throws(SwitchError) {
+        for nic in spec.nics {
+            let mtu = nic.mtu ?? NICSpec.defaultMTU
+            var vlans = Set<Int>()
+            for case .vlan(let policy) in try nic.portSettings().properties {
+                switch policy {
+                case .access(let v): vlans.insert(Int(v))
+                case .trunk(let allowed, let native):
+                    vlans.formUnion(allowed.map(Int.init))
+                    if let native, native != 0 { vlans.insert(Int(native)) }
+                case .untagged: break
+                }
+            }
+            if let segment = segmentSpecs.values.sorted(by: { $0.name < $1.name }).first(where: { vlans.contains($0.vlan) && mtu > $0.mtu }) {
+                throw SwitchError(.invalidArgument, "NIC \(nic.tap): MTU \(mtu) is larger than the MTU \(segment.mtu) that segment \(segment.name) "
+                    + "carries on VLAN \(segment.vlan); give the NIC mtu=\(segment.mtu) (and the guest the same)")
+            }
+        }
     }
 
     private func startVM(_ spec: VMSpec, restore: Bool, saved: [String: [ExtensionNICState]] = [:]) async throws(SwitchError) -> [PortInfo] {

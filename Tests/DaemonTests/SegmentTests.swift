@@ -179,6 +179,14 @@ struct SegmentTests {
         #expect(refused.stderr.contains("underlay small0 has MTU 1500, which cannot carry the VMs' MTU 1500 plus 50 bytes"), "\(refused.stderr)")
         #expect(try h1.ns.run(["ip", "link", "show", "vx300"]).status != 0, "a refused segment left its device behind")
 
+        // A VM NIC on a segment's VLAN with a bigger MTU than the segment carries is refused; one that fits starts.
+        let big = try await h1.daemon.ctl("vm", "start", "big", "--nic", "\(n.name("big0")),vlan=10,mtu=9000")
+        #expect(big.status == 1)
+        #expect(big.stderr.contains("MTU 9000 is larger than the MTU 1500 that segment vx100 carries on VLAN 10"), "\(big.stderr)")
+        let fits = try await h1.daemon.ctl("vm", "start", "fits", "--nic", "\(n.name("fit0")),vlan=10,mtu=1500")
+        #expect(fits.status == 0, "vm start with the segment's MTU: \(fits.stderr)")
+        try await h1.daemon.ctl("vm", "stop", "fits", "--force")
+
         // segment del removes the port and the VXLAN device, and the record.
         let del = try await h3.daemon.ctl("segment", "del", "vx200")
         #expect(del.status == 0, "segment del: \(del.stderr)")
