@@ -17,6 +17,9 @@ import Foundation
 /// | `segment-add` | `segment`: `{name, vlan, vni, local, underlay, flood?, udpPort?, learning?, mtu?}` (see ``SegmentSpec``) |
 /// | `segment-del` | `name` |
 /// | `segment-list` | none |
+/// | `acl-add` | `name`, `rule`: the rule's `key=value` words separated by spaces (see ``ACLRule``) |
+/// | `acl-del` | `name`, `id` (the rule id) |
+/// | `acl-list` | `name` |
 /// | `extension-enable` | `name`, `position?` (within its class; default: the top) |
 /// | `extension-disable` | `name` |
 /// | `extension-set` | `name`, `settings`: `["key=value", ...]` (the extension's whole settings) |
@@ -37,6 +40,10 @@ public enum ControlRequest: Sendable, Equatable {
     case segmentAdd(SegmentSpec)
     case segmentDel(name: String)
     case segmentList
+    /// Adds a rule to a port's ACL (one vetoable property change, recorded like `port-set`).
+    case aclAdd(name: String, rule: String)
+    case aclDelete(name: String, id: Int)
+    case aclList(name: String)
     case extensionEnable(name: String, position: Int?)
     case extensionDisable(name: String)
     case extensionSet(name: String, settings: [String])
@@ -61,6 +68,9 @@ public enum ControlRequest: Sendable, Equatable {
         case .segmentAdd: "segment-add"
         case .segmentDel: "segment-del"
         case .segmentList: "segment-list"
+        case .aclAdd: "acl-add"
+        case .aclDelete: "acl-del"
+        case .aclList: "acl-list"
         case .extensionEnable: "extension-enable"
         case .extensionDisable: "extension-disable"
         case .extensionSet: "extension-set"
@@ -74,7 +84,7 @@ public enum ControlRequest: Sendable, Equatable {
     }
 
     public static let allOps = ["vm-start", "vm-stop", "port-add-internal", "port-add-external", "port-remove",
-                                "port-set", "port-get", "port-reset", "segment-add", "segment-del", "segment-list", "extension-enable", "extension-disable", "extension-set", "show", "fdb", "extensions", "events", "ping", "version"]
+                                "port-set", "port-get", "port-reset", "segment-add", "segment-del", "segment-list", "acl-add", "acl-del", "acl-list", "extension-enable", "extension-disable", "extension-set", "show", "fdb", "extensions", "events", "ping", "version"]
 
     /// The VM, port or extension a request names (for logs), if any.
     public var target: String? {
@@ -92,7 +102,7 @@ public enum ControlRequest: Sendable, Equatable {
     public var isMutating: Bool {
         switch self {
         case .vmStart, .vmStop, .portAddInternal, .portAddExternal, .portRemove, .portSet, .portReset,
-             .segmentAdd, .segmentDel, .extensionEnable, .extensionDisable, .extensionSet: true
+             .segmentAdd, .segmentDel, .aclAdd, .aclDelete, .extensionEnable, .extensionDisable, .extensionSet: true
         default: false
         }
     }
@@ -148,6 +158,20 @@ extension ControlRequest: Codable {
             self = .segmentAdd(try fields(["segment"]).require(SegmentSpec.self, "segment"))
         case "segment-del":
             self = .segmentDel(name: try Validate.interfaceName(try fields(["name"]).require(String.self, "name"), field: "name"))
+        case "acl-add":
+            let o = try fields(["name", "rule"])
+            let name = try Validate.interfaceName(try o.require(String.self, "name"), field: "name")
+            let rule = try o.require(String.self, "rule")
+            do { _ = try ACLRule(rule) } catch { throw FieldError(field: "rule", message: error.message) }
+            self = .aclAdd(name: name, rule: rule)
+        case "acl-del":
+            let o = try fields(["name", "id"])
+            let name = try Validate.interfaceName(try o.require(String.self, "name"), field: "name")
+            let id = try o.require(Int.self, "id")
+            if id < 1 { throw FieldError(field: "id", message: "\(id) is not a rule id (1 or more)") }
+            self = .aclDelete(name: name, id: id)
+        case "acl-list":
+            self = .aclList(name: try Validate.interfaceName(try fields(["name"]).require(String.self, "name"), field: "name"))
         case "extension-enable":
             let o = try fields(["name", "position"])
             let position = try o.optional(Int.self, "position")
@@ -193,6 +217,14 @@ extension ControlRequest: Codable {
         case .portReset(let name, let keys):
             try c.encode(name, forKey: AnyKey("name"))
             try c.encode(keys, forKey: AnyKey("keys"))
+        case .aclAdd(let name, let rule):
+            try c.encode(name, forKey: AnyKey("name"))
+            try c.encode(rule, forKey: AnyKey("rule"))
+        case .aclDelete(let name, let id):
+            try c.encode(name, forKey: AnyKey("name"))
+            try c.encode(id, forKey: AnyKey("id"))
+        case .aclList(let name):
+            try c.encode(name, forKey: AnyKey("name"))
         case .extensionEnable(let name, let position):
             try c.encode(name, forKey: AnyKey("name"))
             try c.encodeIfPresent(position, forKey: AnyKey("position"))
@@ -242,11 +274,14 @@ public struct ControlResponse: Codable, Sendable, Equatable {
     public var pending: [String]?
     /// `segment list` (every segment), `segment add` (the one added).
     public var segments: [SegmentSpec]?
+    /// `acl-add`, `acl-del`, `acl-list`: the port's ACL with its counters.
+    public var acl: PortACLInfo?
 
     public init(ok: Bool = true, error: String? = nil, code: SwitchError.Code? = nil, vetoingExtension: String? = nil,
                 vetoReason: String? = nil, snapshot: SwitchSnapshot? = nil, fdb: [FDBEntry]? = nil,
                 extensions: [ExtensionInfo]? = nil, events: [SwitchEvent]? = nil, event: SwitchEvent? = nil,
-                ports: [PortInfo]? = nil, version: VersionInfo? = nil, pending: [String]? = nil, segments: [SegmentSpec]? = nil) {
+                ports: [PortInfo]? = nil, version: VersionInfo? = nil, pending: [String]? = nil, segments: [SegmentSpec]? = nil,
+                acl: PortACLInfo? = nil) {
         self.ok = ok
         self.error = error
         self.code = code
@@ -261,6 +296,7 @@ public struct ControlResponse: Codable, Sendable, Equatable {
         self.version = version
         self.pending = pending
         self.segments = segments
+        self.acl = acl
     }
 
     /// A failed request, carrying the error's code (and veto) to the client.

@@ -122,6 +122,24 @@ public actor ControlService {
                     ControlResponse(ports: [try await changeSettings(name) { (s: inout PortSettings) throws(SwitchError) in try s.reset(keys) }])
                 }
             }
+        case .aclAdd(let name, let text):
+            return await serially {
+                await result { () async throws(SwitchError) in
+                    let rule: ACLRule
+                    do throws(SwitchError) { rule = try ACLRule(text) } catch { throw error.context("invalid ACL rule") }
+                    _ = try await changeSettings(name) { (s: inout PortSettings) throws(SwitchError) in try s.acl.add(rule) }
+                    return ControlResponse(acl: try await backend.aclInfo(named: name))
+                }
+            }
+        case .aclDelete(let name, let id):
+            return await serially {
+                await result { () async throws(SwitchError) in
+                    _ = try await changeSettings(name) { (s: inout PortSettings) throws(SwitchError) in try s.acl.remove(id: id) }
+                    return ControlResponse(acl: try await backend.aclInfo(named: name))
+                }
+            }
+        case .aclList(let name):
+            return await result { () async throws(SwitchError) in ControlResponse(acl: try await backend.aclInfo(named: name)) }
         case .extensionEnable(let name, let position):
             return await serially {
                 await result { () async throws(SwitchError) in

@@ -467,6 +467,21 @@ public actor DataPlaneBackend: SwitchBackend {
         return try await portInfo(spec.device)
     }
 
+    public func aclInfo(named name: String) async throws(SwitchError) -> PortACLInfo {
+        let rt = try running()
+        let info: PortACLInfo? = await rt.withSwitch { sw in
+            guard let port = sw.port(named: name) else { return nil }
+            let acl = PortSettings(properties: sw.properties(of: port.id)).acl
+            guard let filter = sw.enabledExtension(named: PortACLFilter.extensionName) as? PortACLFilter,
+                  let report = filter.ruleHits(port: port.id, in: sw) else { return PortACLInfo(port: name, acl: acl) }
+            return PortACLInfo(port: name, rules: report.rules.map { ACLRuleInfo($0.rule, hits: $0.hits) },
+                               defaultIn: report.defaultIn.rawValue, defaultOut: report.defaultOut.rawValue,
+                               defaultInHits: report.defaultInHits, defaultOutHits: report.defaultOutHits, enforced: true)
+        }
+        guard let info else { throw SwitchError(.notFound, "no port named '\(name)'") }
+        return info
+    }
+
     public func setPortSettings(named name: String, _ settings: PortSettings) async throws(SwitchError) -> PortInfo {
         let rt = try running()
         try await rt.setPortSettings(named: name, settings)

@@ -90,6 +90,9 @@ public protocol SwitchBackend: Sendable {
     /// ones are refused naming the key. An enabled extension is rebuilt in place with them.
     func setExtensionSettings(named name: String, _ settings: [String: String]) async throws(SwitchError)
 
+    /// A port's ACL with its rules' hit counters (`acl list`).
+    func aclInfo(named name: String) async throws(SwitchError) -> PortACLInfo
+
     func snapshot() async -> SwitchSnapshot
     func fdb() async -> [FDBEntry]
     func extensions() async -> [ExtensionInfo]

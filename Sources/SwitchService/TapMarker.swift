@@ -38,7 +38,8 @@ public struct TapMarker: Sendable, Equatable {
         if type != .synthetic { head += " type=\(type.rawValue)" }
         if removing { head += " removing" }
         let full = ([head] + (settings ?? [])).joined(separator: " ")
-        if settings != nil, full.utf8.count <= Self.maxLength { return full }
+        // A setting with spaces in its value (an ACL rule) cannot be told from the next word.
+        if let settings, !settings.contains(where: { $0.contains(" ") }), full.utf8.count <= Self.maxLength { return full }
         return head + " settings=unknown"
     }
 
