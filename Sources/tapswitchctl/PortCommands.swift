@@ -131,7 +131,11 @@ let portSettingsHelp = """
     Settings (key=value): vlan-mode=access|trunk|untagged, vlan=N (access), allowed-vlans=10,20,100-199|all \
     and native-vlan=N|untagged|none (trunk), mac-spoof-guard=on|off, allowed-macs=MAC,..., ip-guard=on|off, \
     allowed-ips=ADDR[/LEN],..., dhcp-snooping=on|off, dhcp-guard=on|off, router-guard=on|off, isolated=on|off, \
-    pvlan=isolated|community:N|promiscuous|none, mac-limit=N|none.
+    pvlan=isolated|community:N|promiscuous|none, mac-limit=N|none; the port ACL (rules with 'tapswitchctl acl'): \
+    acl-default-in=allow|deny, acl-default-out=allow|deny; storm control in frames per second: storm-broadcast=N, \
+    storm-multicast=N, storm-unknown=N; policing: ingress-rate=100mbit (bits/s: kbit, mbit, gbit), \
+    ingress-burst=64kb (bytes; default 10 ms at the rate), ingress-frame-rate=N (frames/s), ingress-frame-burst=N, \
+    and the same with egress- (what the port receives). Any of these =none turns it off.
     """
 
 struct PortSet: ParsableCommand {

@@ -183,6 +183,16 @@ struct RealDataPlaneACLTests {
         #expect(open == 5)
     }
 
+    /// Frames the kernel dropped on `taps`' full receive rings so far.
+    func ringFull(_ d: DaemonUnderTest, _ taps: [String]) async throws -> UInt64 {
+        var total: UInt64 = 0
+        for tap in taps {
+            let port = try #require(try await d.port(named: tap))
+            total += port.counters.drops.filter { $0.key.reason.hasPrefix("receive ring full") }.values.reduce(0, +)
+        }
+        return total
+    }
+
     @Test("A broadcast storm from one VM is held to storm-broadcast while two other VMs exchange traffic without loss")
     func broadcastStorm() async throws {
         try Privilege.requireNetAdmin()
@@ -196,17 +206,25 @@ struct RealDataPlaneACLTests {
         let limit = 200
         let set = try await d.ctl("port", "set", list[0].tap, "storm-broadcast=\(limit)")
         try #require(set.status == 0, "\(set.stderr)")
-        let token = UInt32.random(in: 1...UInt32.max)
         // Rates a debug build keeps up with on a loaded 2-CPU CI machine: the storm at 50 times the
-        // limit, each peer at 1000 frames/s.
+        // limit, each peer at 1000 frames/s. A machine that stalls the switch longer than a receive
+        // ring holds (512 frames, half a second here) loses peer frames as "receive ring full" on the
+        // peers' own ports, storm or not: such an attempt is repeated (at most 3 in all); any other
+        // loss fails at once.
         let perPeer: UInt32 = 2000
         let stormRate = 10_000.0
+        let stormSeconds = 2.5  // beyond the peers' 2 s of sending
+        var attempt = 0
+        while true {
+        attempt += 1
+        let token = UInt32.random(in: 1...UInt32.max)
+        let ringFullBefore = try await ringFull(d, [list[1].tap, list[2].tap])
         // x and y learn each other first.
         try await offPool {
             try x.send(Self.probe(dst: TestFrames.broadcastMAC, src: x.mac, token: token, seq: 9_000_000))
             try y.send(Self.probe(dst: TestFrames.broadcastMAC, src: y.mac, token: token, seq: 9_000_001))
         }
-        let stormSeconds = 2.5  // within the peers' 2 s of sending
+
 
         /// Receives at `nic` until `count` frames from `peer` arrived (or 15 s); returns them and the broadcasts from s.
         @Sendable func receive(_ nic: GuestNIC, from peer: [UInt8]) throws -> (peer: Int, storm: Int) {
@@ -256,16 +274,23 @@ struct RealDataPlaneACLTests {
         try await fromY
         let (y1, x1) = (try await atY, try await atX)
         let show = try await d.ctl("show")
-        #expect(y1.peer == Int(perPeer) && x1.peer == Int(perPeer), "x→y \(y1.peer), y→x \(x1.peer) of \(perPeer)\n\(show.stdout)")
-        // One-second windows from the first broadcast: at most `limit` in each window the storm touched.
-        let windows = Int(storm.seconds.rounded(.up))
+        let lost = y1.peer < Int(perPeer) || x1.peer < Int(perPeer)
+        let ringLoss = try await ringFull(d, [list[1].tap, list[2].tap]) - ringFullBefore
+        let onlyRing = lost && ringLoss > 0 && ringLoss >= UInt64(2 * Int(perPeer) - y1.peer - x1.peer)
+        if onlyRing && attempt < 3 { continue }
+        #expect(!lost, "attempt \(attempt): x→y \(y1.peer), y→x \(x1.peer) of \(perPeer)\n\(show.stdout)")
+        // At most `limit` per window; windows are disjoint and at least a second long, so a storm of D
+        // seconds touches at most ceil(D) + 1 of them (the switch sees it a little later than sent).
+        let windows = Int(storm.seconds.rounded(.up)) + 1
         for (who, got) in [("x", x1.storm), ("y", y1.storm)] {
             #expect(got <= limit * windows && got >= limit * Int(storm.seconds.rounded(.down)),
                     "\(who) got \(got) broadcasts of \(storm.sent) sent in \(storm.seconds) s (limit \(limit)/s)")
         }
         let dropped = try #require(try await d.port(named: list[0].tap)).counters.drops
             .filter { $0.key.reason.hasPrefix("broadcast storm limit") }.values.reduce(0, +)
-        #expect(dropped > 0 && dropped < UInt64(storm.sent))
+        #expect(dropped > 0 && dropped < UInt64(storm.sent) * UInt64(attempt))
+        break
+        }
     }
 
     @Test("An ingress policer holds a VM sending at twice the rate to the rate, within 10%")
