@@ -50,7 +50,8 @@ public enum ControlRequest: Sendable, Equatable {
     case show
     case fdb
     case extensions
-    case events(follow: Bool)
+    /// `after`: only events with a larger sequence number (a follower resuming after a reconnect).
+    case events(follow: Bool, after: UInt64? = nil)
     case ping
     case version
 
@@ -185,7 +186,8 @@ extension ControlRequest: Codable {
             _ = try Validate.extensionSettings(settings, field: "settings")
             self = .extensionSet(name: try Validate.extensionName(try o.require(String.self, "name"), field: "name"), settings: settings)
         case "events":
-            self = .events(follow: try fields(["follow"]).optional(Bool.self, "follow") ?? false)
+            let o = try fields(["follow", "after"])
+            self = .events(follow: try o.optional(Bool.self, "follow") ?? false, after: try o.optional(UInt64.self, "after"))
         case "show", "fdb", "extensions", "ping", "version", "segment-list":
             _ = try fields([])
             switch op {
@@ -240,7 +242,9 @@ extension ControlRequest: Codable {
         case .portAddExternal(let spec):
             try c.encode(spec.device, forKey: AnyKey("device"))
             if !spec.settings.isEmpty { try c.encode(spec.settings, forKey: AnyKey("settings")) }
-        case .events(let follow): try c.encode(follow, forKey: AnyKey("follow"))
+        case .events(let follow, let after):
+            try c.encode(follow, forKey: AnyKey("follow"))
+            try c.encodeIfPresent(after, forKey: AnyKey("after"))
         case .show, .fdb, .extensions, .ping, .version, .segmentList: break
         }
     }

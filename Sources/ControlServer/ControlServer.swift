@@ -252,7 +252,7 @@ public final class ControlServer: Sendable {
             return
         }
         logger.debug("control request", metadata: ["op": "\(request.op)", "uid": "\(cred.uid)", "pid": "\(cred.pid)"])
-        if case .events(follow: true) = request {
+        if case .events(follow: true, let after) = request {
             // A follower leaves the request budget for its own.
             let admitted = state.withLock { s -> Bool in
                 guard s.followers < options.maxFollowers else { return false }
@@ -263,7 +263,7 @@ public final class ControlServer: Sendable {
                 reply(fd, .failure(SwitchError(.busy, "too many event followers (limit \(options.maxFollowers)); try again")))
                 return
             }
-            follow(fd)
+            follow(fd, after: after)
             return
         }
         let service = self.service
@@ -294,13 +294,14 @@ public final class ControlServer: Sendable {
         return "permission denied: uid \(cred.uid) is not root and not in group '\(name ?? String(gid))'"
     }
 
-    /// `events --follow`: the history in one line, then one line per event until the client
-    /// closes, the event stream ends or the server stops.
-    private func follow(_ fd: Int32) {
+    /// `events --follow`: the history (after `after`, when given) in one line, then one line per
+    /// event until the client closes, the event stream ends or the server stops.
+    private func follow(_ fd: Int32, after: UInt64?) {
         let service = self.service
         let sub = blockingAwait { await service.subscribeEvents() }
         defer { sub.cancel() }
-        guard UnixSocket.sendAll(fd, Wire.encodeLine(ControlResponse(events: sub.history))) else { return }
+        let history = after.map { a in sub.history.filter { $0.seq > a } } ?? sub.history
+        guard UnixSocket.sendAll(fd, Wire.encodeLine(ControlResponse(events: history))) else { return }
 
         guard let (wakeR, wakeW) = UnixSocket.makePipe() else {
             reply(fd, .failure(SwitchError(.system, "cannot follow events: pipe: \(errnoText())")))

@@ -314,6 +314,21 @@ public struct StateStore: Sendable {
         return (nil, "intent record \(intentPath) was damaged; moved it aside to \(aside)")
     }
 
+    // MARK: - Event numbers
+
+    /// The first event number the next run may use (`event-seq`; 1 when missing or unreadable).
+    public func nextEventNumber() -> UInt64 {
+        guard let data = FileManager.default.contents(atPath: directory + "/event-seq"),
+              let text = String(data: data, encoding: .utf8)?.trimmingCharacters(in: .whitespacesAndNewlines),
+              let n = UInt64(text), n > 0 else { return 1 }
+        return n
+    }
+
+    /// Records the first event number the next run may use (atomically, durably).
+    public func saveNextEventNumber(_ n: UInt64) throws(SwitchError) {
+        try writeAtomically(Data("\(n)\n".utf8), to: "event-seq")
+    }
+
     // MARK: - Switch identity
 
     /// This state directory's switch identity (16 hex digits, in `switch-id`, made once): the TAPs

@@ -88,10 +88,10 @@ public actor ControlService {
             return ControlResponse(fdb: await backend.fdb())
         case .extensions:
             return ControlResponse(extensions: await backend.extensions())
-        case .events:
+        case .events(_, let after):
             let sub = await backend.subscribeEvents()
             sub.cancel()
-            return ControlResponse(events: sub.history)
+            return ControlResponse(events: after.map { a in sub.history.filter { $0.seq > a } } ?? sub.history)
         case .vmStart(let spec):
             return await serially { await result { () async throws(SwitchError) in ControlResponse(ports: try await startVM(spec)) } }
         case .vmStop(let name, let force):

@@ -706,6 +706,10 @@ public actor DataPlaneBackend: SwitchBackend {
 
     public func subscribeEvents() async -> EventSubscription { hub.subscribe() }
 
+    public func continueEventNumbering(from next: UInt64, reserve: @escaping @Sendable (UInt64) throws -> Void) async throws(SwitchError) {
+        try hub.continueNumbering(from: next, reserve: reserve)
+    }
+
     public func startHeartbeat(_ heartbeat: Heartbeat) async {
         runtime?.setHeartbeat { heartbeat.beat() }
     }

@@ -101,6 +101,10 @@ public protocol SwitchBackend: Sendable {
     /// between the two. The stream ends when the subscription is cancelled or at shutdown.
     func subscribeEvents() async -> EventSubscription
 
+    /// Continues event numbering at `next` (the previous run's), reserving numbers with `reserve`
+    /// (see ``EventHub/continueNumbering(from:reserve:)``). Call before anything publishes events.
+    func continueEventNumbering(from next: UInt64, reserve: @escaping @Sendable (UInt64) throws -> Void) async throws(SwitchError)
+
     /// Starts calling `heartbeat.beat()` from the packet loop at least every `heartbeat.interval`,
     /// also when idle, so a stuck loop stops the systemd watchdog pings. `beat()` is cheap and
     /// lock-free; call it from the DataPlane's queue.

@@ -152,6 +152,8 @@ public struct Daemon: Sendable {
         do {
             try store.prepare()
             await backend.setMarkerIdentity(try store.switchID())
+            // Event numbers go on from the previous run's (followers resume by number).
+            try await backend.continueEventNumbering(from: store.nextEventNumber()) { n in try store.saveNextEventNumber(n) }
             let recovery = try store.loadRecovering()
             recorded = recovery.records
             if let aside = recovery.setAside {

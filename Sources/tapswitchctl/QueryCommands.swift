@@ -130,18 +130,35 @@ struct EventsCommand: ParsableCommand {
         "restore" marks events replayed while the daemon re-adopted ports after a restart. \
         For veto events DETAIL is "extension: reason".
         With --follow, keeps printing events as they happen until interrupted; with --json, \
-        prints one JSON object per event per line.
+        prints one JSON object per event per line. A follower survives daemon restarts: it \
+        reconnects (saying so on stderr) and resumes after the last event it printed, so no event \
+        is missed or printed twice; it gives up (exit 3) when the daemon is not back within \
+        --reconnect-timeout seconds (default 60; 0 exits when the stream ends). Event numbers continue across restarts (kept in the state \
+        directory); after a crash they may skip ahead, never repeat. --after SEQ prints only events \
+        numbered above SEQ (with --follow: resume from there).
         """
     )
 
     @OptionGroup var globals: GlobalOptions
 
-    @Flag(name: [.long, .short], help: "Keep printing new events until interrupted.")
+    @Flag(name: [.long, .short], help: "Keep printing new events until interrupted (reconnects across daemon restarts).")
     var follow = false
+
+    @Option(help: ArgumentHelp("Only events numbered above SEQ.", valueName: "SEQ"))
+    var after: UInt64?
+
+    @Option(help: ArgumentHelp("With --follow: how long to keep reconnecting after the stream ends, in seconds (0: exit at once).", valueName: "SECONDS"))
+    var reconnectTimeout: Double = 60
+
+    func validate() throws {
+        guard reconnectTimeout >= 0, reconnectTimeout <= 86_400 else {
+            throw ValidationError("--reconnect-timeout must be between 0 and 86400 seconds, got \(reconnectTimeout)")
+        }
+    }
 
     func run() throws {
         if !follow {
-            let events = try call(.events(follow: false), globals).events ?? []
+            let events = try call(.events(follow: false, after: after), globals).events ?? []
             if globals.json {
                 printJSON(events, key: "events")
             } else {
@@ -149,30 +166,67 @@ struct EventsCommand: ParsableCommand {
             }
             return
         }
-        let connection: ControlConnection
-        do {
-            connection = try ControlConnection(path: globals.socketPath, timeout: nil)
-            try connection.send(.events(follow: true))
-        } catch {
-            throw CtlFailure.unreachable(error.description)
-        }
         // Written straight to fd 1 (not through print's buffer) so a pipe sees each event at once.
+        var last = after
         func emit(_ e: SwitchEvent) {
+            // A resumed stream starts after `last`; the check also keeps a duplicate from ever printing.
+            if let l = last, e.seq <= l { return }
+            last = e.seq
             var line = globals.json ? JSONOutput.object(e, pretty: false) : Data(formatEvent(e).utf8)
             line.append(0x0A)
             FileHandle.standardOutput.write(line)
         }
+        func note(_ text: String) {
+            FileHandle.standardError.write(Data("tapswitchctl events: \(text)\n".utf8))
+        }
+        var connectedOnce = false
+        var lost: String?
+        var lostAt = ContinuousClock.now
+        while true {
+            let connection: ControlConnection
+            do {
+                connection = try ControlConnection(path: globals.socketPath, timeout: nil)
+                try connection.send(.events(follow: true, after: last))
+            } catch {
+                // Not there at the start: fail as every command does. Gone later: it is restarting.
+                guard connectedOnce else { throw CtlFailure.unreachable(error.description) }
+                if ContinuousClock.now - lostAt > .milliseconds(Int64(reconnectTimeout * 1000)) {
+                    throw CtlFailure.unreachable("\(lost ?? error.description); not back within \(reconnectTimeout) s")
+                }
+                pause(seconds: 0.2)
+                continue
+            }
+            if connectedOnce, lost != nil { note("reconnected; resuming after event \(last.map(String.init) ?? "none")") }
+            connectedOnce = true
+            lost = nil
+            let reason = readStream(connection, emit)
+            connection.close()
+            if case .failed(let error) = reason { throw CtlFailure.daemon(error) }
+            if case .ended(let why) = reason {
+                if reconnectTimeout == 0 { throw CtlFailure.unreachable(why) }
+                note("\(why); reconnecting")
+                lost = why
+                lostAt = .now
+            }
+        }
+    }
+
+    private enum StreamEnd {
+        case ended(String)
+        case failed(SwitchError)
+    }
+
+    /// Reads one connection's event stream until it ends.
+    private func readStream(_ connection: ControlConnection, _ emit: (SwitchEvent) -> Void) -> StreamEnd {
         while true {
             let response: ControlResponse?
             do {
                 response = try connection.readResponse()
             } catch {
-                throw CtlFailure.unreachable(error.description)
+                return .ended("event stream lost: \(error.description)")
             }
-            guard let response else {
-                throw CtlFailure.unreachable("tapswitchd closed the event stream")
-            }
-            if let error = response.switchError { throw CtlFailure.daemon(error) }
+            guard let response else { return .ended("tapswitchd closed the event stream") }
+            if let error = response.switchError { return .failed(error) }
             for e in response.events ?? [] { emit(e) }
             if let e = response.event { emit(e) }
         }

@@ -98,7 +98,7 @@ struct EndToEndTests {
         try await d.start()
         let follower = Process()
         follower.executableURL = URL(fileURLWithPath: try Products.path("tapswitchctl"))
-        follower.arguments = ["events", "--follow", "--json", "--socket", d.socket]
+        follower.arguments = ["events", "--follow", "--json", "--reconnect-timeout", "0", "--socket", d.socket]
         let out = try OutputFile(in: d.dir, "follow")
         follower.standardOutput = out.handle
         follower.standardError = out.handle
@@ -112,13 +112,56 @@ struct EndToEndTests {
         #expect(try await waitUntil { out.text.contains(#""portName":"f1-0""#) && out.text.contains("nic-create") })
         let kinds = try out.text.split(separator: "\n").map { try CLIJSON.decode(SwitchEvent.self, String($0)).kind }
         #expect(kinds == [.portCreate, .nicCreate, .portCreate, .nicCreate])
-        // The daemon stopping ends the stream; the client says so and exits 3.
+        // The daemon stopping ends the stream; without reconnecting, the client says so and exits 3.
         #expect(try await d.stop() == 0)
         #expect(try await waitUntil { !follower.isRunning })
         #expect(follower.terminationStatus == 3)
         // With --json the end is a JSON error line, like the events before it.
         let last = try #require(out.text.split(separator: "\n").last.map(String.init))
         #expect(try CLIJSON.failure(last) == CLIJSON.Failure(code: "unreachable", message: "tapswitchd closed the event stream", exitCode: 3))
+    }
+
+    @Test("issue 13 item 6: events --follow reconnects across a restart and resumes; numbers continue, none missed or repeated")
+    func followAcrossRestart() async throws {
+        let cleanup = Cleanup()
+        defer { cleanup.run() }
+        let d = try Self.daemon(cleanup: cleanup)
+        try await d.start()
+        let follower = Process()
+        follower.executableURL = URL(fileURLWithPath: try Products.path("tapswitchctl"))
+        follower.arguments = ["events", "--follow", "--json", "--socket", d.socket]
+        let out = try OutputFile(in: d.dir, "follow-out")
+        let err = try OutputFile(in: d.dir, "follow-err")
+        follower.standardOutput = out.handle
+        follower.standardError = err.handle
+        try follower.run()
+        defer {
+            if follower.isRunning { follower.terminate() }
+            follower.waitUntilExit()
+        }
+        #expect(try await d.ctl("vm", "start", "r1", "--nic", "r1-0").status == 0)
+        #expect(try await waitUntil { out.text.contains(#""portName":"r1-0""#) && out.text.contains("nic-create") })
+        let before = try await d.events()
+        let lastBefore = try #require(before.map(\.seq).max())
+
+        #expect(try await d.stop() == 0)
+        try await d.start()
+        // The restarted daemon's events (re-adoption) and a new VM reach the same follower.
+        #expect(try await d.ctl("vm", "start", "r2", "--nic", "r2-0").status == 0)
+        #expect(try await waitUntil { out.text.contains(#""portName":"r2-0""#) && out.text.contains("nic-create") && out.text.contains("restore") })
+        #expect(follower.isRunning, "the follower outlived the restart")
+        #expect(err.text.contains("reconnected"), "it said so: \(err.text)")
+        let seen = try out.text.split(separator: "\n").map { try CLIJSON.decode(SwitchEvent.self, String($0)) }
+        let seqs = seen.map(\.seq)
+        #expect(seqs == seqs.sorted() && Set(seqs).count == seqs.count, "increasing, no duplicates: \(seqs)")
+        // A clean stop records the exact next number: the new run continues without a gap.
+        let after = try await d.events()
+        #expect(after.map(\.seq).min() == lastBefore + 1, "continues at \(lastBefore + 1): \(after.map(\.seq))")
+        #expect(seqs == before.map(\.seq) + after.map(\.seq), "everything of both runs, once each")
+        // --after filters by number.
+        let tail = try CLIJSON.decode([SwitchEvent].self, try await d.ctl("events", "--json", "--after", String(lastBefore + 1)).stdout)
+        #expect(tail.map(\.seq) == after.map(\.seq).filter { $0 > lastBefore + 1 })
+        #expect(try await d.stop() == 0)
     }
 
     @Test("a restart re-adopts recorded VMs (restore events) and SIGHUP reloads the config")
