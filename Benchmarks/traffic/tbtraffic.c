@@ -11,7 +11,8 @@
  *   sink  --tap T --mac M [--echo] [--idle-ms N] [--max-s S] [--run R]
  *         sends a broadcast hello (so the switch learns M), prints READY, then
  *         counts data frames of run R until N ms of silence after the first one,
- *         SIGTERM/SIGINT, or S seconds. --echo answers ping requests.
+ *         SIGTERM/SIGINT, or S seconds. --echo answers ping requests. Also reports the
+ *         longest silence between two data frames (gap_max_us) and the highest sequence number.
  *   send  --tap T --mac M --dst D [--size B] [--duration S | --count N] [--rate PPS] [--run R]
  *         hello, prints START, sends data frames (paced when --rate is given).
  *         --wait-go: after the fill, print FILLED and wait for a line on stdin first.
@@ -314,6 +315,8 @@ static int mode_sink(const struct opts *o) {
     printf("READY\n");
     fflush(stdout);
     uint64_t count = 0, bytes = 0, echoed = 0, other = 0;
+    /* Longest silence between two data frames (a switch restart shows here), highest sequence number. */
+    uint64_t last_data = 0, gap_max = 0, seq_max = 0;
     uint64_t deadline = now_ns() + (uint64_t)(o->max_s * 1e9);
     struct pollfd pfd = {.fd = fd, .events = POLLIN};
     while (!stop_flag) {
@@ -323,6 +326,10 @@ static int mode_sink(const struct opts *o) {
             if (t == T_DATA) {
                 count++;
                 bytes += (uint64_t)(n - hdr_len);
+                uint64_t t_now = now_ns();
+                if (last_data && t_now - last_data > gap_max) gap_max = t_now - last_data;
+                last_data = t_now;
+                if (payload_of(rxbuf)->seq > seq_max) seq_max = payload_of(rxbuf)->seq;
             } else if (t == T_REQ && o->echo) {
                 uint8_t *f = rxbuf + hdr_len, tmp[6];
                 memcpy(tmp, f, 6);
@@ -343,8 +350,9 @@ static int mode_sink(const struct opts *o) {
         if (r == 0 && count) break; /* idle after traffic: the sender is done */
         if (r < 0 && errno != EINTR) die("poll", names[0]);
     }
-    printf("RX count=%llu bytes=%llu echoed=%llu other=%llu\n", (unsigned long long)count,
-           (unsigned long long)bytes, (unsigned long long)echoed, (unsigned long long)other);
+    printf("RX count=%llu bytes=%llu echoed=%llu other=%llu gap_max_us=%llu seq_max=%llu\n", (unsigned long long)count,
+           (unsigned long long)bytes, (unsigned long long)echoed, (unsigned long long)other,
+           (unsigned long long)(gap_max / 1000), (unsigned long long)seq_max);
     return 0;
 }
 

@@ -162,9 +162,12 @@ extension RouteNetlink: LinkQuerying {}
 /// its own socket from ``makeLoopLinkQuery()``.
 public final class LinuxDeviceLayer: DeviceLayer {
     private let net: RouteNetlink
+    /// Receive sockets handed over from the previous daemon process, and kept for the next.
+    private let handOver: SocketHandOver
 
-    public init() throws {
+    public init(handOver: SocketHandOver = .process) throws {
         net = try RouteNetlink()
+        self.handOver = handOver
     }
 
     public func link(named name: String) throws -> LinkInfo? { try net.link(named: name) }
@@ -197,7 +200,14 @@ public final class LinuxDeviceLayer: DeviceLayer {
     public func deleteLink(_ name: String) throws { try net.deleteLink(name) }
 
     public func openDriver(on link: LinkInfo, role: PacketPortRole, buffers: BatchBuffers) throws -> any PortDriver {
-        try PacketRingDriver(link: link, role: role, buffers: buffers)
+        let name = SocketHandOver.receiveSocketName(index: link.index, device: link.name)
+        if let fd = handOver.adopt(name: name) {
+            // A failed adoption (another ring size, not that interface) falls back to a new socket.
+            if let driver = try? PacketRingDriver(link: link, role: role, buffers: buffers, adopting: fd, handOver: handOver) {
+                return driver
+            }
+        }
+        return try PacketRingDriver(link: link, role: role, buffers: buffers, handOver: handOver)
     }
 
     public func createInternalPort(_ name: InterfaceName, mac: MACAddress, mtu: UInt32, netnsPath: String?,

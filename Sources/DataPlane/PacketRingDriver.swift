@@ -42,23 +42,47 @@ public final class PacketRingDriver: PortDriver {
     private var closed = false
     /// The MTU the UDP superframe filter was set for (VM TAPs), nil without the filter.
     private var filteredMTU: UInt32?
+    /// Frames waiting in an adopted ring when it was taken over (0 for a new socket).
+    public private(set) var resumedFrames = 0
+    private var handOverName: String?
+    private var handOver: SocketHandOver?
 
     public let followsCarrier = true
 
     /// Opens the sockets on `link` and maps the ring. A VM's TAP also gets the segmenting socket and
     /// the UDP superframe filter; an uplink is joined in promiscuous mode.
     /// - Throws: ``SystemError`` naming the failed step and the device; nothing stays open.
-    init(link: LinkInfo, role: PacketPortRole, buffers: BatchBuffers) throws {
+    ///
+    /// With `adopting`, the receive socket is one a previous daemon process opened on this link and
+    /// handed over (``SocketHandOver``): its ring is mapped again and reading resumes at the oldest
+    /// frame waiting, so frames that arrived during the restart are forwarded, not lost.
+    /// `handOverName` is the name the receive socket is kept under for the next restart (nil: not kept).
+    init(link: LinkInfo, role: PacketPortRole, buffers: BatchBuffers, adopting adopted: Int32? = nil,
+         handOver: SocketHandOver? = nil) throws {
         device = link.name
         let isTAP = role == .vmTAP
-        socket = try PacketSocket(interfaceIndex: link.index, interfaceName: link.name,
-                                  options: .init(vnetHeader: true, auxData: true, ignoreOutgoing: true, qdiscBypass: true,
-                                                 receiveBuffer: 4 << 20, sendBuffer: 4 << 20,
-                                                 receiveRing: Self.ringGeometry,
-                                                 udpFrameLimit: isTAP ? Self.udpFrameLimit(mtu: link.mtu) : nil))
+        let limit = isTAP ? Self.udpFrameLimit(mtu: link.mtu) : nil
+        if let adopted {
+            socket = try PacketSocket(adopting: adopted, interfaceIndex: link.index, interfaceName: link.name)
+            // The MTU may have changed while no daemon ran.
+            if let limit { try socket.limitUDPFrames(to: limit) }
+            ring = try ReceiveRing(socket: socket, geometry: Self.ringGeometry)
+            resumedFrames = ring.resumePosition()
+        } else {
+            socket = try PacketSocket(interfaceIndex: link.index, interfaceName: link.name,
+                                      options: .init(vnetHeader: true, auxData: true, ignoreOutgoing: true, qdiscBypass: true,
+                                                     receiveBuffer: 4 << 20, sendBuffer: 4 << 20,
+                                                     receiveRing: Self.ringGeometry, udpFrameLimit: limit))
+            if role == .uplink { try socket.addPromiscuousMembership(interfaceIndex: link.index) }
+            ring = try ReceiveRing(socket: socket, geometry: Self.ringGeometry)
+        }
         filteredMTU = isTAP ? link.mtu : nil
-        if role == .uplink { try socket.addPromiscuousMembership(interfaceIndex: link.index) }
-        ring = try ReceiveRing(socket: socket, geometry: Self.ringGeometry)
+        if let handOver {
+            let name = SocketHandOver.receiveSocketName(index: link.index, device: link.name)
+            handOver.keep(socket.fileDescriptor, name: name)
+            handOverName = name
+            self.handOver = handOver
+        }
         transmitSocket = Self.transmitOnly(link, bypass: true)
         segmentingSocket = isTAP ? Self.transmitOnly(link, bypass: false) : nil
         self.buffers = buffers
@@ -169,6 +193,7 @@ public final class PacketRingDriver: PortDriver {
     public func close() {
         guard !closed else { return }
         closed = true
+        if let handOverName { handOver?.release(name: handOverName) }
         ring.close()  // unmapped before the socket goes
         socket.close()
         transmitSocket?.close()

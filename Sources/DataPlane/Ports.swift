@@ -319,7 +319,11 @@ extension SwitchRuntime {
             self.ports[id] = io
             if let linkIndex { self.byIndex[linkIndex] = io }
             do throws(SwitchError) {
-                try io.start(on: self.loop) { [unowned self, unowned io] events in self.drain(io, events: events) }
+                if self.receiveHeld {
+                    self.heldPorts.append(io)
+                } else {
+                    try io.start(on: self.loop) { [unowned self, unowned io] events in self.drain(io, events: events) }
+                }
             } catch {
                 io.close()
                 self.forget(io)
@@ -333,6 +337,32 @@ extension SwitchRuntime {
                 }
             }
             return id
+        }
+    }
+}
+
+extension SwitchRuntime {
+    /// Until ``releaseReceive()``, ports plugged in are created but not read: while a restarted
+    /// daemon re-adopts its ports, the frames waiting in their handed-over rings stay there until
+    /// every destination port exists (a frame read earlier would be flooded past a port not
+    /// adopted yet, and lost to it).
+    public func holdReceive() async {
+        await onQueueAsync { self.receiveHeld = true }
+    }
+
+    /// Starts reading the ports plugged in since ``holdReceive()``.
+    public func releaseReceive() async {
+        await onQueueAsync {
+            self.receiveHeld = false
+            let held = self.heldPorts
+            self.heldPorts.removeAll()
+            for io in held where !io.closed {
+                do throws(SwitchError) {
+                    try io.start(on: self.loop) { [unowned self, unowned io] events in self.drain(io, events: events) }
+                } catch {
+                    self.logger.error("cannot watch \(io.device): \(error)")
+                }
+            }
         }
     }
 }

@@ -56,6 +56,9 @@ public final class SwitchRuntime: @unchecked Sendable {
     let clockOrigin = DispatchTime.now().uptimeNanoseconds
     var ticks: UInt64 = 0
     var shutDown = false
+    /// Ports plugged in are not read yet (see ``holdReceive()``).
+    var receiveHeld = false
+    var heldPorts: [PortIO] = []
 
     /// - Parameters:
     ///   - configuration: switch settings (ports, batch size, MAC table).
@@ -102,6 +105,7 @@ public final class SwitchRuntime: @unchecked Sendable {
         await onQueueAsync {
             self.shutDown = true
             for p in self.ports.values { p.close() }
+            self.heldPorts.removeAll()
             self.ports.removeAll()
             self.byIndex.removeAll()
             if let w = self.linkEventsWatch { self.loop.unwatch(w) }

@@ -110,6 +110,27 @@ public final class PacketSocket {
         self.interfaceName = interfaceName
     }
 
+    /// Takes over `fd`, an AF_PACKET socket a previous daemon process opened on `interfaceIndex`
+    /// (see ``SocketHandOver``), with every option and any receive ring it had.
+    /// - Throws: ``SystemError`` if `fd` is not an AF_PACKET socket bound to that interface; the fd is
+    ///   closed then.
+    public init(adopting fd: Int32, interfaceIndex: Int32, interfaceName: String) throws(SystemError) {
+        var address = sockaddr_ll()
+        var length = socklen_t(MemoryLayout<sockaddr_ll>.size)
+        let r = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
+        guard r == 0, address.sll_family == UInt16(AF_PACKET), address.sll_ifindex == interfaceIndex else {
+            let code = r == 0 ? EINVAL : errno
+            _ = Glibc.close(fd)
+            throw SystemError(operation: "adopt(AF_PACKET)", device: interfaceName, errno: code,
+                              detail: r == 0 ? "the handed-over socket is not an AF_PACKET socket on ifindex \(interfaceIndex)" : nil)
+        }
+        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+        fileDescriptor = fd
+        self.interfaceName = interfaceName
+    }
+
     deinit { close() }
 
     /// Closes the socket. Idempotent; afterwards every call on it fails with `EBADF`.

@@ -177,6 +177,51 @@ public final class ReceiveRing {
         munmap(base, geometry.mappedSize)
     }
 
+    /// Finds where reading goes on in a ring mapped from a socket another process read before
+    /// (a daemon restart): the oldest slot still owned by user space, or, when none is, the slot
+    /// after the one the kernel filled last. The kernel fills slots in order and the old reader
+    /// released them in order, so the user-owned slots are one run; the timestamps the kernel
+    /// writes (and leaves behind on release) order them. Call once, before the first ``next()``.
+    /// - Returns: the number of frames waiting.
+    @discardableResult
+    public func resumePosition() -> Int {
+        let count = geometry.frameCount
+        var waiting = 0
+        var oldest: (index: Int, time: UInt64)?
+        var newest: (index: Int, time: UInt64)?
+        for i in 0..<count {
+            let slot = slots[i]
+            let status = ts_load_acquire_u32(slot.assumingMemoryBound(to: UInt32.self))
+            // tp_sec, tp_nsec at 16 and 20 in tpacket2_hdr.
+            let time = UInt64(slot.load(fromByteOffset: 16, as: UInt32.self)) * 1_000_000_000
+                + UInt64(slot.load(fromByteOffset: 20, as: UInt32.self))
+            if status & UInt32(TP_STATUS_USER) != 0 {
+                waiting += 1
+                if oldest == nil || time < oldest!.time { oldest = (i, time) }
+            } else if time != 0, newest == nil || time >= newest!.time {
+                newest = (i, time)
+            }
+        }
+        if waiting > 0, waiting < count {
+            // The run of user-owned slots starts right after a kernel-owned one.
+            for i in 0..<count {
+                let prev = slots[(i + count - 1) % count]
+                let here = ts_load_acquire_u32(slots[i].assumingMemoryBound(to: UInt32.self)) & UInt32(TP_STATUS_USER) != 0
+                let before = ts_load_acquire_u32(prev.assumingMemoryBound(to: UInt32.self)) & UInt32(TP_STATUS_USER) != 0
+                if here && !before { index = i; break }
+            }
+        } else if let oldest {
+            index = oldest.index
+        } else if let newest {
+            index = (newest.index + 1) % count
+        } else {
+            index = 0
+        }
+        current = slots[index]
+        status = 0
+        return waiting
+    }
+
     // MARK: Hot path
 
     /// True if the current slot holds a frame for user space (`TP_STATUS_USER`, loaded with acquire

@@ -3,7 +3,8 @@ import Dispatch
 import Glibc
 #endif
 
-/// Delivers SIGTERM, SIGINT and SIGHUP as an `AsyncStream`, and ignores SIGPIPE.
+/// Delivers SIGTERM, SIGINT, SIGHUP and SIGUSR2 (restart with socket hand-over) as an `AsyncStream`,
+/// and ignores SIGPIPE.
 ///
 /// The signals are set to `SIG_IGN` before the Dispatch sources are created (libdispatch on Linux
 /// uses signalfd-like delivery and the default action would otherwise kill the process first).
@@ -15,6 +16,8 @@ public final class SignalEvents: @unchecked Sendable {
     public enum Signal: Sendable, Equatable {
         case terminate(Int32)
         case reload
+        /// SIGUSR2: restart in place, handing the ports' receive sockets to the new process image.
+        case restart
     }
 
     public let stream: AsyncStream<Signal>
@@ -26,11 +29,11 @@ public final class SignalEvents: @unchecked Sendable {
         self.stream = stream
         let queue = DispatchQueue(label: "tapswitch.signals")
         var made: [any DispatchSourceSignal] = []
-        for sig in [SIGTERM, SIGINT, SIGHUP] {
+        for sig in [SIGTERM, SIGINT, SIGHUP, SIGUSR2] {
             signal(sig, SIG_IGN)
             let src = DispatchSource.makeSignalSource(signal: sig, queue: queue)
             src.setEventHandler { @Sendable in
-                continuation.yield(sig == SIGHUP ? .reload : .terminate(sig))
+                continuation.yield(sig == SIGHUP ? .reload : sig == SIGUSR2 ? .restart : .terminate(sig))
             }
             src.resume()
             made.append(src)

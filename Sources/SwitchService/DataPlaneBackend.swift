@@ -584,6 +584,8 @@ public actor DataPlaneBackend: SwitchBackend {
         var outcome = AdoptionOutcome(adopted: StateRecords())
         // Extensions' saved NIC state from the previous run: handed back once (NIC restore).
         let saved = records.nicStates ?? [:]
+        // Frames waiting in handed-over rings are read once every recorded port is back.
+        await runtime?.holdReceive()
         for spec in records.externalPorts {
             do {
                 _ = try await addExternalPort(spec)
@@ -618,6 +620,7 @@ public actor DataPlaneBackend: SwitchBackend {
                 outcome.failures.append(.init(what: "vm \(spec.name)", reason: error.message))
             }
         }
+        await runtime?.releaseReceive()
         return outcome
     }
 

@@ -107,6 +107,10 @@ public struct Daemon: Sendable {
             return DaemonExitCode.success
         }
 
+        let startClock = ContinuousClock.now
+        // Ports opened from now on keep their receive socket for the next run (systemd's store or re-exec).
+        let handOver = SocketHandOver.process
+        handOver.enable(environment: ProcessInfo.processInfo.environment)
         // Before any slow step, so a SIGTERM during start-up is not lost.
         let signals = SignalEvents()
         defer { signals.cancel() }
@@ -182,7 +186,17 @@ public struct Daemon: Sendable {
         let recovery = await service.recoverInterrupted(intent: intent)
         for line in recovery.actions { logger.warning("crash recovery: \(line)") }
         for line in recovery.problems { logger.error("crash recovery: \(line)") }
+        let inherited = handOver.unadopted
+        let adoptStart = ContinuousClock.now
         let outcome = await service.adoptRecorded()
+        let adoptTime = ContinuousClock.now - adoptStart
+        let leftOver = handOver.closeUnadopted()
+        if !inherited.isEmpty {
+            logger.notice("took over receive sockets from the previous run", metadata: [
+                "sockets": "\(inherited.count - leftOver.count)", "closed-unused": "\(leftOver.joined(separator: ","))",
+                "via": "\(handOver.inheritedSource)",
+            ])
+        }
         for f in outcome.failures {
             logger.error("could not re-adopt recorded port", metadata: ["what": "\(f.what)", "error": "\(f.reason)"])
         }
@@ -215,15 +229,29 @@ public struct Daemon: Sendable {
             logger.info("watchdog enabled", metadata: ["interval": "\(notifier.watchdogInterval.map { "\($0)" } ?? "")"])
         }
         notifier.ready(status: await statusLine(service))
-        logger.notice("ready", metadata: ["socket": "\(options.socketPath)"])
+        logger.notice("ready", metadata: [
+            "socket": "\(options.socketPath)", "startup-ms": "\(Self.milliseconds(ContinuousClock.now - startClock))",
+            "adoption-ms": "\(Self.milliseconds(adoptTime))", "fd-store": "\(handOver.usesSystemdStore)",
+        ])
 
         for await signal in signals.stream {
             switch signal {
             case .terminate(let sig):
                 logger.notice("stopping (leaving TAPs and VMs in place)", metadata: ["signal": "\(sig == SIGTERM ? "SIGTERM" : "SIGINT")"])
                 notifier.stopping(status: "stopping")
+                // Closing ports now keeps their sockets in systemd's store for the next start.
+                handOver.freeze()
                 await stop(server: server, service: service, backend: backend, logger: logger)
                 return DaemonExitCode.success
+            case .restart:
+                logger.notice("restarting in place: handing the ports' receive sockets to the new process image",
+                              metadata: ["sockets": "\(handOver.keptNames.count)"])
+                notifier.reloading()
+                handOver.freeze()
+                await stop(server: server, service: service, backend: backend, logger: logger)
+                let error = handOver.execSelf(arguments: CommandLine.arguments)
+                logger.critical("restart failed; exiting (TAPs and VMs stay)", metadata: ["error": "\(error)"])
+                return DaemonExitCode.failure
             case .reload:
                 config = await reload(current: config, loader: loader, service: service, server: server, notifier: notifier, logger: logger)
                 metrics.apply(config.metricsListen)
@@ -298,6 +326,11 @@ public struct Daemon: Sendable {
             logger.warning("cannot record the daemon start count", metadata: ["path": "\(path)", "error": "\(error.localizedDescription)"])
         }
         return before
+    }
+
+    private static func milliseconds(_ d: Duration) -> String {
+        let ms = Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15
+        return String(format: "%.1f", ms)
     }
 
     private func statusLine(_ service: ControlService) async -> String {

@@ -2,6 +2,7 @@ import ArgumentParser
 import ControlProtocol
 import DaemonConfig
 import Foundation
+import LinuxNet
 import ServiceSupport
 import SwitchExtensions
 import SwitchService
@@ -102,6 +103,8 @@ public struct TapswitchD: AsyncParsableCommand {
     /// thread exists, so every later thread inherits the reduced sets. A command line or config
     /// that does not parse keeps the minimum: the daemon exits on it anyway.
     public static func limitCapabilities() {
+        // First, before any thread: takes the sockets a previous run handed over out of the environment.
+        SocketHandOver.process.takeInherited()
         guard let command = try? parseAsRoot() as? TapswitchD, !command.checkConfig else { return }
         let path = command.config ?? DaemonOptions.defaultConfigPath()
         let group = (try? ConfigLoader().load(path: path))?.controlGroup
