@@ -54,6 +54,10 @@ public protocol DeviceLayer: AnyObject, Sendable {
     func createInternalPort(_ name: InterfaceName, mac: MACAddress, mtu: UInt32, netnsPath: String?,
                             buffers: BatchBuffers) throws -> InternalPortDevice
 
+    /// Opens what the drivers of the existing VM TAPs `names` will need, all at once, before they are
+    /// plugged in one by one (a restart re-adopting its ports). Optional; the default does nothing.
+    func prepareReceive(forTAPs names: [String])
+
     /// The link notifications of tapswitch's namespace, for the packet loop.
     func makeLinkEvents() throws -> any LinkEventSource
 
@@ -109,6 +113,8 @@ extension DeviceLayer {
     }
 
     public func forgetBridgeEntry(port: String, mac: MACAddress) throws -> Bool { false }
+
+    public func prepareReceive(forTAPs names: [String]) {}
 }
 
 /// What a device opened with ``DeviceLayer/openDriver(on:role:buffers:)`` is to the switch.
@@ -200,14 +206,14 @@ public final class LinuxDeviceLayer: DeviceLayer {
     public func deleteLink(_ name: String) throws { try net.deleteLink(name) }
 
     public func openDriver(on link: LinkInfo, role: PacketPortRole, buffers: BatchBuffers) throws -> any PortDriver {
-        let name = SocketHandOver.receiveSocketName(index: link.index, device: link.name)
-        if let fd = handOver.adopt(name: name) {
-            // A failed adoption (another ring size, not that interface) falls back to a new socket.
-            if let driver = try? PacketRingDriver(link: link, role: role, buffers: buffers, adopting: fd, handOver: handOver) {
-                return driver
-            }
-        }
-        return try PacketRingDriver(link: link, role: role, buffers: buffers, handOver: handOver)
+        try PacketRingDriver(link: link, role: role, buffers: buffers, handOver: handOver)
+    }
+
+    public func prepareReceive(forTAPs names: [String]) {
+        // Only in the daemon, which closes what no port adopted (``SocketHandOver/closeUnadopted()``).
+        guard handOver.isEnabled else { return }
+        let links = names.compactMap { try? net.link(named: $0) }
+        PacketRingDriver.prepareReceiveSockets(for: links, handOver: handOver)
     }
 
     public func createInternalPort(_ name: InterfaceName, mac: MACAddress, mtu: UInt32, netnsPath: String?,

@@ -1,3 +1,4 @@
+import Dispatch
 import LinuxNet
 import SwitchCore
 
@@ -44,7 +45,8 @@ public final class PacketRingDriver: PortDriver {
     private var filteredMTU: UInt32?
     /// Frames waiting in an adopted ring when it was taken over (0 for a new socket).
     public private(set) var resumedFrames = 0
-    private var handOverName: String?
+    /// Names its sockets are kept under for the next restart (empty: not kept).
+    private var handOverNames: [String] = []
     private var handOver: SocketHandOver?
 
     public let followsCarrier = true
@@ -53,39 +55,75 @@ public final class PacketRingDriver: PortDriver {
     /// the UDP superframe filter; an uplink is joined in promiscuous mode.
     /// - Throws: ``SystemError`` naming the failed step and the device; nothing stays open.
     ///
-    /// With `adopting`, the receive socket is one a previous daemon process opened on this link and
-    /// handed over (``SocketHandOver``): its ring is mapped again and reading resumes at the oldest
-    /// frame waiting, so frames that arrived during the restart are forwarded, not lost.
-    /// `handOverName` is the name the receive socket is kept under for the next restart (nil: not kept).
-    init(link: LinkInfo, role: PacketPortRole, buffers: BatchBuffers, adopting adopted: Int32? = nil,
-         handOver: SocketHandOver? = nil) throws {
+    /// With `handOver`, the driver first takes over the sockets a previous daemon process opened on
+    /// this link and handed over (``SocketHandOver``, names ``SocketHandOver/socketName(_:index:device:)``
+    /// with `rx`, `tx`, `sg`): the receive ring is mapped again and reading resumes at the oldest frame
+    /// waiting, so frames that arrived during the restart are forwarded, not lost. A socket that
+    /// cannot be taken over is opened anew. All three are then kept for the next restart.
+    init(link: LinkInfo, role: PacketPortRole, buffers: BatchBuffers, handOver: SocketHandOver? = nil) throws {
         device = link.name
         let isTAP = role == .vmTAP
         let limit = isTAP ? Self.udpFrameLimit(mtu: link.mtu) : nil
-        if let adopted {
-            socket = try PacketSocket(adopting: adopted, interfaceIndex: link.index, interfaceName: link.name)
-            // The MTU may have changed while no daemon ran.
-            if let limit { try socket.limitUDPFrames(to: limit) }
-            ring = try ReceiveRing(socket: socket, geometry: Self.ringGeometry)
+        func inherited(_ kind: String) -> PacketSocket? {
+            guard let fd = handOver?.adopt(name: SocketHandOver.socketName(kind, index: link.index, device: link.name)) else { return nil }
+            return try? PacketSocket(adopting: fd, interfaceIndex: link.index, interfaceName: link.name)
+        }
+        var adopted: (PacketSocket, ReceiveRing)?
+        if let old = inherited("rx") {
+            do {
+                // The MTU may have changed while no daemon ran.
+                if let limit { try old.limitUDPFrames(to: limit) }
+                adopted = (old, try ReceiveRing(socket: old, geometry: Self.ringGeometry))
+            } catch {
+                old.close()  // another ring size or a broken socket: a new one below
+            }
+        }
+        if let (old, oldRing) = adopted {
+            socket = old
+            ring = oldRing
             resumedFrames = ring.resumePosition()
         } else {
-            socket = try PacketSocket(interfaceIndex: link.index, interfaceName: link.name,
-                                      options: .init(vnetHeader: true, auxData: true, ignoreOutgoing: true, qdiscBypass: true,
-                                                     receiveBuffer: 4 << 20, sendBuffer: 4 << 20,
-                                                     receiveRing: Self.ringGeometry, udpFrameLimit: limit))
+            socket = try PacketSocket(interfaceIndex: link.index, interfaceName: link.name, options: Self.receiveOptions(udpLimit: limit))
             if role == .uplink { try socket.addPromiscuousMembership(interfaceIndex: link.index) }
             ring = try ReceiveRing(socket: socket, geometry: Self.ringGeometry)
         }
         filteredMTU = isTAP ? link.mtu : nil
+        transmitSocket = inherited("tx") ?? Self.transmitOnly(link, bypass: true)
+        segmentingSocket = isTAP ? inherited("sg") ?? Self.transmitOnly(link, bypass: false) : nil
+        self.buffers = buffers
         if let handOver {
-            let name = SocketHandOver.receiveSocketName(index: link.index, device: link.name)
-            handOver.keep(socket.fileDescriptor, name: name)
-            handOverName = name
+            var kept: [String] = []
+            for (kind, s) in [("rx", socket), ("tx", transmitSocket), ("sg", segmentingSocket)] {
+                guard let s else { continue }
+                let name = SocketHandOver.socketName(kind, index: link.index, device: link.name)
+                handOver.keep(s.fileDescriptor, name: name)
+                kept.append(name)
+            }
+            handOverNames = kept
             self.handOver = handOver
         }
-        transmitSocket = Self.transmitOnly(link, bypass: true)
-        segmentingSocket = isTAP ? Self.transmitOnly(link, bypass: false) : nil
-        self.buffers = buffers
+    }
+
+    /// The receive socket's options (a ring, virtio-net headers, VLAN tags in auxdata, own sends ignored).
+    static func receiveOptions(udpLimit: Int?) -> PacketSocket.Options {
+        .init(vnetHeader: true, auxData: true, ignoreOutgoing: true, qdiscBypass: true, receiveBuffer: 4 << 20,
+              sendBuffer: 4 << 20, receiveRing: ringGeometry, udpFrameLimit: udpLimit)
+    }
+
+    /// Opens the receive sockets of VM TAPs `links` at once, on parallel threads, and offers them to
+    /// `handOver` as if a previous run had handed them over: setting up a ring waits for an RCU grace
+    /// period in the kernel (`synchronize_net`, 10-30 ms), which in parallel is paid about once
+    /// instead of once per port. For a start with no sockets handed over (after a crash without
+    /// systemd's store). Links that already have one waiting are skipped.
+    static func prepareReceiveSockets(for links: [LinkInfo], handOver: SocketHandOver) {
+        let wanted = links.filter { handOver.hasInherited(SocketHandOver.socketName("rx", index: $0.index, device: $0.name)) == false }
+        guard !wanted.isEmpty else { return }
+        DispatchQueue.concurrentPerform(iterations: wanted.count) { i in
+            let link = wanted[i]
+            guard let s = try? PacketSocket(interfaceIndex: link.index, interfaceName: link.name,
+                                            options: receiveOptions(udpLimit: udpFrameLimit(mtu: link.mtu))) else { return }
+            handOver.offer(s.release(), name: SocketHandOver.socketName("rx", index: link.index, device: link.name))
+        }
     }
 
     /// The longest UDP frame that is not a superframe: the MTU, the Ethernet header and one VLAN tag
@@ -193,7 +231,7 @@ public final class PacketRingDriver: PortDriver {
     public func close() {
         guard !closed else { return }
         closed = true
-        if let handOverName { handOver?.release(name: handOverName) }
+        for name in handOverNames { handOver?.release(name: name) }
         ring.close()  // unmapped before the socket goes
         socket.close()
         transmitSocket?.close()

@@ -350,6 +350,13 @@ extension SwitchRuntime {
         await onQueueAsync { self.receiveHeld = true }
     }
 
+    /// Opens the receive sockets of the existing VM TAPs `names` in parallel (see
+    /// ``DeviceLayer/prepareReceive(forTAPs:)``), before they are re-adopted one by one.
+    public func prepareReceive(forTAPs names: [String]) async {
+        let devices = self.devices
+        await Task.detached { devices.prepareReceive(forTAPs: names) }.value
+    }
+
     /// Starts reading the ports plugged in since ``holdReceive()``.
     public func releaseReceive() async {
         await onQueueAsync {

@@ -10,7 +10,7 @@ import Glibc
 ///
 /// Two ways across a restart, both ending in the same adoption on start:
 /// - **systemd's file-descriptor store**: each socket is given to systemd when its port opens
-///   (`FDSTORE=1`, `FDNAME=rx.IFINDEX.IFNAME`, one datagram to `$NOTIFY_SOCKET` with the fd attached) and
+///   (`FDSTORE=1`, `FDNAME=KIND.IFINDEX.IFNAME`, one datagram to `$NOTIFY_SOCKET` with the fd attached) and
 ///   taken back out when the port goes (`FDSTOREREMOVE=1`). After any restart, planned or a crash,
 ///   systemd passes them back (`$LISTEN_FDS`, `$LISTEN_FDNAMES`). Enabled when `$NOTIFY_SOCKET` is set and
 ///   the unit has a store (`$FDSTORE` > 0, systemd ≥ 254, or `$TAPSWITCH_FDSTORE=1` set by the unit).
@@ -49,8 +49,23 @@ public final class SocketHandOver: Sendable {
 
     init() {}
 
-    /// The name of a port's receive socket: its interface index and name (fd names may not hold ':').
-    public static func receiveSocketName(index: Int32, device: String) -> String { "rx.\(index).\(device)" }
+    /// The name of one of a port's sockets: its kind (`rx`, `tx`, ...), the interface index and name
+    /// (fd names may not hold ':').
+    public static func socketName(_ kind: String, index: Int32, device: String) -> String { "\(kind).\(index).\(device)" }
+
+    /// Whether a socket called `name` waits to be adopted.
+    public func hasInherited(_ name: String) -> Bool { state.withLock { $0.inherited[name] != nil } }
+
+    /// Offers `fd` (now owned by the registry) for adoption under `name`, as if inherited; closes it
+    /// if one of that name is waiting already.
+    public func offer(_ fd: Int32, name: String) {
+        let duplicate = state.withLock { s -> Bool in
+            if s.inherited[name] != nil { return true }
+            s.inherited[name] = fd
+            return false
+        }
+        if duplicate { _ = Glibc.close(fd) }
+    }
 
     /// Takes the descriptors passed by systemd or by the previous process image, sets
     /// close-on-exec on them and removes the variables from the environment (so no child sees
@@ -108,6 +123,9 @@ public final class SocketHandOver: Sendable {
 
     /// Where the inherited sockets came from: "re-exec", "systemd", or "" when none were.
     public var inheritedSource: String { state.withLock { $0.source } }
+
+    /// Whether ``enable(environment:)`` was called (this process is the daemon).
+    public var isEnabled: Bool { state.withLock { $0.enabled } }
 
     /// Whether sockets go to systemd's store.
     public var usesSystemdStore: Bool { state.withLock { $0.notifySocket != nil } }

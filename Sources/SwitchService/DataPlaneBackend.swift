@@ -586,6 +586,7 @@ public actor DataPlaneBackend: SwitchBackend {
         let saved = records.nicStates ?? [:]
         // Frames waiting in handed-over rings are read once every recorded port is back.
         await runtime?.holdReceive()
+        await runtime?.prepareReceive(forTAPs: records.vms.flatMap { $0.nics.map(\.tap) })
         for spec in records.externalPorts {
             do {
                 _ = try await addExternalPort(spec)

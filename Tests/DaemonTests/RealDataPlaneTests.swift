@@ -492,4 +492,57 @@ struct RealDataPlaneTests {
         }
         try await stopPairAndDaemon(d, taps)
     }
+
+    @Test("Issue 12 finding 11: a planned restart (SIGUSR2) hands the receive sockets over: every frame sent across it arrives, once")
+    func plannedRestartLosesNothing() async throws {
+        try Privilege.requireNetAdmin()
+        let cleanup = Cleanup()
+        defer { cleanup.run() }
+        let taps = Taps()
+        let d = try DaemonUnderTest(config: .shipped, cleanup: cleanup)
+        try await d.start()
+        let (a, b) = try await startConnectedPair(d, taps, cleanup: cleanup)
+        let warmup = try await crossTraffic(a, b)
+        try #require(warmup == nil, "\(warmup ?? "")")
+
+        let flow = Flow()
+        flow.start(from: a, to: b, interval: .milliseconds(1))
+        cleanup.add("stop the flow") { try flow.halt() }
+        let flowing = try await waitUntil(10) { flow.received.withLock { $0.count } >= 100 }
+        try #require(flowing, "the A->B flow never got going: \(flow.errors.withLock { $0 })\n\(d.log)")
+
+        let sentAtRestart = flow.sent.load(ordering: .acquiring)
+        d.signal(SIGUSR2)
+        let tookOver = try await waitUntil(20) { d.logText.contains("took over receive sockets") && d.logText.components(separatedBy: " ready ").count >= 3 }
+        try #require(tookOver, "the restarted image did not report the hand-over\n\(d.log)")
+        #expect(d.isRunning, "the same process runs on (exec)")
+        #expect(d.logText.contains("sockets=6"), "both ports' three sockets were taken over\n\(d.log)")
+        let resumed = try await waitUntil(10) { flow.received.withLock { $0.contains { $0.seq >= sentAtRestart + 200 } } }
+        #expect(resumed, "B got no frame sent well after the restart; errors: \(flow.errors.withLock { $0 })\n\(d.log)")
+        flow.senderStopping.store(true, ordering: .releasing)
+        _ = try await waitUntil(5) { flow.finished.load(ordering: .acquiring) >= 1 }
+        let lastSent = flow.sent.load(ordering: .acquiring)
+        _ = try await waitUntil(5) { flow.received.withLock { $0.contains { $0.seq == lastSent - 1 } } }
+        try await offPool { try flow.halt() }
+        #expect(flow.errors.withLock { $0 }.isEmpty, "\(flow.errors.withLock { $0 })")
+
+        let rx = flow.received.withLock { $0 }.sorted { $0.at < $1.at }
+        let seqs = rx.map(\.seq)
+        #expect(Set(seqs).count == seqs.count, "no frame delivered twice")
+        let got = Set(seqs)
+        let missing = (0..<lastSent).filter { !got.contains($0) }
+        #expect(missing.isEmpty, "\(missing.count) of \(lastSent) frames lost across the planned restart: \(missing.prefix(20))\n\(d.log)")
+        var gap = Duration.zero
+        for (x, y) in zip(rx, rx.dropFirst()) where x.at.duration(to: y.at) > gap { gap = x.at.duration(to: y.at) }
+        print("RealDataPlane planned restart: \(lastSent) frames sent at 1 per ms, \(rx.count) received, \(missing.count) lost; "
+            + "longest silence \(Double(gap.components.attoseconds) / 1e15 + Double(gap.components.seconds) * 1000) ms")
+        let after = try await crossTraffic(a, b)
+        #expect(after == nil, "after the restart: \(after ?? "")")
+        a.close()
+        b.close()
+        try await d.waitForEvents("nic-disconnect on both after the restart") { evs in
+            [taps.a, taps.b].allSatisfy { tap in evs.contains { $0.kind == .nicDisconnect && $0.portName == tap } }
+        }
+        try await stopPairAndDaemon(d, taps)
+    }
 }
