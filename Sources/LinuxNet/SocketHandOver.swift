@@ -196,11 +196,14 @@ public final class SocketHandOver: Sendable {
         }
         setenv(Self.environmentKey, list.joined(separator: " "), 1)
         setenv(Self.pidKey, "\(getpid())", 1)
-        // The new image starts with this thread's mask and with ignored signals still ignored.
+        // The new image starts with this thread's signal mask (cleared here) and with ignored
+        // signals still ignored: SIGTERM/SIGINT stop it as they would a fresh process, while a
+        // SIGHUP or SIGUSR2 arriving before it watches them again is dropped rather than fatal.
         var none = sigset_t()
         sigemptyset(&none)
         pthread_sigmask(SIG_SETMASK, &none, nil)
-        for sig in [SIGTERM, SIGINT, SIGHUP, SIGUSR2] { signal(sig, SIG_DFL) }
+        for sig in [SIGTERM, SIGINT] { signal(sig, SIG_DFL) }
+        for sig in [SIGHUP, SIGUSR2] { signal(sig, SIG_IGN) }
         var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) }
         argv.append(nil)
         execv("/proc/self/exe", &argv)
