@@ -116,7 +116,11 @@ public final class PacketRingDriver: PortDriver {
     /// instead of once per port. For a start with no sockets handed over (after a crash without
     /// systemd's store). Links that already have one waiting are skipped.
     static func prepareReceiveSockets(for links: [LinkInfo], handOver: SocketHandOver) {
-        let wanted = links.filter { handOver.hasInherited(SocketHandOver.socketName("rx", index: $0.index, device: $0.name)) == false }
+        // Only admin-up TAPs: binding to a down device leaves the socket dead (ENETDOWN, no hook);
+        // a down one gets its socket after re-adoption brings it up.
+        let wanted = links.filter {
+            $0.isUp && !handOver.hasInherited(SocketHandOver.socketName("rx", index: $0.index, device: $0.name))
+        }
         guard !wanted.isEmpty else { return }
         DispatchQueue.concurrentPerform(iterations: wanted.count) { i in
             let link = wanted[i]
