@@ -25,6 +25,8 @@ import PackageDescription
 //   TapswitchDaemon tapswitchd's command line and life: config, adoption, socket, READY, signals, shutdown deadline.
 //   TapswitchKit    for extension authors: re-exports SwitchCore and the registry; runs tapswitchd
 //                   with their extensions added (examples/ethertype-filter).
+//   Pcapng          the pcapng capture format: writer and stream reader (no I/O).
+//   PacketCapture   the capture extension and its lock-free rings (tapswitchctl capture).
 //   LibvirtHook     reads libvirt domain XML: which interfaces are tapswitch's, their NIC options.
 //   tapswitch-fuzz  (Fuzz/) libFuzzer targets: frames through the core, control requests, config files (scripts/fuzz).
 let package = Package(
@@ -40,6 +42,7 @@ let package = Package(
         .library(name: "SwitchExtensions", targets: ["SwitchExtensions"]),
         .library(name: "DataPlane", targets: ["DataPlane"]),
         .library(name: "TapswitchKit", targets: ["TapswitchKit"]),
+        .library(name: "PacketCapture", targets: ["PacketCapture"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -51,6 +54,8 @@ let package = Package(
         .target(name: "SwitchCore", dependencies: ["SwitchTypes"]),
         .target(name: "EmbeddedSwitch", dependencies: ["SwitchCore"]),
         .target(name: "SwitchExtensions", dependencies: ["SwitchCore"]),
+        .target(name: "Pcapng"),
+        .target(name: "PacketCapture", dependencies: ["SwitchCore", "Pcapng"]),
         .systemLibrary(
             name: "CNetlink",
             pkgConfig: "libnl-route-3.0",
@@ -63,7 +68,7 @@ let package = Package(
         .target(name: "LinuxNet", dependencies: ["Locking", "CNetlink", "CTapShim"]),
         .target(
             name: "DataPlane",
-            dependencies: ["SwitchCore", "LinuxNet", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["SwitchCore", "LinuxNet", "PacketCapture", .product(name: "Logging", package: "swift-log")]
         ),
         .target(name: "FakeVM", dependencies: ["LinuxNet", "CTapShim"]),
         .target(name: "ControlProtocol", dependencies: ["SwitchTypes"]),
@@ -73,13 +78,13 @@ let package = Package(
         .target(
             name: "SwitchService",
             dependencies: ["Locking",
-                "ControlProtocol", "DaemonConfig", "DataPlane", "LinuxNet", "ServiceSupport", "StateStore", "SwitchCore", "SwitchExtensions",
+                "ControlProtocol", "DaemonConfig", "DataPlane", "LinuxNet", "PacketCapture", "ServiceSupport", "StateStore", "SwitchCore", "SwitchExtensions",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .target(
             name: "ControlServer",
-            dependencies: ["Locking", "ControlProtocol", "ServiceSupport", "SwitchService", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["Locking", "ControlProtocol", "PacketCapture", "ServiceSupport", "SwitchService", .product(name: "Logging", package: "swift-log")]
         ),
         .target(name: "LibvirtHook"),
         .target(
@@ -104,7 +109,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "tapswitchctl",
-            dependencies: ["ControlProtocol", "LibvirtHook", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["ControlProtocol", "LibvirtHook", "Pcapng", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .executableTarget(
             name: "tapswitch-fakevm",
@@ -129,9 +134,10 @@ let package = Package(
             name: "DaemonTests",
             dependencies: ["Locking",
                 "TapswitchDaemon", "ControlServer", "DaemonConfig", "MetricsExporter", "ServiceSupport", "StateStore", "SwitchService",
-                "ControlProtocol", "DataPlane", "FakeDevices", "FakeVM", "SwitchCore", "SwitchExtensions", "TestSupport",
+                "ControlProtocol", "DataPlane", "FakeDevices", "FakeVM", "Pcapng", "SwitchCore", "SwitchExtensions", "TestSupport",
             ]
         ),
+        .testTarget(name: "PacketCaptureTests", dependencies: ["PacketCapture", "Pcapng", "SwitchCore", "EmbeddedSwitch"]),
         .testTarget(name: "LibvirtHookTests", dependencies: ["LibvirtHook", "ControlProtocol"]),
         .testTarget(name: "QEMUTests", dependencies: ["Locking", "ControlProtocol", "TestSupport"]),
     ]

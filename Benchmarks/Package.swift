@@ -21,7 +21,8 @@ let package = Package(
         // The switch set-ups both runners push traffic through.
         .target(
             name: "Scenarios",
-            dependencies: [.product(name: "SwitchCore", package: repository), .product(name: "SwitchExtensions", package: repository)],
+            dependencies: [.product(name: "SwitchCore", package: repository), .product(name: "SwitchExtensions", package: repository),
+                           .product(name: "PacketCapture", package: repository)],
             path: "Scenarios"
         ),
         // Counting malloc wrappers, linked only into alloc-bench.

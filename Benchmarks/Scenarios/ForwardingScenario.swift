@@ -1,3 +1,4 @@
+import PacketCapture
 import SwitchCore
 import SwitchExtensions
 
@@ -34,6 +35,9 @@ public final class ForwardingScenario {
     /// Also 100 ACL rules per port and direction (every one evaluated: the last one decides),
     /// storm control and policing on every port, all passing.
     public let limits: Bool
+    /// A live capture of every port, both directions and drops, drained after each run (as
+    /// `tapswitchctl capture` would be).
+    public let capture: CaptureSession?
     public let sw: VirtualSwitch
     public let batch: FrameBatch
     public let sink = CountingSink()
@@ -43,7 +47,7 @@ public final class ForwardingScenario {
     /// Frames each run delivers (a flooded frame counts once per destination).
     public let deliveriesPerRun: Int
 
-    public init(_ kind: Kind, policies: Bool = false, limits: Bool = false) {
+    public init(_ kind: Kind, policies: Bool = false, limits: Bool = false, capture: Bool = false) {
         self.kind = kind
         self.policies = policies || limits
         self.limits = limits
@@ -85,6 +89,20 @@ public final class ForwardingScenario {
             ids.append(id)
         }
         source = ids[0]
+        if capture {
+            let ext = CaptureExtension()
+            try! sw.enable(ext)
+            let session = CaptureSession(
+                interfaces: ids.enumerated().flatMap { n, id in
+                    [CaptureSession.Interface(port: id, portName: "bench\(n)", direction: .inbound),
+                     CaptureSession.Interface(port: id, portName: "bench\(n)", direction: .outbound)]
+                },
+                snaplen: 65_535, includeDrops: true)
+            ext.add(session, on: sw)
+            self.capture = session
+        } else {
+            self.capture = nil
+        }
         // Learn every port's MAC (a gratuitous broadcast from each).
         for (n, id) in ids.enumerated() {
             batch.reset()
@@ -120,6 +138,7 @@ public final class ForwardingScenario {
             batch.append(UnsafeRawBufferPointer(start: template + i * Self.frameLength, count: Self.frameLength))
         }
         sw.process(batch, from: source, to: sink)
+        capture?.ring.drain { _ in true }
     }
 
     /// A valid IPv4/UDP-numbered frame of ``frameLength`` bytes.

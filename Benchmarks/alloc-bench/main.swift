@@ -9,7 +9,8 @@ import Glibc
 /// Measures heap allocations per forwarded frame and the forwarding rate of `VirtualSwitch.process`
 /// in steady state, for unicast, flood and VLAN-trunk traffic, first on the plain switch, then with
 /// every shipped policy extension enabled and every per-port guard on, then also with 100 ACL
-/// rules per port and direction, storm control and policing on every port. Exits 1 if any
+/// rules per port and direction, storm control and policing on every port, then with a live
+/// capture of every port (both directions, drops) drained after each batch. Exits 1 if any
 /// allocation happens.
 ///   swift run --package-path Benchmarks -c release alloc-bench [seconds-per-case]
 let seconds = CommandLine.arguments.dropFirst().first.flatMap(Double.init) ?? 1.0
@@ -34,10 +35,10 @@ func fixed(_ value: Double, _ digits: Int) -> String {
 var failed = false
 var worst = 0.0
 var nsPerFrameBy: [String: Double] = [:]
-for mode in ["", "+policies", "+acl100+limits"] {
+for mode in ["", "+policies", "+acl100+limits", "+capture"] {
 for kind in ForwardingScenario.Kind.allCases {
     let setupStart = malloc_counter_allocations()
-    let scenario = ForwardingScenario(kind, policies: mode == "+policies", limits: mode == "+acl100+limits")
+    let scenario = ForwardingScenario(kind, policies: mode == "+policies", limits: mode == "+acl100+limits", capture: mode == "+capture")
     // Self-check: setting up a switch allocates, so a zero here means the counter is not hooked in.
     guard malloc_counter_allocations() > setupStart else {
         print("alloc-bench: the malloc counter saw no allocation during set-up; counting is not active")
@@ -82,6 +83,9 @@ for kind in ForwardingScenario.Kind.allCases {
     if let plain = nsPerFrameBy[kind.rawValue], let all = nsPerFrameBy[kind.rawValue + "+acl100+limits"] {
         print("\(kind.rawValue): policies, 100 ACL rules per port and direction, storm control and policing cost "
               + "\(fixed(all - plain, 1)) ns/frame (\(fixed((all / plain - 1) * 100, 1))%)")
+    }
+    if let plain = nsPerFrameBy[kind.rawValue], let captured = nsPerFrameBy[kind.rawValue + "+capture"] {
+        print("\(kind.rawValue): capturing every frame costs \(fixed((captured / plain - 1) * 100, 1))% ns/frame")
     }
 }
 print("heap allocations per forwarded frame: \(worst == 0 ? "0" : fixed(worst, 4))")

@@ -113,6 +113,29 @@ public final class ControlConnection {
         }
     }
 
+    /// Reads the next bytes after the response lines (a capture's pcapng stream): what is buffered
+    /// first, then up to 64 KiB from the socket. nil at end of stream.
+    public func readBytes() throws(ClientError) -> [UInt8]? {
+        if !buffer.isEmpty {
+            let out = [UInt8](buffer)
+            buffer = Data()
+            return out
+        }
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw .transport("recv: \(errnoText())")
+            }
+            if n == 0 { return nil }
+            return Array(chunk[0..<n])
+        }
+    }
+
+    /// The socket, for a signal handler that half-closes it (``shutdownWrite()`` from another thread).
+    public var socketDescriptor: Int32 { fd }
+
     /// Reads and decodes one response; nil at end of stream.
     public func readResponse() throws(ClientError) -> ControlResponse? {
         guard let line = try readLine() else { return nil }

@@ -25,6 +25,7 @@ import Foundation
 /// | `extension-set` | `name`, `settings`: `["key=value", ...]` (the extension's whole settings) |
 /// | `show`, `fdb`, `extensions`, `ping`, `version` | none |
 /// | `events` | `follow?` (default false) |
+/// | `capture` | `ports`, `direction?` (`in`/`out`/`both`), `count?`, `snaplen?`, `drops?`: one response line, then a pcapng stream (see ``CaptureRequest``) |
 ///
 /// Unknown ops, unknown fields, wrong types and bad values are rejected naming the field.
 public enum ControlRequest: Sendable, Equatable {
@@ -54,6 +55,7 @@ public enum ControlRequest: Sendable, Equatable {
     case events(follow: Bool, after: UInt64? = nil)
     case ping
     case version
+    case capture(CaptureRequest)
 
     /// The `op` string on the wire.
     public var op: String {
@@ -81,11 +83,12 @@ public enum ControlRequest: Sendable, Equatable {
         case .events: "events"
         case .ping: "ping"
         case .version: "version"
+        case .capture: "capture"
         }
     }
 
     public static let allOps = ["vm-start", "vm-stop", "port-add-internal", "port-add-external", "port-remove",
-                                "port-set", "port-get", "port-reset", "segment-add", "segment-del", "segment-list", "acl-add", "acl-del", "acl-list", "extension-enable", "extension-disable", "extension-set", "show", "fdb", "extensions", "events", "ping", "version"]
+                                "port-set", "port-get", "port-reset", "segment-add", "segment-del", "segment-list", "acl-add", "acl-del", "acl-list", "extension-enable", "extension-disable", "extension-set", "show", "fdb", "extensions", "events", "ping", "version", "capture"]
 
     /// The VM, port or extension a request names (for logs), if any.
     public var target: String? {
@@ -188,6 +191,17 @@ extension ControlRequest: Codable {
         case "events":
             let o = try fields(["follow", "after"])
             self = .events(follow: try o.optional(Bool.self, "follow") ?? false, after: try o.optional(UInt64.self, "after"))
+        case "capture":
+            let o = try fields(["ports", "direction", "count", "snaplen", "drops"])
+            let direction = try o.optional(String.self, "direction") ?? "both"
+            guard let d = CaptureRequest.Directions(rawValue: direction) else {
+                throw FieldError(field: "direction", message: "'\(direction)' is not in, out or both")
+            }
+            let r = CaptureRequest(ports: try o.require([String].self, "ports"), direction: d, count: try o.optional(Int.self, "count"),
+                                   snaplen: try o.optional(Int.self, "snaplen") ?? CaptureRequest.defaultSnaplen,
+                                   drops: try o.optional(Bool.self, "drops") ?? false)
+            try r.validate()
+            self = .capture(r)
         case "show", "fdb", "extensions", "ping", "version", "segment-list":
             _ = try fields([])
             switch op {
@@ -245,6 +259,12 @@ extension ControlRequest: Codable {
         case .events(let follow, let after):
             try c.encode(follow, forKey: AnyKey("follow"))
             try c.encodeIfPresent(after, forKey: AnyKey("after"))
+        case .capture(let r):
+            try c.encode(r.ports, forKey: AnyKey("ports"))
+            try c.encode(r.direction.rawValue, forKey: AnyKey("direction"))
+            try c.encodeIfPresent(r.count, forKey: AnyKey("count"))
+            try c.encode(r.snaplen, forKey: AnyKey("snaplen"))
+            if r.drops { try c.encode(true, forKey: AnyKey("drops")) }
         case .show, .fdb, .extensions, .ping, .version, .segmentList: break
         }
     }

@@ -1,6 +1,7 @@
 import ControlProtocol
 import Foundation
 import Logging
+import PacketCapture
 import ServiceSupport
 import SwitchService
 #if canImport(Glibc)
@@ -266,6 +267,21 @@ public final class ControlServer: Sendable {
             follow(fd, after: after)
             return
         }
+        if case .capture(let spec) = request {
+            // A capture stream takes a follower slot, as `events --follow` does.
+            let admitted = state.withLock { s -> Bool in
+                guard s.followers < options.maxFollowers else { return false }
+                s.connections[fd] = .following
+                return true
+            }
+            guard admitted else {
+                reply(fd, .failure(SwitchError(.busy, "too many event followers and captures (limit \(options.maxFollowers)); try again")))
+                return
+            }
+            logger.info("capture requested", metadata: ["uid": "\(cred.uid)", "ports": "\(spec.ports.joined(separator: ","))"])
+            capture(fd, spec)
+            return
+        }
         let service = self.service
         let started = ContinuousClock.now
         let response = blockingAwait { await service.handle(request) }
@@ -281,6 +297,66 @@ public final class ControlServer: Sendable {
             logger.info("control request", metadata: m)
         }
         reply(fd, response)
+    }
+
+    /// `capture`: one response line, then pcapng (section header, interfaces, packets as they come,
+    /// interface statistics with the frames lost at the end) until the count is reached, the
+    /// client half-closes or goes away, every captured port is deleted, or the server stops.
+    /// The ring is polled every few milliseconds; a client that does not read makes the ring fill
+    /// and lose frames (counted), never the switch.
+    private func capture(_ fd: Int32, _ spec: CaptureRequest) {
+        let backend = service.backend
+        let started: Result<CaptureSession, SwitchError> = blockingAwait {
+            do throws(SwitchError) { return .success(try await backend.startCapture(spec)) } catch { return .failure(error) }
+        }
+        let session: CaptureSession
+        switch started {
+        case .failure(let e):
+            reply(fd, .failure(e))
+            return
+        case .success(let s):
+            session = s
+        }
+        var stopped = false
+        func stop() {
+            guard !stopped else { return }
+            stopped = true
+            blockingAwait { await backend.stopCapture(session) }
+        }
+        defer { stop() }
+        UnixSocket.setSendTimeout(fd, seconds: 30)
+        guard UnixSocket.sendAll(fd, Wire.encodeLine(ControlResponse())),
+              UnixSocket.sendAll(fd, Data(session.header(application: "tapswitch \(TapswitchVersion.current)"))) else { return }
+        var remaining = spec.count ?? .max
+        var out: [UInt8] = []
+        out.reserveCapacity(1 << 20)
+        var scratch = [UInt8](repeating: 0, count: 512)
+        var clientGone = false
+        while remaining > 0 {
+            var pfd = pollfd(fd: fd, events: Int16(POLLIN) | UnixSocket.pollRDHUP, revents: 0)
+            let n = poll(&pfd, 1, 5)
+            if n < 0 && errno != EINTR { return }
+            var ending = session.isOver || state.withLock({ $0.stopping })
+            if n > 0 && pfd.revents != 0 {
+                // The client sends nothing after its request: EOF (its Ctrl-C) or an error ends the capture.
+                let r = scratch.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+                if r <= 0 || pfd.revents & (Int16(POLLHUP) | Int16(POLLERR)) != 0 {
+                    ending = true
+                    clientGone = pfd.revents & (Int16(POLLHUP) | Int16(POLLERR)) != 0
+                }
+            }
+            if ending { stop() }
+            out.removeAll(keepingCapacity: true)
+            remaining -= session.drain(into: &out, limit: remaining)
+            if !out.isEmpty, !UnixSocket.sendAll(fd, Data(out)) { return }
+            if ending { break }
+        }
+        stop()
+        if clientGone { return }
+        out.removeAll(keepingCapacity: true)
+        _ = session.drain(into: &out, limit: remaining)
+        out += session.trailer()
+        UnixSocket.sendAll(fd, Data(out))
     }
 
     /// nil when allowed, else the message for the client.

@@ -1,6 +1,7 @@
 import Dispatch
 import LinuxNet
 import Logging
+import PacketCapture
 import SwitchCore
 
 /// The running switch: a ``VirtualSwitch`` wired to the host's devices through a ``DeviceLayer``
@@ -59,6 +60,8 @@ public final class SwitchRuntime: @unchecked Sendable {
     /// Ports plugged in are not read yet (see ``holdReceive()``).
     var receiveHeld = false
     var heldPorts: [PortIO] = []
+    /// The capture extension while a capture session runs (see `Capture.swift`).
+    var capture: CaptureExtension?
 
     /// - Parameters:
     ///   - configuration: switch settings (ports, batch size, MAC table).

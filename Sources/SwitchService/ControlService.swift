@@ -14,7 +14,7 @@ import StateStore
 /// a FIFO gate that holds across the backend's suspension points, so two requests never interleave
 /// their lifecycle steps or their state writes. Queries go straight to the backend.
 public actor ControlService {
-    public let backend: any SwitchBackend
+    public nonisolated let backend: any SwitchBackend
     private let store: StateStore
     private var records: StateRecords
     private let logger: Logger
@@ -88,6 +88,8 @@ public actor ControlService {
             return ControlResponse(fdb: await backend.fdb())
         case .extensions:
             return ControlResponse(extensions: await backend.extensions())
+        case .capture:
+            return .failure(SwitchError(.invalidArgument, "capture streams are served by the control socket, not as a request"))
         case .events(_, let after):
             let sub = await backend.subscribeEvents()
             sub.cancel()

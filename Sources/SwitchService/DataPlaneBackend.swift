@@ -4,6 +4,7 @@ import Dispatch
 import Foundation
 import LinuxNet
 import Logging
+import PacketCapture
 import ServiceSupport
 import StateStore
 import SwitchCore
@@ -712,6 +713,20 @@ public actor DataPlaneBackend: SwitchBackend {
 
     public func continueEventNumbering(from next: UInt64, reserve: @escaping @Sendable (UInt64) throws -> Void) async throws(SwitchError) {
         try hub.continueNumbering(from: next, reserve: reserve)
+    }
+
+    public func startCapture(_ request: CaptureRequest) async throws(SwitchError) -> CaptureSession {
+        let session = try await running().startCapture(ports: request.ports, inbound: request.direction.includesIn,
+                                                       outbound: request.direction.includesOut, snaplen: request.snaplen,
+                                                       includeDrops: request.drops)
+        logger.info("capture started", metadata: ["ports": "\(request.ports.joined(separator: ","))", "direction": "\(request.direction.rawValue)"])
+        return session
+    }
+
+    public func stopCapture(_ session: CaptureSession) async {
+        await runtime?.stopCapture(session)
+        logger.info("capture stopped", metadata: ["ports": "\(Set(session.interfaces.map(\.portName)).sorted().joined(separator: ","))",
+                                                  "lost": "\(session.lostFrames)"])
     }
 
     public func startHeartbeat(_ heartbeat: Heartbeat) async {

@@ -1,4 +1,5 @@
 import ControlProtocol
+import PacketCapture
 import ServiceSupport
 import StateStore
 
@@ -104,6 +105,12 @@ public protocol SwitchBackend: Sendable {
     /// Continues event numbering at `next` (the previous run's), reserving numbers with `reserve`
     /// (see ``EventHub/continueNumbering(from:reserve:)``). Call before anything publishes events.
     func continueEventNumbering(from next: UInt64, reserve: @escaping @Sendable (UInt64) throws -> Void) async throws(SwitchError)
+
+    /// Starts a live capture (`tapswitchctl capture`): the capture extension records the ports'
+    /// frames into the session's ring until ``stopCapture(_:)``. Unknown ports are refused.
+    func startCapture(_ request: CaptureRequest) async throws(SwitchError) -> CaptureSession
+    /// Stops a capture; its counters are final afterwards and its ring holds the rest to read.
+    func stopCapture(_ session: CaptureSession) async
 
     /// Starts calling `heartbeat.beat()` from the packet loop at least every `heartbeat.interval`,
     /// also when idle, so a stuck loop stops the systemd watchdog pings. `beat()` is cheap and
