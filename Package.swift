@@ -9,6 +9,7 @@ import PackageDescription
 //   SwitchExtensions the shipped extensions (port policies, duplicate-MAC guard) and their registry.
 //   CNetlink        system library: libnl-3 and libnl-route-3 (pkg-config).
 //   CTapShim        thin C: TUN ioctls, AF_PACKET constants, mmsghdr/recvmmsg/sendmmsg.
+//   CLibBPF         system library: libbpf (pkg-config), to load the XDP fast path (bpf/, scripts/build-bpf).
 //   LinuxNet        every syscall: owners of netlink sockets, TAPs, AF_PACKET sockets and rings, epoll/eventfd.
 //   DataPlane       the Dispatch packet loop binding SwitchCore to the devices: PortDriver (AF_PACKET ring,
 //                   TUN queue) and the DeviceLayer seam (LinuxNet by default). Makes no syscalls itself.
@@ -65,7 +66,12 @@ let package = Package(
             name: "CTapShim",
             cSettings: [.define("_GNU_SOURCE")]
         ),
-        .target(name: "LinuxNet", dependencies: ["Locking", "CNetlink", "CTapShim"]),
+        .systemLibrary(
+            name: "CLibBPF",
+            pkgConfig: "libbpf",
+            providers: [.apt(["libbpf-dev"])]
+        ),
+        .target(name: "LinuxNet", dependencies: ["Locking", "CNetlink", "CTapShim", "CLibBPF"]),
         .target(
             name: "DataPlane",
             dependencies: ["SwitchCore", "LinuxNet", "PacketCapture", .product(name: "Logging", package: "swift-log")]

@@ -57,6 +57,8 @@ public struct PortInfo: Codable, Sendable, Equatable {
     /// The port's policy settings that differ from the defaults, as canonical `key=value` words
     /// (see ``PortSettings``); absent when none.
     public var settings: [String]?
+    /// Which path the port's frames take: "fast path (xdp)" or "slow path: why".
+    public var offload: String?
 
     public init(id: PortID, name: String, friendlyName: String, type: PortType, state: PortState, vlanPolicy: VLANPolicy? = nil,
                 mac: MACAddress? = nil, netns: String? = nil, nic: NICInfo? = nil, counters: PortCounters = PortCounters(),
@@ -83,6 +85,11 @@ extension PortInfo {
 }
 
 /// Switch-wide settings, as configured.
+/// `[switch] offload`.
+public enum OffloadMode: String, Codable, Sendable, CaseIterable {
+    case xdp, off
+}
+
 public struct SwitchSettings: Codable, Sendable, Equatable {
     public var name: String
     public var unknownUnicast: UnknownUnicastPolicy
@@ -91,6 +98,9 @@ public struct SwitchSettings: Codable, Sendable, Equatable {
     public var macLimitPerPort: Int
     /// Longest busy-poll of the packet loop before it sleeps, in microseconds (0: never spin).
     public var busyPollMicroseconds: Int
+    /// `xdp`: learned unicast flows between VM TAPs take the XDP fast path where the kernel allows;
+    /// `off`: every frame takes the slow path.
+    public var offload: OffloadMode = .xdp
 
     public init(name: String = "tapswitch0", unknownUnicast: UnknownUnicastPolicy = .flood, macAgingSeconds: Int = 300,
                 macTableSize: Int = 8192, macLimitPerPort: Int = 1024, busyPollMicroseconds: Int = 50) {

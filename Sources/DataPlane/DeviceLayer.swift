@@ -86,6 +86,14 @@ public protocol DeviceLayer: AnyObject, Sendable {
 
     /// Link queries for the packet loop alone (its own socket: it never waits behind the control plane).
     func makeLoopLinkQuery() throws -> any LinkQuerying
+
+    /// Loads the XDP fast path for these devices (nil: they have none, as in-memory devices).
+    /// Throws why it cannot be loaded (object missing, no privilege, kernel refused).
+    func makeFastPath(maxPorts: Int, maxFlows: Int) throws -> XDPFastPath?
+}
+
+extension DeviceLayer {
+    public func makeFastPath(maxPorts: Int, maxFlows: Int) throws -> XDPFastPath? { nil }
 }
 
 extension DeviceLayer {
@@ -302,4 +310,11 @@ public final class LinuxDeviceLayer: DeviceLayer {
     }
 
     public func makeLoopLinkQuery() throws -> any LinkQuerying { try RouteNetlink() }
+
+    public func makeFastPath(maxPorts: Int, maxFlows: Int) throws -> XDPFastPath? {
+        guard let path = XDPFastPath.findObject() else {
+            throw SwitchError(.notFound, "\(XDPFastPath.objectName) not found (run scripts/build-bpf, or set TAPSWITCH_BPF_OBJECT)")
+        }
+        return try XDPFastPath(objectPath: path, maxPorts: maxPorts, maxFlows: maxFlows)
+    }
 }

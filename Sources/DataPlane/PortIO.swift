@@ -23,6 +23,8 @@ final class PortIO {
     var lastCarrier: Bool?
     var lastMTU: UInt32 = 0
     var lastMAC: [UInt8] = []
+    /// The fast path's attachment to a VM TAP (see XDPOffload.swift), detached with the port.
+    var xdpLink: XDPLink?
 
     init(id: PortID, device: String, backing: PortBacking, driver: any PortDriver, linkIndex: Int32?) {
         self.id = id
@@ -44,6 +46,8 @@ final class PortIO {
         closed = true
         if let watch { loop?.unwatch(watch) }
         watch = nil
+        xdpLink?.close()
+        xdpLink = nil
         driver.close()
     }
 }

@@ -212,7 +212,7 @@ extension SwitchRuntime {
                 if let io = self.ports[p.id] { io.driver.addDeviceDrops(to: &counters) }
                 return PortStatus(port: p, nic: self.sw.nic(of: p.id), counters: counters,
                            properties: self.sw.properties(of: p.id), device: self.ports[p.id]?.device,
-                           backing: self.ports[p.id]?.backing)
+                           backing: self.ports[p.id]?.backing, offload: self.offloadDescription(p.id))
             }
             var loop = LoopStatistics()
             loop.batches = self.sw.batches
@@ -330,6 +330,7 @@ extension SwitchRuntime {
                 _ = try? self.sw.removePort(id)
                 throw SwitchError("cannot watch \(device)", cause: error)
             }
+            self.attachOffload(io)
             if connect {
                 io.lastCarrier = true
                 do { try self.sw.connectNIC(on: id, isRestore: isRestore) } catch {

@@ -62,6 +62,8 @@ public struct PortStatus: Sendable {
     /// removed, or its device went away).
     public let device: String?
     public let backing: PortBacking?
+    /// Which path the port's frames take: "fast path (xdp)" or "slow path: why".
+    public var offload: String? = nil
 }
 
 /// The whole runtime at one instant, taken on the packet loop's queue.

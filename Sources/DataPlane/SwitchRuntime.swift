@@ -62,6 +62,8 @@ public final class SwitchRuntime: @unchecked Sendable {
     var heldPorts: [PortIO] = []
     /// The capture extension while a capture session runs (see `Capture.swift`).
     var capture: CaptureExtension?
+    /// The XDP fast path when `offload = "xdp"` took (see XDPOffload.swift).
+    var xdp: XDPOffload?
 
     /// - Parameters:
     ///   - configuration: switch settings (ports, batch size, MAC table).
@@ -107,6 +109,7 @@ public final class SwitchRuntime: @unchecked Sendable {
     public func shutdown() async {
         await onQueueAsync {
             self.shutDown = true
+            self.stopOffload(reason: "the daemon is stopping")
             for p in self.ports.values { p.close() }
             self.heldPorts.removeAll()
             self.ports.removeAll()

@@ -12,8 +12,10 @@ public struct CapabilitySet: OptionSet, Sendable, Hashable, CustomStringConverti
     public static let setpcap = CapabilitySet(rawValue: 1 << 8)
     public static let netAdmin = CapabilitySet(rawValue: 1 << 12)
     public static let netRaw = CapabilitySet(rawValue: 1 << 13)
+    public static let bpf = CapabilitySet(rawValue: 1 << 39)
 
-    static let names: [(CapabilitySet, String)] = [(.chown, "CAP_CHOWN"), (.setpcap, "CAP_SETPCAP"), (.netAdmin, "CAP_NET_ADMIN"), (.netRaw, "CAP_NET_RAW")]
+    static let names: [(CapabilitySet, String)] = [(.chown, "CAP_CHOWN"), (.setpcap, "CAP_SETPCAP"), (.netAdmin, "CAP_NET_ADMIN"),
+                                                   (.netRaw, "CAP_NET_RAW"), (.bpf, "CAP_BPF")]
 
     /// `CAP_NET_ADMIN CAP_NET_RAW`; other bits as `cap_N`.
     public var description: String {

@@ -129,6 +129,8 @@ public actor DataPlaneBackend: SwitchBackend {
         runtime = rt
         self.settings = settings
         try await enable(extensions)
+        let offloadLine = await rt.setOffload(enabled: settings.offload == .xdp)
+        logger.notice("\(offloadLine)")
     }
 
     public func reload(_ settings: SwitchSettings, extensions: [String]) async throws(SwitchError) {
@@ -142,6 +144,11 @@ public actor DataPlaneBackend: SwitchBackend {
         }
         self.settings.unknownUnicast = settings.unknownUnicast
         try await applyExtensionList(extensions)
+        if settings.offload != self.settings.offload {
+            let offloadLine = await rt.setOffload(enabled: settings.offload == .xdp)
+            logger.notice("\(offloadLine)")
+            self.settings.offload = settings.offload
+        }
     }
 
     /// Makes the enabled extensions exactly `names`, in that order within each class: disables
@@ -788,9 +795,11 @@ public actor DataPlaneBackend: SwitchBackend {
         var netns: String?
         if case .internalTAP(let ns)? = p.backing { netns = ns }
         let settings = PortSettings(properties: p.properties).assignments
-        return PortInfo(id: p.port.id, name: p.port.name, friendlyName: p.port.friendlyName, type: p.port.type, state: p.port.state,
-                        vlanPolicy: vlan, mac: p.nic?.permanentMAC ?? internals[p.port.name]?.mac,
-                        netns: netns, nic: nic, counters: p.counters, settings: settings.isEmpty ? nil : settings)
+        var info = PortInfo(id: p.port.id, name: p.port.name, friendlyName: p.port.friendlyName, type: p.port.type, state: p.port.state,
+                            vlanPolicy: vlan, mac: p.nic?.permanentMAC ?? internals[p.port.name]?.mac,
+                            netns: netns, nic: nic, counters: p.counters, settings: settings.isEmpty ? nil : settings)
+        info.offload = p.offload
+        return info
     }
 
     static func randomMAC() -> MACAddress {

@@ -107,8 +107,8 @@ public struct TapswitchD: AsyncParsableCommand {
         SocketHandOver.process.takeInherited()
         guard let command = try? parseAsRoot() as? TapswitchD, !command.checkConfig else { return }
         let path = command.config ?? DaemonOptions.defaultConfigPath()
-        let group = (try? ConfigLoader().load(path: path))?.controlGroup
-        let report = DaemonPrivileges.limit(controlGroup: group)
+        let loaded = try? ConfigLoader().load(path: path)
+        let report = DaemonPrivileges.limit(controlGroup: loaded?.controlGroup, offload: (loaded?.settings.offload ?? .xdp) == .xdp)
         capabilities.withLock { $0 = report }
     }
 

@@ -12,7 +12,10 @@ struct ShowCommand: ParsableCommand {
         host ports), MAC (the one in use, else the assigned one), MTU, VLAN (the access VLAN, \
         "trunk:10,20+native1" for a trunk, "-" when the port has no VLAN policy), frames and bytes IN \
         (from the port into the switch) and OUT, and DROPS; drop reasons follow the table, each with \
-        its reporter in brackets (the extension, a core stage such as core:admission, or device).
+        its reporter in brackets (the extension, a core stage such as core:admission, or device). \
+        Last, each port's path: "fast path (xdp)" when its learned unicast flows may take the XDP \
+        fast path ([switch] offload), else "slow path:" and why (offload off, not a VM TAP, an \
+        extension that must see every frame). Counters include fast-path frames.
         With --interval N: samples twice, N seconds apart, and prints per-port rates instead: \
         RX-FPS/RX-BPS (frames and bits per second from the port), TX-FPS/TX-BPS (to the port), \
         DROPS/S and the TOP-DROP of the interval. Rates stay right across a daemon restart.
@@ -70,6 +73,9 @@ struct ShowCommand: ParsableCommand {
             let detail = p.counters.drops.sorted { $0.key < $1.key }.map { "\($0.key.direction) \($0.key.reason) [\($0.key.reporter)]=\($0.value)" }
                 .joined(separator: ", ")
             print("drops on \(p.name): \(detail)")
+        }
+        for p in s.ports {
+            if let path = p.offload { print("path of \(p.name): \(path)") }
         }
     }
 }

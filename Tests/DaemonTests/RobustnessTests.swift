@@ -134,7 +134,7 @@ struct DaemonRobustnessTests {
         status.split(separator: "\n").first { $0.hasPrefix(key + ":") }.flatMap { UInt64($0.dropFirst(key.count + 1).trimmingCharacters(in: .whitespaces), radix: 16) }
     }
 
-    @Test("finding 10: started as root, the daemon keeps only CAP_NET_ADMIN and CAP_NET_RAW (plus CAP_CHOWN with a control group) in every thread and set",
+    @Test("finding 10: started as root, the daemon keeps only CAP_NET_ADMIN, CAP_NET_RAW and (offload = xdp) CAP_BPF (plus CAP_CHOWN with a control group) in every thread and set",
           arguments: [nil, "adm"] as [String?])
     func finding10_capabilitiesLimitedAtStart(_ group: String?) async throws {
         try Privilege.requireNetAdmin()
@@ -146,7 +146,7 @@ struct DaemonRobustnessTests {
         let d = try DaemonUnderTest(config: .text(text), cleanup: cleanup)
         try await d.start()
         let pid = try await d.json(VersionInfo.self, "version").pid
-        let expected: UInt64 = (1 << 12) | (1 << 13) | (group == nil ? 0 : 1 << 0)
+        let expected: UInt64 = (1 << 12) | (1 << 13) | (1 << 39) | (group == nil ? 0 : 1 << 0)
         let tasks = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")
         #expect(tasks.count > 1, "the daemon runs several threads")
         for task in tasks {
@@ -165,6 +165,8 @@ struct DaemonRobustnessTests {
         cleanup.deleteLink(tap)
         let start = try await d.ctl("vm", "start", "cap", "--nic", tap, "--mac", Self.mac)
         #expect(start.status == 0, "vm start: \(start.stderr)\n\(d.log)")
+        // CAP_BPF with CAP_NET_ADMIN is enough to load the fast path and attach it (native XDP).
+        #expect(try Shell.check(["ip", "-d", "link", "show", "dev", tap]).contains("prog/xdp"), "\(d.log)")
         #expect(try await d.ctl("vm", "stop", "cap").status == 0)
         #expect(try await waitUntil { try !linkExists(tap) })
     }

@@ -1,0 +1,239 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CLibBPF
+
+/// tapswitch's XDP program (`bpf/tapswitch-fastpath.bpf.c`, compiled by `scripts/build-bpf`) loaded
+/// through libbpf, with its three maps: `flows` (the cached decisions), `ports` (a devmap of TAP
+/// ifindexes by the switch's port index) and `counters` (per-CPU frames and bytes per port index).
+///
+/// Nothing is pinned: the program and its maps live as long as this object's fds, and every
+/// attachment is a BPF link (``XDPLink``), which the kernel removes when its fd closes, so a
+/// daemon that stops or crashes leaves no BPF object behind.
+///
+/// ## Concurrency model
+/// Not `Sendable`: created, used and closed on one queue (the packet loop's).
+public final class XDPFastPath {
+    /// The file names searched for the compiled object.
+    public static let objectName = "tapswitch-fastpath.bpf.o"
+
+    private var object: OpaquePointer?
+    private let program: OpaquePointer
+    private let flowsFD: Int32
+    private let portsFD: Int32
+    private let countersFD: Int32
+    private let cpus: Int
+    private var counterBuffer: [PortCounterValue]
+    public let maxPorts: Int
+    public let maxFlows: Int
+
+    /// One flow entry's key, laid out as `struct flow_key` in the program.
+    public struct FlowKey {
+        public var ifindex: UInt32
+        public var tag: UInt16
+        public var dst: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8)
+        public var src: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8)
+        public var pad: UInt16 = 0
+
+        public init(ifindex: UInt32, tag: UInt16, dst: UInt64, src: UInt64) {
+            self.ifindex = ifindex
+            self.tag = tag
+            self.dst = Self.bytes(dst)
+            self.src = Self.bytes(src)
+        }
+
+        static func bytes(_ v: UInt64) -> (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) {
+            (UInt8(truncatingIfNeeded: v >> 40), UInt8(truncatingIfNeeded: v >> 32), UInt8(truncatingIfNeeded: v >> 24),
+             UInt8(truncatingIfNeeded: v >> 16), UInt8(truncatingIfNeeded: v >> 8), UInt8(truncatingIfNeeded: v))
+        }
+    }
+
+    /// `struct flow_value`.
+    struct FlowValue {
+        var egress: UInt32
+        var ingress: UInt32
+        var lastUse: UInt64
+    }
+
+    /// `struct port_counters`.
+    public struct PortCounterValue: Equatable {
+        public var framesIn: UInt64 = 0
+        public var bytesIn: UInt64 = 0
+        public var framesOut: UInt64 = 0
+        public var bytesOut: UInt64 = 0
+    }
+
+    /// Where the compiled object is looked for, first found wins: `$TAPSWITCH_BPF_OBJECT`, next to
+    /// the running executable (`scripts/build-bpf` puts it in SwiftPM's build directories), then
+    /// `../lib/tapswitch/` from it (`scripts/install`), then /usr/lib/tapswitch (the package).
+    public static func findObject() -> String? {
+        var candidates: [String] = []
+        if let env = getenv("TAPSWITCH_BPF_OBJECT") { candidates.append(String(cString: env)) }
+        var buf = [CChar](repeating: 0, count: 4096)
+        let n = readlink("/proc/self/exe", &buf, buf.count - 1)
+        if n > 0 {
+            let exe = String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            if let slash = exe.lastIndex(of: "/") {
+                let dir = String(exe[..<slash])
+                candidates += ["\(dir)/\(objectName)", "\(dir)/../lib/tapswitch/\(objectName)"]
+            }
+        }
+        candidates += ["/usr/local/lib/tapswitch/\(objectName)", "/usr/lib/tapswitch/\(objectName)"]
+        return candidates.first { access($0, R_OK) == 0 }
+    }
+
+    /// Opens and loads the object at `path` with maps sized for `maxPorts` ports and `maxFlows`
+    /// entries. Throws with the step that failed (the verifier's refusal, missing privileges).
+    public init(objectPath path: String, maxPorts: Int, maxFlows: Int) throws(SystemError) {
+        // libbpf prints its diagnostics (the verifier log) to stderr by default: keep quiet; the
+        // error carries the errno.
+        libbpf_set_print(nil)
+        guard let obj = bpf_object__open_file(path, nil) else {
+            throw SystemError(operation: "bpf_object__open_file", device: path, errno: errno)
+        }
+        func fail(_ op: String, _ e: Int32) -> SystemError {
+            bpf_object__close(obj)
+            return SystemError(operation: op, device: path, errno: e)
+        }
+        for (name, size) in [("flows", maxFlows), ("ports", maxPorts), ("counters", maxPorts)] {
+            guard let map = bpf_object__find_map_by_name(obj, name) else { throw fail("find map \(name)", ENOENT) }
+            let r = bpf_map__set_max_entries(map, UInt32(size))
+            if r != 0 { throw fail("bpf_map__set_max_entries(\(name))", -r) }
+        }
+        let r = bpf_object__load(obj)
+        if r != 0 { throw fail("bpf_object__load", -r) }
+        guard let prog = bpf_object__find_program_by_name(obj, "tapswitch_fastpath") else { throw fail("find program", ENOENT) }
+        func fd(_ name: String) -> Int32 { bpf_object__find_map_by_name(obj, name).map { bpf_map__fd($0) } ?? -1 }
+        let flows = fd("flows"), ports = fd("ports"), counters = fd("counters")
+        guard flows >= 0, ports >= 0, counters >= 0 else { throw fail("map fds", EBADF) }
+        object = obj
+        program = prog
+        flowsFD = flows
+        portsFD = ports
+        countersFD = counters
+        cpus = max(1, Int(libbpf_num_possible_cpus()))
+        counterBuffer = Array(repeating: PortCounterValue(), count: cpus)
+        self.maxPorts = maxPorts
+        self.maxFlows = maxFlows
+    }
+
+    deinit { close() }
+
+    /// Closes the program and its maps (links hold their own references until they close).
+    public func close() {
+        if let object { bpf_object__close(object) }
+        object = nil
+    }
+
+    /// Attaches the program to the device `ifindex` (named `name` in errors) through a BPF link;
+    /// the kernel picks native XDP where the driver has it (TUN does).
+    public func attach(ifindex: Int32, name: String) throws(SystemError) -> XDPLink {
+        guard let link = bpf_program__attach_xdp(program, ifindex) else {
+            throw SystemError(operation: "attach XDP", device: name, errno: errno)
+        }
+        return XDPLink(link: link)
+    }
+
+    /// Makes port index `index` deliver to device `ifindex`, with its counters at zero.
+    public func setPort(_ index: Int, ifindex: Int32) throws(SystemError) {
+        var key = UInt32(index), value = UInt32(bitPattern: ifindex)
+        if bpf_map_update_elem(portsFD, &key, &value, UInt64(BPF_ANY)) != 0 {
+            throw SystemError(operation: "devmap update", device: "port index \(index)", errno: errno)
+        }
+        resetCounters(index)
+    }
+
+    /// Forgets port index `index`'s device.
+    public func clearPort(_ index: Int) {
+        var key = UInt32(index)
+        _ = bpf_map_delete_elem(portsFD, &key)
+    }
+
+    public func resetCounters(_ index: Int) {
+        var key = UInt32(index)
+        for i in counterBuffer.indices { counterBuffer[i] = PortCounterValue() }
+        _ = counterBuffer.withUnsafeMutableBytes { bpf_map_update_elem(countersFD, &key, $0.baseAddress, UInt64(BPF_ANY)) }
+    }
+
+    /// Adds or replaces a flow entry. False when the map refused it (full).
+    public func insert(_ key: FlowKey, egress: Int, ingress: Int) -> Bool {
+        var k = key
+        var v = FlowValue(egress: UInt32(egress), ingress: UInt32(ingress), lastUse: 0)
+        return bpf_map_update_elem(flowsFD, &k, &v, UInt64(BPF_ANY)) == 0
+    }
+
+    /// Removes a flow entry; no frame takes it once this returns.
+    public func delete(_ key: FlowKey) {
+        var k = key
+        _ = bpf_map_delete_elem(flowsFD, &k)
+    }
+
+    /// The entry's last-use stamp, nil when it is not in the map.
+    public func lastUse(_ key: FlowKey) -> UInt64? {
+        var k = key
+        var v = FlowValue(egress: 0, ingress: 0, lastUse: 0)
+        return bpf_map_lookup_elem(flowsFD, &k, &v) == 0 ? v.lastUse : nil
+    }
+
+    /// Number of entries in the flow map (walks it: tests and diagnostics).
+    public func flowCount() -> Int {
+        var n = 0
+        var key = FlowKey(ifindex: 0, tag: 0, dst: 0, src: 0)
+        var next = key
+        var first = true
+        while true {
+            let r = first ? bpf_map_get_next_key(flowsFD, nil, &next) : bpf_map_get_next_key(flowsFD, &key, &next)
+            if r != 0 { return n }
+            first = false
+            n += 1
+            key = next
+        }
+    }
+
+    /// Port index `index`'s counters summed over CPUs.
+    public func counters(_ index: Int) -> PortCounterValue {
+        var key = UInt32(index)
+        let r = counterBuffer.withUnsafeMutableBytes { bpf_map_lookup_elem(countersFD, &key, $0.baseAddress) }
+        guard r == 0 else { return PortCounterValue() }
+        var sum = PortCounterValue()
+        for c in counterBuffer {
+            sum.framesIn &+= c.framesIn; sum.bytesIn &+= c.bytesIn
+            sum.framesOut &+= c.framesOut; sum.bytesOut &+= c.bytesOut
+        }
+        return sum
+    }
+}
+
+/// One attachment of the fast path to a device: detached when closed or dropped (or when the
+/// process exits: the kernel owns nothing past the link's fd).
+///
+/// ## Concurrency model
+/// Not `Sendable`: owned by the port that holds it, on the packet-loop queue.
+public final class XDPLink {
+    private var link: OpaquePointer?
+
+    init(link: OpaquePointer) { self.link = link }
+
+    deinit { close() }
+
+    public func close() {
+        if let link { _ = bpf_link__destroy(link) }
+        link = nil
+    }
+
+    /// The attach mode the kernel chose for `ifindex`, as `ip link` names it: "xdp" (native),
+    /// "xdpgeneric", or nil when no program is attached.
+    public static func mode(ifindex: Int32) -> String? {
+        var info = bpf_xdp_query_opts()
+        info.sz = MemoryLayout<bpf_xdp_query_opts>.size
+        guard bpf_xdp_query(ifindex, 0, &info) == 0 else { return nil }
+        // XDP_ATTACHED_DRV, _SKB, _HW, _MULTI (linux/if_link.h)
+        switch info.attach_mode {
+        case 1: return "xdp"
+        case 2: return "xdpgeneric"
+        case 3: return "xdpoffload"
+        case 4: return "multi"
+        default: return nil
+        }
+    }
+}

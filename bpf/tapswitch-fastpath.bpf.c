@@ -1,0 +1,215 @@
+// SPDX-License-Identifier: GPL-2.0 OR MIT
+// tapswitch's fast path: an XDP program on every VM TAP, a cache of the switch's decisions.
+//
+// The switch (user space) installs an entry in `flows` only for a unicast frame it has just
+// delivered, unchanged, from a learned source to a learned destination, with every extension
+// allowing it; it removes entries whenever what they depend on changes. This program repeats
+// those decisions: a frame whose (ingress TAP, 802.1Q tag, destination MAC, source MAC) has an
+// entry is redirected to the destination TAP through `ports` (a devmap), and counted per port.
+// Everything else, and every frame the redirect could damage, returns XDP_PASS and reaches the
+// switch's AF_PACKET socket exactly as without this program.
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";
+
+// Must match LinuxNet/XDPFastPath.swift.
+struct flow_key {
+    __u32 ifindex;
+    __u16 tag;        // 0 untagged, 0x1000 | VID tagged (a priority tag is 0x1000)
+    __u8 dst[6];
+    __u8 src[6];
+    __u16 pad;
+};
+
+struct flow_value {
+    __u32 egress;     // index into `ports` and `counters` (the switch's port index)
+    __u32 ingress;    // index into `counters`
+    __u64 last_use;   // coarse monotonic ns of the last frame: the switch refreshes the source MAC
+};
+
+struct port_counters {
+    __u64 frames_in, bytes_in, frames_out, bytes_out;
+};
+
+// Sizes are set by the loader (the switch's maxPorts and flow limit) before loading.
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __type(key, struct flow_key);
+    __type(value, struct flow_value);
+    __uint(max_entries, 16384);
+} flows SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_DEVMAP);
+    __type(key, __u32);
+    __type(value, __u32);
+    __uint(max_entries, 1024);
+} ports SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __type(key, __u32);
+    __type(value, struct port_counters);
+    __uint(max_entries, 1024);
+} counters SEC(".maps");
+
+struct vlan_hdr {
+    __be16 tci;
+    __be16 proto;
+};
+
+// Longest frame redirected (without a tag): MTU 1500. Superframes (TSO/GSO, which native XDP
+// never sees and a generic-XDP redirect drops with -EMSGSIZE) and jumbo frames take the slow path.
+#define MAX_FRAME 1514
+
+static __always_inline __u32 fold(__u32 sum)
+{
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    return sum;
+}
+
+// True when the L4 checksum field holds exactly the pseudo-header sum: what a guest with checksum
+// offload writes next to VIRTIO_NET_HDR_F_NEEDS_CSUM, a flag native XDP cannot see. A redirect
+// would deliver it unfinished, so such a frame goes to the slow path, which keeps the flag. A
+// complete checksum equal to that sum by chance (1 in 65536) only costs the slow path.
+static __always_inline int equals_pseudo(__u32 sum, __u16 check)
+{
+    __u16 s = (__u16)fold(sum);
+    return check == s || ((__u16)~check == 0 && (__u16)~s == 0) || (check == 0 && s == 0xffff) ||
+           (check == 0xffff && s == 0);
+}
+
+// Port numbers of UDP tunnels (VXLAN, its Linux default, Geneve): their inner checksum may be
+// partial while the outer one is complete.
+static __always_inline int is_tunnel(__be16 port)
+{
+    return port == bpf_htons(4789) || port == bpf_htons(8472) || port == bpf_htons(6081);
+}
+
+// 1: the frame may be redirected as it is; 0: slow path.
+static __always_inline int l4_complete(__u8 proto, void *l4, void *end, __u32 pseudo)
+{
+    if (proto == IPPROTO_TCP) {
+        struct tcphdr *t = l4;
+        if ((void *)(t + 1) > end)
+            return 0;
+        return !equals_pseudo(pseudo, t->check);
+    }
+    if (proto == IPPROTO_UDP) {
+        struct udphdr *u = l4;
+        if ((void *)(u + 1) > end)
+            return 0;
+        if (is_tunnel(u->dest))
+            return 0;
+        if (u->check == 0)
+            return 1;  // IPv4 without checksum
+        return !equals_pseudo(pseudo, u->check);
+    }
+    return 1;
+}
+
+SEC("xdp")
+int tapswitch_fastpath(struct xdp_md *ctx)
+{
+    void *data = (void *)(long)ctx->data;
+    void *end = (void *)(long)ctx->data_end;
+    struct ethhdr *eth = data;
+    if ((void *)(eth + 1) > end)
+        return XDP_PASS;
+    if (eth->h_dest[0] & 1)
+        return XDP_PASS;  // broadcast and multicast: flooding and learning are the switch's
+
+    struct flow_key key = {};
+    key.ifindex = ctx->ingress_ifindex;
+    __builtin_memcpy(key.dst, eth->h_dest, 6);
+    __builtin_memcpy(key.src, eth->h_source, 6);
+
+    __be16 proto = eth->h_proto;
+    void *l3 = eth + 1;
+    if (proto == bpf_htons(ETH_P_8021Q)) {
+        struct vlan_hdr *v = l3;
+        if ((void *)(v + 1) > end)
+            return XDP_PASS;
+        key.tag = 0x1000 | (bpf_ntohs(v->tci) & 0x0fff);
+        proto = v->proto;
+        l3 = v + 1;
+        if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD))
+            return XDP_PASS;  // stacked tags: the switch refuses or handles them
+    } else if (proto == bpf_htons(ETH_P_8021AD)) {
+        return XDP_PASS;
+    }
+    // Compared as pointers with constant offsets: pointer subtraction and some pointer arithmetic
+    // need CAP_PERFMON, which the daemon does not keep.
+    if (key.tag) {
+        if (data + MAX_FRAME + 4 < end)
+            return XDP_PASS;
+    } else if (data + MAX_FRAME < end) {
+        return XDP_PASS;
+    }
+
+    if (proto == bpf_htons(ETH_P_IP)) {
+        struct iphdr *ip = l3;
+        if ((void *)(ip + 1) > end)
+            return XDP_PASS;
+        // IP options (rare) would need a variable offset, which the verifier allows only with
+        // CAP_PERFMON: such frames take the slow path.
+        if (ip->ihl != 5)
+            return XDP_PASS;
+        __u32 hl = sizeof(*ip);
+        // Non-first fragments carry no L4 header (and no partial checksum).
+        if ((ip->frag_off & bpf_htons(0x1fff)) == 0) {
+            void *l4 = ip + 1;
+            __u32 l4len = bpf_ntohs(ip->tot_len) - hl;
+            __u32 pseudo = (ip->saddr & 0xffff) + (ip->saddr >> 16) + (ip->daddr & 0xffff) + (ip->daddr >> 16) +
+                           bpf_htons((__u16)ip->protocol) + bpf_htons((__u16)l4len);
+            if (!l4_complete(ip->protocol, l4, end, pseudo))
+                return XDP_PASS;
+        }
+    } else if (proto == bpf_htons(ETH_P_IPV6)) {
+        struct ipv6hdr *ip6 = l3;
+        if ((void *)(ip6 + 1) > end)
+            return XDP_PASS;
+        __u8 next = ip6->nexthdr;
+        if (next == IPPROTO_TCP || next == IPPROTO_UDP) {
+            __u32 pseudo = 0;
+#pragma unroll
+            for (int i = 0; i < 8; i++)
+                pseudo += ip6->saddr.in6_u.u6_addr16[i] + ip6->daddr.in6_u.u6_addr16[i];
+            pseudo += ip6->payload_len + bpf_htons((__u16)next);
+            if (!l4_complete(next, ip6 + 1, end, pseudo))
+                return XDP_PASS;
+        } else if (next != IPPROTO_ICMPV6 && next != IPPROTO_NONE) {
+            return XDP_PASS;  // extension headers: not followed here
+        }
+    }
+
+    struct flow_value *v = bpf_map_lookup_elem(&flows, &key);
+    if (!v)
+        return XDP_PASS;
+    __u64 now = bpf_ktime_get_coarse_ns();
+    if (v->last_use != now)
+        v->last_use = now;
+    __u64 len = bpf_xdp_get_buff_len(ctx);
+    __u32 in = v->ingress, out = v->egress;
+    struct port_counters *c = bpf_map_lookup_elem(&counters, &in);
+    if (c) {
+        c->frames_in += 1;
+        c->bytes_in += len;
+    }
+    c = bpf_map_lookup_elem(&counters, &out);
+    if (c) {
+        c->frames_out += 1;
+        c->bytes_out += len;
+    }
+    // An empty devmap slot (the port is going away) hands the frame to the switch.
+    return bpf_redirect_map(&ports, out, XDP_PASS);
+}
