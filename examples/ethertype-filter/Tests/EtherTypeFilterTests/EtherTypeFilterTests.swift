@@ -31,8 +31,8 @@ struct EtherTypeFilterTests {
         // Positive control: IPv4 and ARP reach the peer, in order.
         #expect(es.take(peer).map(etherType) == [0x0800, 0x0806])
         let drops = es.sw.counters(of: vm)?.drops ?? [:]
-        #expect(drops[.init(direction: .ingress, reason: "EtherType 0x88cc blocked (ethertype-filter)")] == 2)
-        #expect(drops[.init(direction: .ingress, reason: "EtherType 0x86dd blocked (ethertype-filter)")] == 1)
+        #expect(drops[.init(direction: .ingress, reason: "EtherType 0x88cc blocked (ethertype-filter)", reporter: "ethertype-filter")] == 2)
+        #expect(drops[.init(direction: .ingress, reason: "EtherType 0x86dd blocked (ethertype-filter)", reporter: "ethertype-filter")] == 1)
         #expect(es.drops.filter { $0.reporter == "ethertype-filter" && $0.port == vm }.count == 3)
         let counters = es.sw.extensions.first { $0.name == "ethertype-filter" }?.counters ?? []
         #expect(counters.map(\.name) == ["dropped", "dropped-0x88cc", "dropped-0x86dd"])
