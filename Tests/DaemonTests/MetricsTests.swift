@@ -1,6 +1,7 @@
 import ControlProtocol
 import FakeVM
 import Foundation
+import Locking
 import Testing
 import TestSupport
 #if canImport(Glibc)
@@ -134,14 +135,16 @@ struct MetricsTests {
         let shown = try await d.ctl("show")
         #expect(shown.stdout.contains("[mac-spoof-guard]=1"), "\(shown.stdout)")
         // Rates over an interval while A keeps sending: A's RX-FPS is not zero, B's row is there.
+        // A keeps sending until the measurement is over (a loaded machine may take seconds to start tapswitchctl).
+        let sending = Locked(true)
         let flow = Task.detached { () -> Void in
-            let end = ContinuousClock.now + .seconds(2)
-            while ContinuousClock.now < end {
+            while sending.withLock({ $0 }) {
                 try? a.send(TestFrames.ethernet(dst: macB, src: macA, etherType: 0x88b5, payload: Array(repeating: 1, count: 64)))
                 try? await Task.sleep(for: .milliseconds(5))
             }
         }
         let rates = try await d.ctl("show", "--interval", "1", "--json")
+        sending.withLock { $0 = false }
         await flow.value
         let rateRows = try JSONSerialization.jsonObject(with: Data(rates.stdout.utf8)) as? [String: Any]
         let rowA = (rateRows?["rates"] as? [[String: Any]])?.first { $0["port"] as? String == ta }
