@@ -1,5 +1,5 @@
 import CTapShim
-import Synchronization
+import Locking
 
 #if canImport(Glibc)
 import Glibc
@@ -22,7 +22,7 @@ import Glibc
 /// deleted and recreated under the same name is not mistaken for the old one.
 ///
 /// ## Concurrency model
-/// `Sendable`; one `Mutex` guards the inherited and kept descriptors. Called from control tasks
+/// `Sendable`; one `Locked` (a pthread mutex TSan can see) guards the inherited and kept descriptors. Called from control tasks
 /// when ports open, from the packet-loop queue when they close, and from the daemon at start and
 /// restart; never on the frame path.
 public final class SocketHandOver: Sendable {
@@ -45,7 +45,7 @@ public final class SocketHandOver: Sendable {
         /// Where the inherited descriptors came from: "re-exec", "systemd", or "" (none).
         var source = ""
     }
-    private let state = Mutex(State())
+    private let state = Locked(State())
 
     init() {}
 
