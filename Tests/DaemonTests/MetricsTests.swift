@@ -136,19 +136,26 @@ struct MetricsTests {
         #expect(shown.stdout.contains("[mac-spoof-guard]=1"), "\(shown.stdout)")
         // Rates over an interval while A keeps sending: A's RX-FPS is not zero, B's row is there.
         // A keeps sending until the measurement is over (a loaded machine may take seconds to start tapswitchctl).
+        // The sender is a thread of its own: a task on the cooperative pool (2 threads here) starved
+        // behind other suites' blocking work and sent ~9 frames/s in CI.
         let sending = Locked(true)
-        let flow = Task.detached { () -> Void in
+        async let flow = offPool { () -> Int in
+            var n = 0
             while sending.withLock({ $0 }) {
-                try? a.send(TestFrames.ethernet(dst: macB, src: macA, etherType: 0x88b5, payload: Array(repeating: 1, count: 64)))
-                try? await Task.sleep(for: .milliseconds(5))
+                if (try? a.send(TestFrames.ethernet(dst: macB, src: macA, etherType: 0x88b5, payload: Array(repeating: 1, count: 64)))) != nil { n += 1 }
+                usleep(5_000)
             }
+            return n
         }
-        let rates = try await d.ctl("show", "--interval", "1", "--json")
+        let rates: Result<(status: Int32, stdout: String, stderr: String), any Error>
+        do { rates = .success(try await d.ctl("show", "--interval", "1", "--json")) } catch { rates = .failure(error) }
         sending.withLock { $0 = false }
-        await flow.value
-        let rateRows = try JSONSerialization.jsonObject(with: Data(rates.stdout.utf8)) as? [String: Any]
+        let flowed = try await flow
+        #expect(flowed > 20, "the sender thread sent only \(flowed) frames")
+        let shownRates = try rates.get()
+        let rateRows = try JSONSerialization.jsonObject(with: Data(shownRates.stdout.utf8)) as? [String: Any]
         let rowA = (rateRows?["rates"] as? [[String: Any]])?.first { $0["port"] as? String == ta }
-        #expect((rowA?["framesInPerSecond"] as? Double ?? 0) > 10, "\(rates.stdout)\(rates.stderr)")
+        #expect((rowA?["framesInPerSecond"] as? Double ?? 0) > 10, "\(shownRates.stdout)\(shownRates.stderr)")
         let ratesText = try await d.ctl("show", "--interval", "0.2")
         #expect(ratesText.status == 0 && ratesText.stdout.contains("RX-BPS") && ratesText.stdout.contains(tb), "\(ratesText.stdout)")
 
