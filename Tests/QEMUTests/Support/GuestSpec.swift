@@ -48,6 +48,9 @@ struct GuestSpec: Sendable {
     /// `false` turns every checksum and segmentation offload off on the device.
     var offloads: Bool = true
     var memoryMiB: Int = 256
+    /// Run QEMU inside this network namespace (`ip netns exec NS qemu-system-x86_64 ...`), where the
+    /// TAP is: a guest on a "host" of a multi-host test. nil: the test's own namespace.
+    var netns: String? = nil
     /// Extra kernel command-line words, appended verbatim.
     var extraKernelArguments: [String] = []
 

@@ -52,8 +52,14 @@ final class QEMUGuest: Sendable {
             throw QEMUGuestError.launchFailed(guest: spec.name, reason: "cannot open \(qemuLogPath)")
         }
         process = Process()
-        process.executableURL = qemu
-        process.arguments = arguments
+        if let netns = spec.netns {
+            // `ip netns exec` execs QEMU itself (same process), so kill() and isRunning reach QEMU.
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            process.arguments = ["ip", "netns", "exec", netns, qemu.path] + arguments
+        } else {
+            process.executableURL = qemu
+            process.arguments = arguments
+        }
         process.standardInput = FileHandle.nullDevice
         process.standardOutput = output
         process.standardError = output
