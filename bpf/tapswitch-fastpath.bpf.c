@@ -33,7 +33,14 @@ struct flow_value {
     __u32 egress;     // index into `ports` and `counters` (the switch's port index)
     __u32 ingress;    // index into `counters`
     __u64 last_use;   // coarse monotonic ns of the last frame: the switch refreshes the source MAC
+    __u32 vlan;       // the egress form, as the switch's conform step makes it: VLAN_KEEP, VLAN_POP,
+                      // or VLAN_PUSH | VID (an access port's frame onto a trunk: TCI = VID, priority 0)
+    __u32 pad;
 };
+
+#define VLAN_KEEP 0
+#define VLAN_PUSH 0x10000
+#define VLAN_POP 0x20000
 
 struct port_counters {
     __u64 frames_in, bytes_in, frames_out, bytes_out;
@@ -199,11 +206,35 @@ int tapswitch_fastpath(struct xdp_md *ctx)
     if (v->last_use != now)
         v->last_use = now;
     __u64 len = bpf_xdp_get_buff_len(ctx);
-    __u32 in = v->ingress, out = v->egress;
+    __u32 in = v->ingress, out = v->egress, vlan = v->vlan;
     struct port_counters *c = bpf_map_lookup_elem(&counters, &in);
     if (c) {
         c->frames_in += 1;
         c->bytes_in += len;
+    }
+    if (vlan & VLAN_PUSH) {
+        // [dst src type ...] -> [dst src 8100 TCI type ...]
+        if (bpf_xdp_adjust_head(ctx, -4))
+            return XDP_PASS;
+        data = (void *)(long)ctx->data;
+        end = (void *)(long)ctx->data_end;
+        if (data + 18 > end)
+            return XDP_DROP;  // cannot happen: the frame just grew by 4 bytes
+        __builtin_memcpy(data, key.dst, 6);
+        __builtin_memcpy(data + 6, key.src, 6);
+        __be16 *tag = data + 12;
+        tag[0] = bpf_htons(ETH_P_8021Q);
+        tag[1] = bpf_htons((__u16)(vlan & 0x0fff));  // the old EtherType follows, untouched
+        len += 4;
+    } else if (vlan & VLAN_POP) {
+        // [dst src 8100 TCI type ...] -> [dst src type ...]: the key holds both addresses.
+        if (data + 18 > end)
+            return XDP_PASS;
+        __builtin_memcpy(data + 4, key.dst, 6);
+        __builtin_memcpy(data + 10, key.src, 6);
+        if (bpf_xdp_adjust_head(ctx, 4))
+            return XDP_DROP;  // the addresses moved already: the frame cannot go back unchanged
+        len -= 4;
     }
     c = bpf_map_lookup_elem(&counters, &out);
     if (c) {

@@ -24,7 +24,12 @@ final class XDPOffload: OffloadDatapath {
 
     func install(_ flow: OffloadFlow, to target: OffloadTarget) -> Bool {
         guard ifindex[target.egressIndex] > 0, let k = key(flow) else { return false }
-        return fastPath.insert(k, egress: target.egressIndex, ingress: flow.ingressIndex)
+        let tag: XDPFastPath.TagAction = switch target.egressTag {
+        case .unchanged: .keep
+        case .push(let vid): .push(vid)
+        case .pop: .pop
+        }
+        return fastPath.insert(k, egress: target.egressIndex, ingress: flow.ingressIndex, tag: tag)
     }
 
     func remove(_ flow: OffloadFlow) {
@@ -122,14 +127,17 @@ extension SwitchRuntime {
         }
     }
 
-    /// The fast path's state of port `id` for `show`: "xdp" (with the kernel's attach mode) or
-    /// why its frames take the slow path.
+    /// The fast path's state of port `id` for `show`: "fast path" (with the kernel's attach mode,
+    /// the entries from and to the port and the frames the kernel forwarded for it) or why its
+    /// frames take the slow path.
     func offloadDescription(_ id: PortID) -> String? {
         guard let status = sw.offloadStatus(of: id) else { return nil }
         switch status {
         case .allowed:
             let mode = ports[id]?.linkIndex.flatMap { XDPLink.mode(ifindex: $0) } ?? "xdp"
-            return "fast path (\(mode))"
+            let n = sw.offloadedFlowCounts(of: id)
+            let c = sw.portIndex(of: id).flatMap { i in xdp.map { $0.counters(portIndex: i) } } ?? FastPathCounters()
+            return "fast path (\(mode)); entries: \(n.from) from, \(n.to) to this port; fast-path frames: \(c.framesIn) in, \(c.framesOut) out"
         case .mustSeeEveryFrame(let reason):
             return "slow path: \(reason)"
         }

@@ -53,6 +53,24 @@ public final class XDPFastPath {
         var egress: UInt32
         var ingress: UInt32
         var lastUse: UInt64
+        var vlan: UInt32 = 0
+        var pad: UInt32 = 0
+    }
+
+    /// What an entry does to the frame's 802.1Q tag (`flow_value.vlan`).
+    public enum TagAction: Equatable, Sendable {
+        case keep
+        /// Inserts a tag with this VID (priority 0).
+        case push(UInt16)
+        case pop
+
+        var encoded: UInt32 {
+            switch self {
+            case .keep: 0
+            case .push(let vid): 0x10000 | UInt32(vid & 0x0FFF)
+            case .pop: 0x20000
+            }
+        }
     }
 
     /// `struct port_counters`.
@@ -156,9 +174,9 @@ public final class XDPFastPath {
     }
 
     /// Adds or replaces a flow entry. False when the map refused it (full).
-    public func insert(_ key: FlowKey, egress: Int, ingress: Int) -> Bool {
+    public func insert(_ key: FlowKey, egress: Int, ingress: Int, tag: TagAction = .keep) -> Bool {
         var k = key
-        var v = FlowValue(egress: UInt32(egress), ingress: UInt32(ingress), lastUse: 0)
+        var v = FlowValue(egress: UInt32(egress), ingress: UInt32(ingress), lastUse: 0, vlan: tag.encoded)
         return bpf_map_update_elem(flowsFD, &k, &v, UInt64(BPF_ANY)) == 0
     }
 

@@ -2,9 +2,10 @@ import SwitchTypes
 
 // The fast path (an XDP program on each VM TAP in the data plane) is a cache of decisions the slow
 // path has already taken: (ingress port, 802.1Q tag as on the wire, source MAC, destination MAC) →
-// one egress port. The switch installs an entry only after it delivered such a frame itself, with
-// every enabled extension allowing offload on both ports, the source learned on the ingress port,
-// the destination learned on the egress port and the frame's bytes unchanged on the way. It takes
+// one egress port and the frame's egress form (tag kept, pushed or popped). The switch installs an
+// entry only after it delivered such a frame itself, with every enabled extension allowing offload
+// on both ports, the source learned on the ingress port, the destination learned on the egress
+// port and the frame's bytes unchanged on the way but for its tag. It takes
 // entries out again, before the request or batch that invalidates them returns, whenever anything
 // those decisions depended on changes: a MAC forgotten or moved, a NIC disconnected, a port's
 // properties, the extension stack or an extension's own answer (``VirtualSwitch/offloadChanged(port:)``).
@@ -38,17 +39,29 @@ public struct OffloadFlow: Hashable, Sendable {
     }
 }
 
-/// Where a fast-path entry sends its frames, unchanged.
+/// What a fast-path entry does to a frame's 802.1Q tag: what the slow path's egress step does for
+/// the destination port (an access port's frame onto a trunk gets the VLAN's tag, a trunk's tagged
+/// frame onto an access port loses it).
+public enum OffloadTagAction: Sendable, Equatable {
+    case unchanged
+    /// Inserts a tag with this VID, priority 0.
+    case push(VLANID)
+    case pop
+}
+
+/// Where a fast-path entry sends its frames, and in which form.
 public struct OffloadTarget: Sendable, Equatable {
     public let egress: PortID
     public let egressIndex: Int
     /// The switch's VLAN of the flow (the MAC table's), which can differ from the wire tag.
     public let vlan: VLANID
+    public let egressTag: OffloadTagAction
 
-    public init(egress: PortID, egressIndex: Int, vlan: VLANID) {
+    public init(egress: PortID, egressIndex: Int, vlan: VLANID, egressTag: OffloadTagAction = .unchanged) {
         self.egress = egress
         self.egressIndex = egressIndex
         self.vlan = vlan
+        self.egressTag = egressTag
     }
 }
 
@@ -145,6 +158,16 @@ extension VirtualSwitch {
 
     /// Number of fast-path entries installed.
     public var offloadedFlowCount: Int { offload.flows.count }
+
+    /// Installed entries whose frames come from `port` and go to it (`show`).
+    public func offloadedFlowCounts(of port: PortID) -> (from: Int, to: Int) {
+        var from = 0, to = 0
+        for (flow, installed) in offload.flows {
+            if flow.ingress == port { from += 1 }
+            if installed.target.egress == port { to += 1 }
+        }
+        return (from, to)
+    }
 
     /// The installed entries (tests and diagnostics).
     public var offloadedFlows: [(flow: OffloadFlow, target: OffloadTarget)] {
@@ -263,14 +286,21 @@ extension VirtualSwitch {
               batch.state[i] == .live, let datapath = offload.datapath else { return }
         let h = batch.headers[i]
         guard !h.destination.isMulticast, !h.isQinQ, !h.isServiceTagged else { return }
-        // Only frames whose bytes leave as they came: no VLAN tag pushed, popped or rewritten.
+        // The egress form as ``conform(_:_:to:)`` makes it: kept, a tag pushed (priority 0) or
+        // popped. A tag whose VID is rewritten (a priority tag onto a trunk) stays on the slow path.
         let info = slots[Int(slot)]
         let vid = h.vlan
         let wantTag = info.vlanMode == SlotInfo.trunk && vid != info.nativeVLAN && vid != 0
+        let tag: OffloadTagAction
         if wantTag {
-            guard h.isTagged, h.vlanTCI & 0x0FFF == vid else { return }
+            if !h.isTagged {
+                tag = .push(vid)
+            } else {
+                guard h.vlanTCI & 0x0FFF == vid else { return }
+                tag = .unchanged
+            }
         } else {
-            guard !h.isTagged else { return }
+            tag = h.isTagged ? .pop : .unchanged
         }
         // Learning, moves, limits and guards stay on the slow path: the source must be learned on
         // the ingress port, the destination on the egress port.
@@ -282,7 +312,7 @@ extension VirtualSwitch {
                                source: h.source, destination: h.destination)
         if offload.flows[flow] != nil { return }
         guard offload.flows.count < offload.maxFlows else { return }
-        let target = OffloadTarget(egress: slots[Int(slot)].port, egressIndex: Int(slot), vlan: vid)
+        let target = OffloadTarget(egress: slots[Int(slot)].port, egressIndex: Int(slot), vlan: vid, egressTag: tag)
         if datapath.install(flow, to: target) {
             offload.flows[flow] = OffloadState.Installed(target: target, lastUse: 0)
         }

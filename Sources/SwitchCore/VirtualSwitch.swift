@@ -296,6 +296,9 @@ public final class VirtualSwitch {
         guard nic != r.nic else { return }  // nothing changed: duplicate notifications are harmless
         r.nic = nic
         passDown(OIDRequest(kind: .nicUpdated, port: r.params, nic: nic, property: nil, isRestore: false))
+        // A new MAC changes what the guards let through (mac-spoof-guard): entries cached under the
+        // old one go, and the extensions are asked again, before the event.
+        recomputeOffload(slot: r.slot)
         emit(.nicUpdated, r, isRestore: false)
     }
 

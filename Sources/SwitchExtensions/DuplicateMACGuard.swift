@@ -27,4 +27,7 @@ public final class DuplicateMACGuard: SwitchExtension {
     }
 
     public var counters: [ExtensionCounter] { [ExtensionCounter("vetoed", vetoed)] }
+
+    /// It acts only on NIC_CREATE, never on a frame: the fast path hides nothing from it.
+    public func offloadPermission(for port: PortID, switch sw: VirtualSwitch) -> OffloadPermission { .allowed }
 }

@@ -244,7 +244,7 @@ public final class Policer: PortPolicyExtension {
     /// override: the fast path carries only known unicast, which it never limits.)
     override public func offloadPermission(for port: PortID, switch sw: VirtualSwitch) -> OffloadPermission {
         guard let index = sw.portIndex(of: port), index < capacity, buckets[index * 2].on || buckets[index * 2 + 1].on else { return .allowed }
-        return .mustSeeEveryFrame(reason: "policer")
+        return .mustSeeEveryFrame(reason: "polices this port")
     }
 
     override public var counters: [ExtensionCounter] {

@@ -14,8 +14,9 @@ struct ShowCommand: ParsableCommand {
         (from the port into the switch) and OUT, and DROPS; drop reasons follow the table, each with \
         its reporter in brackets (the extension, a core stage such as core:admission, or device). \
         Last, each port's path: "fast path (xdp)" when its learned unicast flows may take the XDP \
-        fast path ([switch] offload), else "slow path:" and why (offload off, not a VM TAP, an \
-        extension that must see every frame). Counters include fast-path frames.
+        fast path ([switch] offload), with the entries cached from and to the port and the frames \
+        the fast path forwarded in and out, else "slow path:" and why (offload off, not a VM TAP, \
+        EXTENSION: reason for an extension that must see every frame). Counters include fast-path frames.
         With --interval N: samples twice, N seconds apart, and prints per-port rates instead: \
         RX-FPS/RX-BPS (frames and bits per second from the port), TX-FPS/TX-BPS (to the port), \
         DROPS/S and the TOP-DROP of the interval. Rates stay right across a daemon restart.

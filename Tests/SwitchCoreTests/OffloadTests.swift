@@ -189,7 +189,7 @@ struct OffloadTests {
         #expect(dp.entries.isEmpty)
     }
 
-    @Test("Only frames leaving unchanged: same access VLAN yes, tag pushed to a trunk no")
+    @Test("Egress forms: same access VLAN unchanged, a tag pushed onto a trunk, popped toward an access port; a rewritten priority tag is not cached")
     func vlanForms() throws {
         let es = EmbeddedSwitch()
         let dp = RecordingDatapath()
@@ -199,11 +199,22 @@ struct OffloadTests {
         es.send(from: t, frame(.broadcast, mac(3), vlan: 10))
         es.send(from: a, frame(mac(2), mac(1)))
         #expect(dp.entries.count == 1)
+        #expect(dp.entries.values.first?.egressTag == .unchanged)
         es.send(from: a, frame(mac(3), mac(1)))  // tag pushed toward the trunk
-        #expect(es.take(t).count == 1)
-        #expect(dp.entries.count == 1)
+        let pushed = es.take(t)
+        #expect(pushed.count == 1 && pushed.first?[12] == 0x81 && pushed.first?[15] == 10)
+        let push = try #require(dp.entries.first { $0.key.destination == mac(3) })
+        #expect(push.key.wireTag == 0 && push.value.egressTag == .push(10) && push.value.vlan == 10)
         es.send(from: t, frame(mac(1), mac(3), vlan: 10))  // tag popped toward the access port
-        #expect(dp.entries.count == 1)
+        let pop = try #require(dp.entries.first { $0.key.destination == mac(1) })
+        #expect(pop.key.wireTag == 0x100A && pop.value.egressTag == .pop)
+        #expect(dp.entries.count == 3)
+        // A priority tag (VID 0) onto the trunk is rewritten to VID 10 by the slow path: not cached.
+        var priority = frame(mac(3), mac(1), vlan: 0)
+        priority[14] = 0xA0  // PCP 5
+        es.send(from: a, priority)
+        if let f = es.take(t).first { #expect(f[14] == 0xA0 && f[15] == 10) }
+        #expect(!dp.entries.keys.contains { $0.wireTag == 0x1000 })
         // A property change takes the port's entries out.
         try es.sw.updateProperty(.vlan(.access(20)), on: a)
         #expect(dp.entries.isEmpty)

@@ -158,7 +158,7 @@ struct LimitOffloadTests {
         try es.set(a, "storm-broadcast=100")
         #expect(es.sw.offloadStatus(of: a) == .allowed)
         try es.set(a, "egress-frame-rate=100")
-        #expect(es.sw.offloadStatus(of: a) == .mustSeeEveryFrame(reason: "policer: policer"))
+        #expect(es.sw.offloadStatus(of: a) == .mustSeeEveryFrame(reason: "policer: polices this port"))
         try es.apply(PortSettings(), to: a)
         try es.apply(PortSettings(), to: b)
         #expect(es.sw.offloadStatus(of: a) == .allowed && es.sw.offloadStatus(of: b) == .allowed)
