@@ -20,6 +20,8 @@ import Foundation
 /// | `acl-add` | `name`, `rule`: the rule's `key=value` words separated by spaces (see ``ACLRule``) |
 /// | `acl-del` | `name`, `id` (the rule id) |
 /// | `acl-list` | `name` |
+/// | `nic-save` | `name` (the port): its NIC's extension state (`nicStates`) |
+/// | `nic-restore` | `name`, `nicStates`: blobs from `nic-save` (here or on another host) handed to the extensions |
 /// | `extension-enable` | `name`, `position?` (within its class; default: the top) |
 /// | `extension-disable` | `name` |
 /// | `extension-set` | `name`, `settings`: `["key=value", ...]` (the extension's whole settings) |
@@ -45,6 +47,10 @@ public enum ControlRequest: Sendable, Equatable {
     case aclAdd(name: String, rule: String)
     case aclDelete(name: String, id: Int)
     case aclList(name: String)
+    /// NIC save of one port (OID_SWITCH_NIC_SAVE on demand), e.g. before a live migration.
+    case nicSave(name: String)
+    /// NIC restore of one port from saved blobs (OID_SWITCH_NIC_RESTORE), e.g. after a live migration.
+    case nicRestore(name: String, states: [ExtensionNICState])
     case extensionEnable(name: String, position: Int?)
     case extensionDisable(name: String)
     case extensionSet(name: String, settings: [String])
@@ -74,6 +80,8 @@ public enum ControlRequest: Sendable, Equatable {
         case .aclAdd: "acl-add"
         case .aclDelete: "acl-del"
         case .aclList: "acl-list"
+        case .nicSave: "nic-save"
+        case .nicRestore: "nic-restore"
         case .extensionEnable: "extension-enable"
         case .extensionDisable: "extension-disable"
         case .extensionSet: "extension-set"
@@ -88,14 +96,15 @@ public enum ControlRequest: Sendable, Equatable {
     }
 
     public static let allOps = ["vm-start", "vm-stop", "port-add-internal", "port-add-external", "port-remove",
-                                "port-set", "port-get", "port-reset", "segment-add", "segment-del", "segment-list", "acl-add", "acl-del", "acl-list", "extension-enable", "extension-disable", "extension-set", "show", "fdb", "extensions", "events", "ping", "version", "capture"]
+                                "port-set", "port-get", "port-reset", "segment-add", "segment-del", "segment-list", "acl-add", "acl-del", "acl-list", "nic-save", "nic-restore", "extension-enable", "extension-disable", "extension-set", "show", "fdb", "extensions", "events", "ping", "version", "capture"]
 
     /// The VM, port or extension a request names (for logs), if any.
     public var target: String? {
         switch self {
         case .vmStart(let vm): vm.name
         case .vmStop(let name, _), .portRemove(let name), .portSet(let name, _), .portGet(let name), .portReset(let name, _),
-             .extensionEnable(let name, _), .extensionDisable(let name), .extensionSet(let name, _): name
+             .extensionEnable(let name, _), .extensionDisable(let name), .extensionSet(let name, _),
+             .nicSave(let name), .nicRestore(let name, _): name
         case .portAddInternal(let spec): spec.name
         case .portAddExternal(let spec): spec.device
         default: nil
@@ -106,7 +115,7 @@ public enum ControlRequest: Sendable, Equatable {
     public var isMutating: Bool {
         switch self {
         case .vmStart, .vmStop, .portAddInternal, .portAddExternal, .portRemove, .portSet, .portReset,
-             .segmentAdd, .segmentDel, .aclAdd, .aclDelete, .extensionEnable, .extensionDisable, .extensionSet: true
+             .segmentAdd, .segmentDel, .aclAdd, .aclDelete, .extensionEnable, .extensionDisable, .extensionSet, .nicRestore: true
         default: false
         }
     }
@@ -174,6 +183,12 @@ extension ControlRequest: Codable {
             let id = try o.require(Int.self, "id")
             if id < 1 { throw FieldError(field: "id", message: "\(id) is not a rule id (1 or more)") }
             self = .aclDelete(name: name, id: id)
+        case "nic-save":
+            self = .nicSave(name: try Validate.interfaceName(try fields(["name"]).require(String.self, "name"), field: "name"))
+        case "nic-restore":
+            let o = try fields(["name", "nicStates"])
+            let name = try Validate.interfaceName(try o.require(String.self, "name"), field: "name")
+            self = .nicRestore(name: name, states: try o.require([ExtensionNICState].self, "nicStates"))
         case "acl-list":
             self = .aclList(name: try Validate.interfaceName(try fields(["name"]).require(String.self, "name"), field: "name"))
         case "extension-enable":
@@ -239,8 +254,11 @@ extension ControlRequest: Codable {
         case .aclDelete(let name, let id):
             try c.encode(name, forKey: AnyKey("name"))
             try c.encode(id, forKey: AnyKey("id"))
-        case .aclList(let name):
+        case .aclList(let name), .nicSave(let name):
             try c.encode(name, forKey: AnyKey("name"))
+        case .nicRestore(let name, let states):
+            try c.encode(name, forKey: AnyKey("name"))
+            try c.encode(states, forKey: AnyKey("nicStates"))
         case .extensionEnable(let name, let position):
             try c.encode(name, forKey: AnyKey("name"))
             try c.encodeIfPresent(position, forKey: AnyKey("position"))
@@ -300,12 +318,15 @@ public struct ControlResponse: Codable, Sendable, Equatable {
     public var segments: [SegmentSpec]?
     /// `acl-add`, `acl-del`, `acl-list`: the port's ACL with its counters.
     public var acl: PortACLInfo?
+    /// `nic-save`: the port's NIC state, one blob per extension that has any; `nic-restore`: the
+    /// blobs no extension took (not enabled here, or refused: an unknown version).
+    public var nicStates: [ExtensionNICState]?
 
     public init(ok: Bool = true, error: String? = nil, code: SwitchError.Code? = nil, vetoingExtension: String? = nil,
                 vetoReason: String? = nil, snapshot: SwitchSnapshot? = nil, fdb: [FDBEntry]? = nil,
                 extensions: [ExtensionInfo]? = nil, events: [SwitchEvent]? = nil, event: SwitchEvent? = nil,
                 ports: [PortInfo]? = nil, version: VersionInfo? = nil, pending: [String]? = nil, segments: [SegmentSpec]? = nil,
-                acl: PortACLInfo? = nil) {
+                acl: PortACLInfo? = nil, nicStates: [ExtensionNICState]? = nil) {
         self.ok = ok
         self.error = error
         self.code = code
@@ -321,6 +342,7 @@ public struct ControlResponse: Codable, Sendable, Equatable {
         self.pending = pending
         self.segments = segments
         self.acl = acl
+        self.nicStates = nicStates
     }
 
     /// A failed request, carrying the error's code (and veto) to the client.

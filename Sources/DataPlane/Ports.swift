@@ -153,6 +153,17 @@ extension SwitchRuntime {
         }
     }
 
+    /// NIC save of one port (`nic save`); ``SwitchError/Code/notFound`` without such a port.
+    public func saveNICState(named name: String) async throws(SwitchError) -> [SavedNICState] {
+        try await onQueueThrowing { () throws(SwitchError) -> [SavedNICState] in
+            guard let port = self.sw.port(named: name) else { throw SwitchError(.notFound, "NIC save: no port named \(name)") }
+            guard self.sw.nic(of: port.id) != nil else {
+                throw SwitchError(.invalidState, "NIC save: port \(name) has no NIC")
+            }
+            return self.sw.saveNICState(of: port.id)
+        }
+    }
+
     /// NIC restore for a port already re-created (internal and external ports, which connect at
     /// once). Returns the blobs no extension took.
     @discardableResult

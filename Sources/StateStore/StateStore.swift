@@ -59,24 +59,6 @@ public struct StateRecords: Codable, Sendable, Equatable {
     public func vm(named name: String) -> VMSpec? { vms.first { $0.name == name } }
 }
 
-/// One extension's saved state for one NIC: a versioned blob keyed by the extension's name
-/// (base64 in the file).
-public struct ExtensionNICState: Codable, Sendable, Equatable {
-    public var extensionName: String
-    public var version: UInt16
-    public var data: Data
-
-    public init(extensionName: String, version: UInt16, data: Data) {
-        self.extensionName = extensionName
-        self.version = version
-        self.data = data
-    }
-
-    enum CodingKeys: String, CodingKey {
-        case extensionName = "extension", version, data
-    }
-}
-
 /// Reads and writes ``StateRecords`` as `state.json` in the state directory.
 ///
 /// Writes are atomic (temporary file, fsync, rename, fsync of the directory), so a crash leaves

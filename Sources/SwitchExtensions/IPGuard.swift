@@ -44,6 +44,7 @@ public final class IPGuard: PortPolicyExtension {
     private var droppedND: UInt64 = 0
     private var droppedUnreadable: UInt64 = 0
     private var snoopedLeases: UInt64 = 0
+    private var restoredLeases: UInt64 = 0
 
     public init(settings: ExtensionSettings = ExtensionSettings()) throws(SwitchError) {
         try settings.check(extension: Self.extensionName, known: ["vm-default"])
@@ -264,7 +265,7 @@ public final class IPGuard: PortPolicyExtension {
         }
     }
 
-    private func grant(_ index: Int, _ address: UInt32, until expiry: UInt64) {
+    private func grant(_ index: Int, _ address: UInt32, until expiry: UInt64, snooped: Bool = true) {
         guard let leaseAddress, let leaseExpiry else { return }
         let base = index * Self.maxLeases
         // The same address renews; otherwise the slot that expires first is replaced.
@@ -275,7 +276,7 @@ public final class IPGuard: PortPolicyExtension {
         }
         leaseAddress[base + slot] = address
         leaseExpiry[base + slot] = expiry
-        snoopedLeases &+= 1
+        if snooped { snoopedLeases &+= 1 } else { restoredLeases &+= 1 }
     }
 
     /// True for a DHCPv6 REPLY (type 7) at `m` whose options, and those inside each IA_NA, all lie
@@ -335,7 +336,7 @@ public final class IPGuard: PortPolicyExtension {
         }
     }
 
-    private func grant6(_ index: Int, _ high: UInt64, _ low: UInt64, until expiry: UInt64) {
+    private func grant6(_ index: Int, _ high: UInt64, _ low: UInt64, until expiry: UInt64, snooped: Bool = true) {
         guard let lease6Address, let lease6Expiry else { return }
         let base = index * Self.maxLeases
         var slot = 0
@@ -351,7 +352,7 @@ public final class IPGuard: PortPolicyExtension {
         lease6Address[(base + slot) * 2] = high
         lease6Address[(base + slot) * 2 + 1] = low
         lease6Expiry[base + slot] = expiry
-        snoopedLeases &+= 1
+        if snooped { snoopedLeases &+= 1 } else { restoredLeases &+= 1 }
     }
 
     /// A DHCPv4 ACK's granted address, client MAC and lease time, read from the BOOTP message at
@@ -379,6 +380,71 @@ public final class IPGuard: PortPolicyExtension {
         return type == 5 ? (address, mac, lease) : nil
     }
 
+    // MARK: - NIC save/restore
+
+    /// The leases DHCP snooping granted the NIC, with the seconds each has left (they belong to the NIC,
+    /// not the port's settings, so they must travel with it: a migrated VM keeps its address without
+    /// asking its DHCP server again). Version 1: `n4`, n4 x (address, seconds left), `n6`,
+    /// n6 x (address high, low, seconds left); big-endian.
+    override public func saveNIC(port: PortParameters, nic: NICParameters, switch sw: VirtualSwitch) -> SavedNICState? {
+        guard let index = sw.portIndex(of: port.id), index < capacity, let leaseAddress, let leaseExpiry,
+              let lease6Address, let lease6Expiry else { return nil }
+        let now = sw.now
+        var v4: [(UInt32, UInt32)] = []
+        var v6: [(UInt64, UInt64, UInt32)] = []
+        for k in 0..<Self.maxLeases {
+            let slot = index * Self.maxLeases + k
+            if leaseAddress[slot] != 0 && leaseExpiry[slot] > now {
+                v4.append((leaseAddress[slot], UInt32(clamping: leaseExpiry[slot] - now)))
+            }
+            if lease6Expiry[slot] > now {
+                v6.append((lease6Address[slot * 2], lease6Address[slot * 2 + 1], UInt32(clamping: lease6Expiry[slot] - now)))
+            }
+        }
+        guard !v4.isEmpty || !v6.isEmpty else { return nil }
+        var data: [UInt8] = [UInt8(v4.count)]
+        for (address, left) in v4 { Self.append(&data, UInt64(address), bytes: 4); Self.append(&data, UInt64(left), bytes: 4) }
+        data.append(UInt8(v6.count))
+        for (high, low, left) in v6 {
+            Self.append(&data, high, bytes: 8); Self.append(&data, low, bytes: 8); Self.append(&data, UInt64(left), bytes: 4)
+        }
+        return SavedNICState(extensionName: name, version: 1, data: data)
+    }
+
+    /// Grants the saved leases again for the time they had left (capped like a snooped one); refuses
+    /// another version or a blob that does not parse, granting nothing.
+    override public func restoreNIC(_ state: SavedNICState, port: PortParameters, nic: NICParameters, switch sw: VirtualSwitch) -> Bool {
+        guard state.version == 1, let index = sw.portIndex(of: port.id), index < capacity else { return false }
+        let d = state.data
+        var o = 0
+        func read(_ bytes: Int) -> UInt64? {
+            guard o + bytes <= d.count else { return nil }
+            defer { o += bytes }
+            return d[o..<o + bytes].reduce(0) { $0 << 8 | UInt64($1) }
+        }
+        var v4: [(UInt32, UInt64)] = []
+        var v6: [(UInt64, UInt64, UInt64)] = []
+        guard let n4 = read(1), n4 <= Self.maxLeases else { return false }
+        for _ in 0..<n4 {
+            guard let address = read(4), let left = read(4), address != 0 else { return false }
+            v4.append((UInt32(address), left))
+        }
+        guard let n6 = read(1), n6 <= Self.maxLeases else { return false }
+        for _ in 0..<n6 {
+            guard let high = read(8), let low = read(8), let left = read(4) else { return false }
+            v6.append((high, low, left))
+        }
+        guard o == d.count else { return false }
+        let now = sw.now
+        for (address, left) in v4 where left > 0 { grant(index, address, until: now &+ min(left, Self.maxLease), snooped: false) }
+        for (high, low, left) in v6 where left > 0 { grant6(index, high, low, until: now &+ min(left, Self.maxLease), snooped: false) }
+        return true
+    }
+
+    private static func append(_ data: inout [UInt8], _ value: UInt64, bytes: Int) {
+        for shift in stride(from: (bytes - 1) * 8, through: 0, by: -8) { data.append(UInt8(truncatingIfNeeded: value >> UInt64(shift))) }
+    }
+
     /// Guarded and snooping ports need every frame: the fast path does not look at IP addresses.
     override public func offloadPermission(for port: PortID, switch sw: VirtualSwitch) -> OffloadPermission {
         guard let index = sw.portIndex(of: port), on[index] || snooping[index] else { return .allowed }
@@ -389,6 +455,7 @@ public final class IPGuard: PortPolicyExtension {
         [ExtensionCounter("guarded-ports", UInt64(on.onCount)), ExtensionCounter("snooping-ports", UInt64(snooping.onCount)),
          ExtensionCounter("dropped-ipv4", droppedIPv4), ExtensionCounter("dropped-arp", droppedARP),
          ExtensionCounter("dropped-ipv6", droppedIPv6), ExtensionCounter("dropped-nd", droppedND),
-         ExtensionCounter("dropped-unreadable", droppedUnreadable), ExtensionCounter("snooped-leases", snoopedLeases)]
+         ExtensionCounter("dropped-unreadable", droppedUnreadable), ExtensionCounter("snooped-leases", snoopedLeases),
+         ExtensionCounter("restored-leases", restoredLeases)]
     }
 }

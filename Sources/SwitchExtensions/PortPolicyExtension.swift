@@ -135,6 +135,9 @@ public class PortPolicyExtension: SwitchExtension {
 
     public func ingress(_ context: inout IngressContext) {}
     public func egress(_ context: inout EgressContext) {}
+    /// NIC save/restore: nothing by default (settings travel as port properties, not here).
+    public func saveNIC(port: PortParameters, nic: NICParameters, switch sw: VirtualSwitch) -> SavedNICState? { nil }
+    public func restoreNIC(_ state: SavedNICState, port: PortParameters, nic: NICParameters, switch sw: VirtualSwitch) -> Bool { false }
     public var counters: [ExtensionCounter] { [] }
     /// A policy that depends only on the port, its NIC and the frame's source MAC is repeated
     /// exactly by the fast path's entries (they exist only for frames the policy let through, keyed

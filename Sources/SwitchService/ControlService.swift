@@ -142,6 +142,23 @@ public actor ControlService {
             }
         case .aclList(let name):
             return await result { () async throws(SwitchError) in ControlResponse(acl: try await backend.aclInfo(named: name)) }
+        case .nicSave(let name):
+            return await result { () async throws(SwitchError) in
+                let states = try await backend.saveNICState(named: name)
+                logger.info("NIC state saved", metadata: ["port": "\(name)", "extensions": "\(states.map(\.extensionName).joined(separator: ","))"])
+                return ControlResponse(nicStates: states)
+            }
+        case .nicRestore(let name, let states):
+            return await serially {
+                await result { () async throws(SwitchError) in
+                    let refused = try await backend.restoreNICState(states, named: name)
+                    logger.notice("NIC state restored", metadata: [
+                        "port": "\(name)", "extensions": "\(states.map(\.extensionName).joined(separator: ","))",
+                        "refused": "\(refused.map(\.extensionName).joined(separator: ","))",
+                    ])
+                    return ControlResponse(nicStates: refused)
+                }
+            }
         case .extensionEnable(let name, let position):
             return await serially {
                 await result { () async throws(SwitchError) in

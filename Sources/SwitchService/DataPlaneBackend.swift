@@ -642,6 +642,19 @@ public actor DataPlaneBackend: SwitchBackend {
         }
     }
 
+    public func saveNICState(named name: String) async throws(SwitchError) -> [ExtensionNICState] {
+        guard let rt = runtime else { throw SwitchError(.invalidState, "the switch is not running") }
+        return try await rt.saveNICState(named: name).map {
+            ExtensionNICState(extensionName: $0.extensionName, version: $0.version, data: Data($0.data))
+        }
+    }
+
+    public func restoreNICState(_ states: [ExtensionNICState], named name: String) async throws(SwitchError) -> [ExtensionNICState] {
+        guard let rt = runtime else { throw SwitchError(.invalidState, "the switch is not running") }
+        let refused = try await rt.restoreNICState(Self.switchStates(states), named: name)
+        return refused.map { ExtensionNICState(extensionName: $0.extensionName, version: $0.version, data: Data($0.data)) }
+    }
+
     private func restoreNICState(_ states: [ExtensionNICState]?, named name: String) async {
         guard let states, !states.isEmpty, let rt = runtime else { return }
         do throws(SwitchError) { try await rt.restoreNICState(Self.switchStates(states), named: name) } catch {

@@ -136,6 +136,14 @@ public protocol SwitchBackend: Sendable {
     /// name. ``adopt(_:)`` hands `StateRecords.nicStates` back (NIC restore) to the re-adopted ports.
     func saveNICStates() async -> [String: [ExtensionNICState]]
 
+    /// NIC save of one port, on demand (`nic save`, before a live migration): one blob per extension
+    /// that has state for its NIC. ``SwitchError/Code/notFound`` for an unknown port.
+    func saveNICState(named name: String) async throws(SwitchError) -> [ExtensionNICState]
+
+    /// NIC restore of one port from blobs saved here or on another host (`nic restore`, after a live
+    /// migration). Returns the blobs no extension took (each also logged).
+    func restoreNICState(_ states: [ExtensionNICState], named name: String) async throws(SwitchError) -> [ExtensionNICState]
+
     /// Stops the packet loop and ends event streams. Leaves TAPs and ports in place (also those
     /// whose removal was still pending).
     func shutdown() async
@@ -143,6 +151,12 @@ public protocol SwitchBackend: Sendable {
 
 extension SwitchBackend {
     public func saveNICStates() async -> [String: [ExtensionNICState]] { [:] }
+    public func saveNICState(named name: String) async throws(SwitchError) -> [ExtensionNICState] {
+        throw SwitchError(.invalidState, "this backend (\(kind)) has no NIC save")
+    }
+    public func restoreNICState(_ states: [ExtensionNICState], named name: String) async throws(SwitchError) -> [ExtensionNICState] {
+        throw SwitchError(.invalidState, "this backend (\(kind)) has no NIC restore")
+    }
 }
 
 /// An extension the backend can load.

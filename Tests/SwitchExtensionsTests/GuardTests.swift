@@ -79,6 +79,50 @@ struct IPGuardTests {
         #expect(es.take(peer).isEmpty, "the lease expired")
     }
 
+    @Test("NIC save/restore: snooped leases travel to another switch with the time they had left; a bad blob is refused")
+    func leasesTravelWithTheNIC() throws {
+        let es = try policySwitch()
+        let vm = try es.addPort("vm", mac: mac(1))
+        let server = try es.addPort("uplink", mac: mac(9), type: .external)
+        try es.set(vm, "ip-guard=on", "dhcp-snooping=on")
+        es.send(from: server, Build.dhcpServer(.broadcast, mac(9), type: 5, yiaddr: ip4(10, 0, 0, 77), chaddr: mac(1), lease: 600))
+        es.send(from: server, Build.dhcp6Server(mac(1), mac(9), Build.dhcp6(addresses: [("2001:db8::77", 600)])))
+        es.takeAll()
+        es.advance(seconds: 100)
+        let saved = es.sw.saveNICState(of: vm)
+        #expect(saved.map(\.extensionName) == [IPGuard.extensionName])
+
+        // The destination: a new switch, the same port settings, a different port id.
+        let ipGuard = try IPGuard()
+        let there = try policySwitch(ipGuard: ipGuard)
+        _ = try there.addPort("other", mac: mac(3))
+        let moved = try there.addPort("vm", mac: mac(1))
+        let peer = try there.addPort("peer", mac: mac(2))
+        try there.set(moved, "ip-guard=on", "dhcp-snooping=on")
+        let fromLease = Build.udp4(.broadcast, mac(1), from: ip4(10, 0, 0, 77), to: ip4(10, 0, 0, 9), ports: (1000, 2000))
+        there.send(from: moved, fromLease)
+        #expect(there.take(peer).isEmpty, "positive control: the lease is unknown here before the restore")
+        #expect(try there.sw.restoreNICState(saved, on: moved).isEmpty)
+        #expect(ipGuard.leases(of: moved, in: there.sw) == [IPPrefix(ipv4: ip4(10, 0, 0, 77)), IPPrefix(ipv6: 0x2001_0db8_0000_0000, 0x77)])
+        there.send(from: moved, fromLease)
+        #expect(there.take(peer) == [fromLease])
+        #expect(there.counter("ip-guard", "restored-leases") == 2)
+        #expect(there.counter("ip-guard", "snooped-leases") == 0)
+        // 500 s were left: they run out there, not 600 s after the restore.
+        there.advance(seconds: 501)
+        there.send(from: moved, fromLease)
+        #expect(there.take(peer).isEmpty, "the restored lease expired when the original would have")
+
+        // A blob of another version, or cut short, is refused and grants nothing.
+        let other = try there.addPort("vm2", mac: mac(4))
+        var wrong = saved[0]
+        wrong.version = 2
+        var short = saved[0]
+        short.data.removeLast()
+        #expect(try there.sw.restoreNICState([wrong, short], on: other).count == 2)
+        #expect(ipGuard.leases(of: other, in: there.sw).isEmpty)
+    }
+
     @Test("DHCPv6 snooping: a REPLY's IA_NA address for the port's NIC is allowed for its valid lifetime; others are not")
     func snooping6() throws {
         let ipGuard = try IPGuard()
