@@ -10,6 +10,7 @@
 // switch's AF_PACKET socket exactly as without this program.
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
+#include <linux/pkt_cls.h>
 #include <linux/in.h>
 #include <linux/ip.h>
 #include <linux/ipv6.h>
@@ -243,4 +244,163 @@ int tapswitch_fastpath(struct xdp_md *ctx)
     }
     // An empty devmap slot (the port is going away) hands the frame to the switch.
     return bpf_redirect_map(&ports, out, XDP_PASS);
+}
+
+// ---- The skb-level fast path: frames the XDP program passed up ----
+//
+// tun runs the XDP program natively only on small non-GSO writes, and the native program cannot see
+// a frame's virtio-net header: a partial checksum (VIRTIO_NET_HDR_F_NEEDS_CSUM, what a guest with
+// checksum offload sends) would arrive unfinished after a native redirect, and a TSO superframe
+// fails the redirect (-EMSGSIZE). Both return XDP_PASS above and become an skb that keeps the
+// header's meaning (CHECKSUM_PARTIAL, gso_size and gso_type). `tapswitch_fastpath_skb`, attached to
+// the TAP's tcx ingress through a BPF link, redirects those with an entry in the same `flows` map
+// into the destination TAP's transmit path (dev_queue_xmit), exactly where the Linux bridge puts
+// them: the destination's virtio-net header says NEEDS_CSUM and GSO again, or, for a reader without
+// those offloads, the kernel completes the checksum and segments, as for the bridge.
+//
+// AF_PACKET taps see an skb before tcx ingress, so the switch's receive socket carries the socket
+// filter `tapswitch_rx_filter`, which drops exactly the frames the tc program will redirect (the same
+// decision over the same maps). It reaches that decision through the program array `rx_hide`,
+// whose entries the kernel clears when the daemon's last fd of it closes (exit, crash, exec): a
+// socket that outlives the daemon (kept for a restart) then hides nothing.
+
+// The devmap's contents as plain ifindexes for the skb path: a devmap belongs to XDP programs
+// (the kernel refuses other program types that use it). The loader sizes it like `ports`, and
+// the switch fills and clears both together.
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __type(key, __u32);
+    __type(value, __u32);
+    __uint(max_entries, 1024);
+} port_ifindex SEC(".maps");
+
+// A frame the skb path redirects: its entry and the destination's ifindex.
+struct skb_target {
+    struct flow_value *v;
+    __u32 ifindex;
+    __u32 len;
+};
+
+// The IP protocol of an IPv4/IPv6 frame, or 0. The kernel has taken the outer tag out into the
+// skb; a second (inner) tag is still in the frame.
+static __always_inline __u8 skb_l4_proto(struct __sk_buff *skb)
+{
+    __be16 proto;
+    __u8 p = 0;
+    __u32 l3 = ETH_HLEN;
+    if (bpf_skb_load_bytes(skb, 12, &proto, sizeof(proto)) < 0)
+        return 0;
+    if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD)) {
+        if (bpf_skb_load_bytes(skb, 16, &proto, sizeof(proto)) < 0)
+            return 0;
+        l3 += 4;
+    }
+    if (proto == bpf_htons(ETH_P_IP)) {
+        if (bpf_skb_load_bytes(skb, l3 + 9, &p, 1) < 0)
+            return 0;
+    } else if (proto == bpf_htons(ETH_P_IPV6)) {
+        if (bpf_skb_load_bytes(skb, l3 + 6, &p, 1) < 0)
+            return 0;
+    }
+    return p;
+}
+
+// The same decision as the XDP program's, for an skb: an entry for (ingress TAP, tag, dst, src)
+// and a destination in `ports`. Frames over a full-size frame must be TCP superframes (GSO): UDP
+// superframes and jumbo frames keep taking the slow path, as there.
+static __always_inline int skb_flow(struct __sk_buff *skb, struct skb_target *t)
+{
+    struct ethhdr eth;
+    if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)) < 0)
+        return 0;
+    if (eth.h_dest[0] & 1)
+        return 0;
+    if (eth.h_proto == bpf_htons(ETH_P_8021Q) || eth.h_proto == bpf_htons(ETH_P_8021AD))
+        return 0;  // stacked or unstripped tags: the switch's
+    struct flow_key key = {};
+    key.ifindex = skb->ingress_ifindex;
+    __builtin_memcpy(key.dst, eth.h_dest, 6);
+    __builtin_memcpy(key.src, eth.h_source, 6);
+    __u32 len = skb->len;
+    if (skb->vlan_present) {
+        if (skb->vlan_proto != bpf_htons(ETH_P_8021Q))
+            return 0;
+        key.tag = 0x1000 | (skb->vlan_tci & 0x0fff);
+        len += 4;
+    }
+    if (skb->len > MAX_FRAME && (skb->gso_size == 0 || skb_l4_proto(skb) != IPPROTO_TCP))
+        return 0;
+    struct flow_value *v = bpf_map_lookup_elem(&flows, &key);
+    if (!v)
+        return 0;
+    __u32 out = v->egress;
+    __u32 *ifindex = bpf_map_lookup_elem(&port_ifindex, &out);
+    if (!ifindex || *ifindex == 0)
+        return 0;  // the port is going away: the switch's
+    t->v = v;
+    t->ifindex = *ifindex;
+    t->len = len;
+    return 1;
+}
+
+SEC("tc")
+int tapswitch_fastpath_skb(struct __sk_buff *skb)
+{
+    struct skb_target t;
+    if (!skb_flow(skb, &t))
+        return TC_ACT_UNSPEC;  // next tcx program, then the stack (where nothing listens on a VM TAP)
+    __u64 now = bpf_ktime_get_coarse_ns();
+    if (t.v->last_use != now)
+        t.v->last_use = now;
+    __u32 in = t.v->ingress, out = t.v->egress;
+    struct port_counters *c = bpf_map_lookup_elem(&counters, &in);
+    if (c) {
+        c->frames_in += 1;
+        c->bytes_in += t.len;
+    }
+    // The egress form, as the XDP program makes it; here the tag lives in the skb's metadata and
+    // the destination TAP writes it into the frame (and its virtio-net header's offsets).
+    __u32 vlan = t.v->vlan;
+    if (vlan & VLAN_PUSH) {
+        if (bpf_skb_vlan_push(skb, bpf_htons(ETH_P_8021Q), vlan & 0x0fff))
+            return TC_ACT_SHOT;  // no memory: the filter has hidden it from the switch already
+        t.len += 4;
+    } else if (vlan & VLAN_POP) {
+        if (bpf_skb_vlan_pop(skb))
+            return TC_ACT_SHOT;
+        t.len -= 4;
+    }
+    c = bpf_map_lookup_elem(&counters, &out);
+    if (c) {
+        c->frames_out += 1;
+        c->bytes_out += t.len;
+    }
+    return bpf_redirect(t.ifindex, 0);
+}
+
+struct {
+    __uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+    __type(key, __u32);
+    __type(value, __u32);
+    __uint(max_entries, 1);
+} rx_hide SEC(".maps");
+
+// Reached from `tapswitch_rx_filter` through `rx_hide` while the daemon runs the fast path.
+SEC("socket")
+int tapswitch_rx_hide(struct __sk_buff *skb)
+{
+    struct skb_target t;
+    return skb_flow(skb, &t) ? 0 : -1;
+}
+
+// The receive socket's filter on a VM TAP. First what the classic filter it replaces does
+// (PacketSocket.limitUDPFrames): UDP superframes (UFO/USO), which the kernel cannot describe with a
+// virtio-net header and which stall a TPACKET_V2 ring, are dropped. Then the skb path's frames.
+SEC("socket")
+int tapswitch_rx_filter(struct __sk_buff *skb)
+{
+    if (skb->gso_size != 0 && skb_l4_proto(skb) == IPPROTO_UDP)
+        return 0;
+    bpf_tail_call(skb, &rx_hide, 0);
+    return -1;  // no fast path behind this socket (the daemon is gone): every frame to the slow path
 }

@@ -43,6 +43,8 @@ public final class PacketRingDriver: PortDriver {
     private var closed = false
     /// The MTU the UDP superframe filter was set for (VM TAPs), nil without the filter.
     private var filteredMTU: UInt32?
+    /// The receive socket carries the fast path's filter instead (``hideSkbPathFrames(of:)``).
+    private var skbPathFilter = false
     /// Frames waiting in an adopted ring when it was taken over (0 for a new socket).
     public private(set) var resumedFrames = 0
     /// Names its sockets are kept under for the next restart (empty: not kept).
@@ -205,8 +207,25 @@ public final class PacketRingDriver: PortDriver {
         }
     }
 
+    /// Puts the fast path's receive filter on the receive socket (VM TAPs), so frames its skb path
+    /// forwards do not reach the slow path too; nil puts the classic UDP superframe filter back.
+    func hideSkbPathFrames(of fastPath: XDPFastPath?) throws(SystemError) {
+        guard !closed, let mtu = filteredMTU else { return }
+        if let fastPath {
+            try fastPath.hideSkbPathFrames(from: socket)
+            skbPathFilter = true
+        } else if skbPathFilter {
+            try socket.limitUDPFrames(to: Self.udpFrameLimit(mtu: mtu))
+            skbPathFilter = false
+        }
+    }
+
     public func linkChanged(_ info: LinkInfo) {
         guard !closed, let mtu = filteredMTU, mtu != info.mtu else { return }
+        if skbPathFilter {
+            filteredMTU = info.mtu  // the fast path's filter does not depend on the MTU
+            return
+        }
         do {
             try socket.limitUDPFrames(to: Self.udpFrameLimit(mtu: info.mtu))
             filteredMTU = info.mtu

@@ -25,6 +25,8 @@ final class PortIO {
     var lastMAC: [UInt8] = []
     /// The fast path's attachment to a VM TAP (see XDPOffload.swift), detached with the port.
     var xdpLink: XDPLink?
+    /// The fast path's skb-level attachment (tcx ingress), detached with the port.
+    var tcxLink: TCXLink?
 
     init(id: PortID, device: String, backing: PortBacking, driver: any PortDriver, linkIndex: Int32?) {
         self.id = id
@@ -48,6 +50,8 @@ final class PortIO {
         watch = nil
         xdpLink?.close()
         xdpLink = nil
+        tcxLink?.close()
+        tcxLink = nil
         driver.close()
     }
 }

@@ -101,6 +101,19 @@ extension SwitchRuntime {
             xdp.fastPath.clearPort(index)
             sw.setOffloadSupport(io.id, unsupportedReason: "XDP attach failed: \(error)")
             logger.warning("XDP fast path not attached to \(io.device): \(error)")
+            return
+        }
+        // The skb path (partial checksums, TCP superframes): the tcx program first, then the receive
+        // filter that hides its frames from the slow path. Without it those frames stay on the slow path.
+        guard let ring = io.driver as? PacketRingDriver else { return }
+        do {
+            io.tcxLink = try xdp.fastPath.attachSkbPath(ifindex: ifindex, name: io.device)
+            try ring.hideSkbPathFrames(of: xdp.fastPath)
+        } catch {
+            io.tcxLink?.close()
+            io.tcxLink = nil
+            try? ring.hideSkbPathFrames(of: nil)
+            logger.warning("fast path for partial checksums and superframes not attached to \(io.device): \(error)")
         }
     }
 
@@ -114,6 +127,9 @@ extension SwitchRuntime {
         for io in ports.values {
             io.xdpLink?.close()
             io.xdpLink = nil
+            io.tcxLink?.close()
+            io.tcxLink = nil
+            try? (io.driver as? PacketRingDriver)?.hideSkbPathFrames(of: nil)
         }
         xdp.fastPath.close()
         self.xdp = nil

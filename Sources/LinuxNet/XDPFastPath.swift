@@ -4,12 +4,16 @@ import Glibc
 import CLibBPF
 
 /// tapswitch's XDP program (`bpf/tapswitch-fastpath.bpf.c`, compiled by `scripts/build-bpf`) loaded
-/// through libbpf, with its three maps: `flows` (the cached decisions), `ports` (a devmap of TAP
-/// ifindexes by the switch's port index) and `counters` (per-CPU frames and bytes per port index).
+/// through libbpf, with its maps: `flows` (the cached decisions), `ports` (a devmap of TAP
+/// ifindexes by the switch's port index; `port_ifindex` the same for the skb path) and `counters`
+/// (per-CPU frames and bytes per port index). The same object holds the skb path: a tcx ingress
+/// program for the frames native XDP passes up (partial checksums, TCP superframes) and the
+/// receive socket filter that hides them from the slow path (through the program array `rx_hide`).
 ///
-/// Nothing is pinned: the program and its maps live as long as this object's fds, and every
-/// attachment is a BPF link (``XDPLink``), which the kernel removes when its fd closes, so a
-/// daemon that stops or crashes leaves no BPF object behind.
+/// Nothing is pinned: the programs and maps live as long as this object's fds, and every
+/// attachment is a BPF link (``XDPLink``, ``TCXLink``), which the kernel removes when its fd
+/// closes, so a daemon that stops or crashes leaves no BPF object behind; a socket filter left on a
+/// kept socket hides nothing once `rx_hide` has no user-space holder.
 ///
 /// ## Concurrency model
 /// Not `Sendable`: created, used and closed on one queue (the packet loop's).
@@ -22,6 +26,11 @@ public final class XDPFastPath {
     private let flowsFD: Int32
     private let portsFD: Int32
     private let countersFD: Int32
+    /// `tapswitch_fastpath_skb` (tcx ingress) and `tapswitch_rx_filter` (receive socket filter).
+    private let skbProgramFD: Int32
+    private let receiveFilterFD: Int32
+    /// `port_ifindex`: the devmap's contents for the skb path (a devmap is for XDP programs only).
+    private let portIfindexFD: Int32
     private let cpus: Int
     private var counterBuffer: [PortCounterValue]
     public let maxPorts: Int
@@ -113,7 +122,7 @@ public final class XDPFastPath {
             bpf_object__close(obj)
             return SystemError(operation: op, device: path, errno: e)
         }
-        for (name, size) in [("flows", maxFlows), ("ports", maxPorts), ("counters", maxPorts)] {
+        for (name, size) in [("flows", maxFlows), ("ports", maxPorts), ("counters", maxPorts), ("port_ifindex", maxPorts)] {
             guard let map = bpf_object__find_map_by_name(obj, name) else { throw fail("find map \(name)", ENOENT) }
             let r = bpf_map__set_max_entries(map, UInt32(size))
             if r != 0 { throw fail("bpf_map__set_max_entries(\(name))", -r) }
@@ -122,8 +131,19 @@ public final class XDPFastPath {
         if r != 0 { throw fail("bpf_object__load", -r) }
         guard let prog = bpf_object__find_program_by_name(obj, "tapswitch_fastpath") else { throw fail("find program", ENOENT) }
         func fd(_ name: String) -> Int32 { bpf_object__find_map_by_name(obj, name).map { bpf_map__fd($0) } ?? -1 }
-        let flows = fd("flows"), ports = fd("ports"), counters = fd("counters")
-        guard flows >= 0, ports >= 0, counters >= 0 else { throw fail("map fds", EBADF) }
+        func programFD(_ name: String) -> Int32 { bpf_object__find_program_by_name(obj, name).map { bpf_program__fd($0) } ?? -1 }
+        let flows = fd("flows"), ports = fd("ports"), counters = fd("counters"), portIfindex = fd("port_ifindex")
+        guard flows >= 0, ports >= 0, counters >= 0, portIfindex >= 0 else { throw fail("map fds", EBADF) }
+        // The skb path's programs (tcx ingress and the receive socket's filter); the filter reaches its
+        // decision through `rx_hide`, filled here.
+        let skb = programFD("tapswitch_fastpath_skb"), filter = programFD("tapswitch_rx_filter")
+        let hide = programFD("tapswitch_rx_hide"), hideMap = fd("rx_hide")
+        guard skb >= 0, filter >= 0, hide >= 0, hideMap >= 0 else { throw fail("skb path programs", ENOENT) }
+        var slot: UInt32 = 0, hideFD = hide
+        if bpf_map_update_elem(hideMap, &slot, &hideFD, UInt64(BPF_ANY)) != 0 { throw fail("rx_hide update", errno) }
+        skbProgramFD = skb
+        portIfindexFD = portIfindex
+        receiveFilterFD = filter
         object = obj
         program = prog
         flowsFD = flows
@@ -152,19 +172,47 @@ public final class XDPFastPath {
         return XDPLink(link: link)
     }
 
+    /// Attaches the skb path (`tapswitch_fastpath_skb`) to the device's tcx ingress through a BPF
+    /// link: it forwards the frames the XDP program passed up (partial checksums, TCP superframes)
+    /// that have an entry, keeping their checksum and GSO state. Attach it before the receive
+    /// socket's filter (``hideSkbPathFrames(from:)``), which hides exactly those frames.
+    public func attachSkbPath(ifindex: Int32, name: String) throws(SystemError) -> TCXLink {
+        // BPF_TCX_INGRESS (uapi 6.6); Debian 12's headers predate it and libbpf 1.1 has no
+        // tcx helper, so the link is created directly.
+        let tcxIngress = bpf_attach_type(rawValue: 46)
+        let fd = bpf_link_create(skbProgramFD, ifindex, tcxIngress, nil)
+        if fd < 0 { throw SystemError(operation: "attach tcx ingress", device: name, errno: -fd) }
+        return TCXLink(fd: fd)
+    }
+
+    /// Puts the skb path's filter on `socket` (the switch's receive socket on a VM TAP, replacing
+    /// its classic filter, whose UDP superframe rule it repeats): frames the skb path forwards do
+    /// not reach the slow path too. While no daemon holds this fast path's maps the filter hides
+    /// nothing. Undo with ``PacketSocket/limitUDPFrames(to:)``.
+    public func hideSkbPathFrames(from socket: PacketSocket) throws(SystemError) {
+        var fd = receiveFilterFD
+        _ = try systemCall("setsockopt(SO_ATTACH_BPF)", device: socket.interfaceName) {
+            setsockopt(socket.fileDescriptor, SOL_SOCKET, SO_ATTACH_BPF, &fd, socklen_t(MemoryLayout<Int32>.size))
+        }
+    }
+
     /// Makes port index `index` deliver to device `ifindex`, with its counters at zero.
     public func setPort(_ index: Int, ifindex: Int32) throws(SystemError) {
         var key = UInt32(index), value = UInt32(bitPattern: ifindex)
         if bpf_map_update_elem(portsFD, &key, &value, UInt64(BPF_ANY)) != 0 {
             throw SystemError(operation: "devmap update", device: "port index \(index)", errno: errno)
         }
+        if bpf_map_update_elem(portIfindexFD, &key, &value, UInt64(BPF_ANY)) != 0 {
+            throw SystemError(operation: "port_ifindex update", device: "port index \(index)", errno: errno)
+        }
         resetCounters(index)
     }
 
     /// Forgets port index `index`'s device.
     public func clearPort(_ index: Int) {
-        var key = UInt32(index)
+        var key = UInt32(index), none: UInt32 = 0
         _ = bpf_map_delete_elem(portsFD, &key)
+        _ = bpf_map_update_elem(portIfindexFD, &key, &none, UInt64(BPF_ANY))  // an array's slots cannot be deleted
     }
 
     public func resetCounters(_ index: Int) {
@@ -253,5 +301,23 @@ public final class XDPLink {
         case 4: return "multi"
         default: return nil
         }
+    }
+}
+
+/// The skb path's attachment to a device's tcx ingress (``XDPFastPath/attachSkbPath(ifindex:name:)``):
+/// a BPF link fd, detached when closed or dropped, or when the process exits.
+///
+/// ## Concurrency model
+/// Not `Sendable`: owned by the port that holds it, on the packet-loop queue.
+public final class TCXLink {
+    private var fd: Int32
+
+    init(fd: Int32) { self.fd = fd }
+
+    deinit { close() }
+
+    public func close() {
+        if fd >= 0 { _ = Glibc.close(fd) }
+        fd = -1
     }
 }

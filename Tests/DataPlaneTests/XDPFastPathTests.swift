@@ -63,41 +63,125 @@ struct XDPFastPathTests {
         }
     }
 
-    @Test("partial checksums (NEEDS_CSUM UDP and TCP) and TSO superframes stay on the slow path and arrive with valid checksums")
+    @Test("partial checksums (NEEDS_CSUM UDP and TCP) and TSO superframes take the skb fast path: AF_PACKET sees none, they arrive valid")
     func checksumsAndSuperframes() async throws {
         try await withFastPath { rt, log, cleanup in
-            let taps = [names.name("ya"), names.name("yb")]
-            let vms = try await twoLearnedVMs(rt, log, cleanup, names: taps, mac: 0x58, offloads: [true, true])
+            let taps = [names.name("ya"), names.name("yb"), names.name("yc")]
+            let vms = try await twoLearnedVMs(rt, log, cleanup, names: taps, mac: 0x58, offloads: [true, true, false])
             defer { vms.forEach { $0.close() } }
-            let (a, b) = (mac(0x58), mac(0x59))
+            let (a, b, c) = (mac(0x58), mac(0x59), mac(0x5A))
             let none = [UInt8](repeating: 0, count: 10)
-            // Install A → B with a complete-checksum UDP frame, which itself may take the fast path.
-            let complete = ipFrame(dst: b, src: a, proto: 17, payload: 100, partial: false)
-            try vms[0].send(vnetHeader: none, frame: complete)
-            let first = try #require(try vms[1].receiveWithHeader(timeout: .seconds(2)))
-            #expect(first.frame == complete && checksumValid(first.frame, header: first.header))
-            #expect(await rt.withSwitch { $0.offloadedFlowCount } == 1)
-            try vms[0].send(vnetHeader: none, frame: complete)
-            let second = try #require(try vms[1].receiveWithHeader(timeout: .seconds(2)))
-            #expect(checksumValid(second.frame, header: second.header))
-            #expect(try #require(await rt.fastPathCounters(taps[0])).framesIn == 1)  // the fast path took it
-
-            // Partial checksums, as a virtio guest with checksum offload writes them.
-            for (proto, offset) in [(UInt8(17), UInt8(6)), (6, 16)] {
-                let partial = ipFrame(dst: b, src: a, proto: proto, payload: 300, partial: true)
-                try vms[0].send(vnetHeader: [1, 0, 0, 0, 0, 0, 34, 0, offset, 0], frame: partial)
-                let got = try #require(try vms[1].receiveWithHeader(timeout: .seconds(2)), "proto \(proto) lost")
-                #expect(got.frame.count == partial.count)
-                #expect(checksumValid(got.frame, header: got.header), "proto \(proto): invalid checksum at the receiver")
+            // C (no offloads) announces itself too, so A → C is learned.
+            try vms[2].send(vnetHeader: none, frame: TestFrames.broadcast(src: c.bytes, payload: Array(repeating: 0, count: 46)))
+            _ = try #require(try vms[0].receiveWithHeader(timeout: .seconds(2)), "C's broadcast did not reach A")
+            _ = try #require(try vms[1].receiveWithHeader(timeout: .seconds(2)), "C's broadcast did not reach B")
+            _ = try #require(try vms[2].receiveWithHeader(timeout: .seconds(2)), "B's broadcast did not reach C")
+            // Install A → B and A → C with complete-checksum UDP frames, which then take native XDP.
+            for (vm, dst) in [(vms[1], b), (vms[2], c)] {
+                let complete = ipFrame(dst: dst, src: a, proto: 17, payload: 100, partial: false)
+                try vms[0].send(vnetHeader: none, frame: complete)
+                let first = try #require(try vm.receiveWithHeader(timeout: .seconds(2)))
+                #expect(first.frame == complete && checksumValid(first.frame, header: first.header))
             }
-            #expect(try #require(await rt.fastPathCounters(taps[0])).framesIn == 1)  // neither took the fast path
+            #expect(await rt.withSwitch { $0.offloadedFlowCount } == 2)
+            let slowIn = { () async throws -> UInt64 in
+                let all = try #require(await rt.counters(taps[0])), fast = try #require(await rt.fastPathCounters(taps[0]))
+                return all.framesIn - fast.framesIn
+            }
+            let slowBefore = try await slowIn()
+            let fastBefore = try #require(await rt.fastPathCounters(taps[0])).framesIn
 
-            // A TSO superframe (GSO TCPv4): never redirected, crosses whole.
-            let frame = tcpFrame(dst: b, src: a, payload: 20_000)
-            try vms[0].send(vnetHeader: [1, 1, 66, 0, 0xA8, 0x05, 34, 0, 16, 0], frame: frame)
-            let got = try #require(try vms[1].receiveWithHeader(timeout: .seconds(2)))
-            #expect(got.frame == frame)
-            #expect(got.header[1] == 1)
+            // Partial checksums, as a virtio guest with checksum offload writes them (NEEDS_CSUM).
+            // B (offloads on) gets them still partial with NEEDS_CSUM; C (no offloads) complete.
+            for (proto, offset) in [(UInt8(17), UInt8(6)), (6, 16)] {
+                for (vm, dst, name) in [(vms[1], b, "B"), (vms[2], c, "C")] {
+                    let partial = ipFrame(dst: dst, src: a, proto: proto, payload: 300, partial: true)
+                    try vms[0].send(vnetHeader: [1, 0, 0, 0, 0, 0, 34, 0, offset, 0], frame: partial)
+                    let got = try #require(try vm.receiveWithHeader(timeout: .seconds(2)), "proto \(proto) to \(name) lost")
+                    #expect(got.frame.count == partial.count)
+                    #expect(checksumValid(got.frame, header: got.header), "proto \(proto) to \(name): invalid checksum at the receiver")
+                    #expect((got.header[0] & 1 != 0) == (name == "B"), "proto \(proto) to \(name): NEEDS_CSUM \(got.header)")
+                }
+            }
+
+            // A TSO superframe (GSO TCPv4, partial checksum): B takes it whole, still GSO; C, without
+            // offloads, gets it segmented by the kernel into valid full-size frames.
+            let superframe = ipFrame(dst: b, src: a, proto: 6, payload: 20_000, partial: true)
+            let tso: [UInt8] = [1, 1, 54, 0, 0xA8, 0x05, 34, 0, 16, 0]
+            try vms[0].send(vnetHeader: tso, frame: superframe)
+            let whole = try #require(try vms[1].receiveWithHeader(timeout: .seconds(2)), "superframe to B lost")
+            #expect(whole.frame == superframe)
+            #expect(whole.header[1] == 1 && checksumValid(whole.frame, header: whole.header))
+            try vms[0].send(vnetHeader: tso, frame: ipFrame(dst: c, src: a, proto: 6, payload: 20_000, partial: true))
+            var payload = 0, segments = 0
+            while payload < 20_000, let seg = try vms[2].receiveWithHeader(timeout: .seconds(2)) {
+                #expect(seg.frame.count <= 1514 && seg.header[1] == 0)
+                #expect(checksumValid(seg.frame, header: seg.header), "segment \(segments) invalid")
+                payload += seg.frame.count - 54
+                segments += 1
+            }
+            #expect(payload == 20_000 && segments == 14)
+
+            // All six crossed on the fast path (counted there), none reached the switch's socket.
+            #expect(try #require(await rt.fastPathCounters(taps[0])).framesIn == fastBefore + 6)
+            #expect(try await slowIn() == slowBefore)
+        }
+    }
+
+    @Test("the skb path pushes and pops 802.1Q tags as the slow path does: partial checksums between an access port and a trunk arrive valid, tag in place")
+    func skbPathVLANs() async throws {
+        try await withFastPath { rt, log, cleanup in
+            let taps = [names.name("wa"), names.name("wt")]
+            let (a, t) = (mac(0x64), mac(0x65))
+            try await rt.startTestVM(taps[0], mac: a, vlan: 10, cleanup: cleanup)
+            try await rt.startTestVM(taps[1], mac: t, cleanup: cleanup)
+            #expect(await rt.withSwitch { sw in
+                guard let id = sw.port(named: taps[1])?.id else { return false }
+                return (try? sw.addProperty(.vlan(.trunk(allowed: [10], native: nil)), to: id)) != nil
+            })
+            let vms = try taps.map { try FakeVM(tap: $0, vnetHeader: true) }
+            defer { vms.forEach { $0.close() } }
+            for vm in vms { try TapDevice.setOffload(fd: vm.fileDescriptor, csum: true, tso4: true, tso6: true) }
+            for tap in taps { try log.waitFor(.nicConnect, port: tap) }
+            let none = [UInt8](repeating: 0, count: 10)
+            try vms[1].send(vnetHeader: none, frame: TestFrames.ethernet(dst: TestFrames.broadcastMAC, src: t.bytes, etherType: 0x88B5,
+                                                                         vlan: 10, payload: Array(repeating: 0, count: 46)))
+            _ = try #require(try vms[0].receiveWithHeader(timeout: .seconds(2)), "T's broadcast did not reach A")
+
+            /// `frame` with an 802.1Q tag of VLAN `vid` after the addresses (and the header's csum_start moved).
+            func tagged(_ frame: [UInt8], _ vid: UInt8) -> [UInt8] { Array(frame[0..<12]) + [0x81, 0, 0, vid] + Array(frame[12...]) }
+            /// A received tagged frame as `checksumValid` reads it: tag removed, csum_start moved back.
+            func untag(_ got: (header: [UInt8], frame: [UInt8])) -> (header: [UInt8], frame: [UInt8])? {
+                guard got.frame.count > 18, got.frame[12] == 0x81, got.frame[13] == 0, got.frame[15] == 10 else { return nil }
+                var header = got.header
+                if header[0] & 1 != 0 { header[6] -= 4 }
+                return (header, Array(got.frame[0..<12]) + Array(got.frame[16...]))
+            }
+            // The first frame each way goes through the switch and installs the entry (push, pop).
+            let upFirst = ipFrame(dst: t, src: a, proto: 17, payload: 100, partial: false)
+            try vms[0].send(vnetHeader: none, frame: upFirst)
+            #expect(try vms[1].receiveWithHeader(timeout: .seconds(2)).flatMap(untag)?.frame == upFirst)
+            let downFirst = ipFrame(dst: a, src: t, proto: 17, payload: 100, partial: false)
+            try vms[1].send(vnetHeader: none, frame: tagged(downFirst, 10))
+            #expect(try vms[0].receiveWithHeader(timeout: .seconds(2))?.frame == downFirst)
+            #expect(await rt.withSwitch { $0.offloadedFlowCount } == 2)
+            let fastA = try #require(await rt.fastPathCounters(taps[0])), fastT = try #require(await rt.fastPathCounters(taps[1]))
+
+            for (proto, offset) in [(UInt8(17), UInt8(6)), (6, 16)] {
+                // A (access) → T (trunk): the tag is pushed.
+                let up = ipFrame(dst: t, src: a, proto: proto, payload: 300, partial: true)
+                try vms[0].send(vnetHeader: [1, 0, 0, 0, 0, 0, 34, 0, offset, 0], frame: up)
+                let gotUp = try #require(try vms[1].receiveWithHeader(timeout: .seconds(2)), "proto \(proto) A → T lost")
+                let plainUp = try #require(untag(gotUp), "proto \(proto) A → T: no tag 10 \(gotUp.frame.prefix(18))")
+                #expect(plainUp.frame == up && checksumValid(plainUp.frame, header: plainUp.header), "proto \(proto) A → T")
+                // T → A: the tag is popped.
+                let down = ipFrame(dst: a, src: t, proto: proto, payload: 300, partial: true)
+                try vms[1].send(vnetHeader: [1, 0, 0, 0, 0, 0, 38, 0, offset, 0], frame: tagged(down, 10))
+                let gotDown = try #require(try vms[0].receiveWithHeader(timeout: .seconds(2)), "proto \(proto) T → A lost")
+                #expect(gotDown.frame == down && checksumValid(gotDown.frame, header: gotDown.header), "proto \(proto) T → A")
+            }
+            #expect(try #require(await rt.fastPathCounters(taps[0])).framesIn == fastA.framesIn + 2)
+            #expect(try #require(await rt.fastPathCounters(taps[1])).framesIn == fastT.framesIn + 2)
         }
     }
 
@@ -118,6 +202,65 @@ struct XDPFastPathTests {
             let ports = await rt.snapshot().ports
             #expect(ports.first { $0.port.name == taps[0] }?.offload == "slow path: offload = \"off\"")
         }
+    }
+}
+
+extension XDPFastPathTests {
+    @Test("the receive filter hides a flow's frames only while the fast path's maps are held: a socket kept past the daemon hides nothing")
+    func receiveFilterDisarms() throws {
+        try Privilege.requireNetAdmin()
+        let path = try #require(XDPFastPath.findObject(), "no BPF object (scripts/build-bpf)")
+        let name = names.name("fa")
+        let cleanup = Cleanup()
+        defer { cleanup.run() }
+        try TapDevice.createPersistent(name: InterfaceName(name), owner: nil, group: nil)
+        cleanup.deleteLink(name)
+        let rtnl = try RouteNetlink()
+        try rtnl.disableHostStack(name)
+        try rtnl.setLink(name, up: true)
+        let index = try #require(try rtnl.link(named: name)).index
+        let vm = try FakeVM(tap: name, vnetHeader: true)
+        defer { vm.close() }
+        let socket = try PacketSocket(interfaceIndex: index, interfaceName: name,
+                                      options: .init(vnetHeader: false, auxData: false, qdiscBypass: false))
+        defer { socket.close() }
+        var fastPath: XDPFastPath? = try XDPFastPath(objectPath: path, maxPorts: 4, maxFlows: 16)
+        try fastPath?.hideSkbPathFrames(from: socket)
+        try fastPath?.setPort(1, ifindex: index)
+        let (a, b, c) = (mac(0x60), mac(0x61), mac(0x62))
+        #expect(fastPath?.insert(.init(ifindex: UInt32(index), tag: 0, dst: b.rawValue, src: a.rawValue), egress: 1, ingress: 0) == true)
+        func frame(_ dst: MACAddress, _ n: UInt8) -> [UInt8] {
+            TestFrames.ethernet(dst: dst.bytes, src: a.bytes, etherType: 0x88B5, payload: Array(repeating: n, count: 46))
+        }
+        /// The payload bytes of the frames the socket got within `timeout` (each frame is 46 times its byte).
+        func received(_ timeout: Int32) -> [UInt8] {
+            var got: [UInt8] = []
+            var buffer = [UInt8](repeating: 0, count: 2048)
+            while true {
+                var p = pollfd(fd: socket.fileDescriptor, events: Int16(POLLIN), revents: 0)
+                guard poll(&p, 1, timeout) == 1 else { return got }
+                let n = recv(socket.fileDescriptor, &buffer, buffer.count, 0)
+                if n > 14 { got.append(buffer[14]) }
+            }
+        }
+        // No tcx program is attached, so a hidden frame goes nowhere: A → B (with an entry) is hidden,
+        // A → C (none) is the positive control.
+        try vm.send(frame(b, 1))
+        try vm.send(frame(c, 2))
+        #expect(received(500) == [2])
+        // The daemon's fds close (exit, crash, exec): the kernel empties the program array (in a work
+        // item, so moments later) and the filter hides nothing.
+        fastPath?.close()
+        fastPath = nil
+        let deadline = ContinuousClock.now + .seconds(5)
+        var got: [UInt8] = []
+        while !got.contains(3), ContinuousClock.now < deadline {
+            try vm.send(frame(b, 3))
+            got += received(20)
+        }
+        #expect(got.contains(3), "the filter still hides A → B after the fast path was closed")
+        try vm.send(frame(b, 5))
+        #expect(received(2000).last == 5)
     }
 }
 
