@@ -153,7 +153,9 @@ extension SwitchRuntime {
             let mode = ports[id]?.linkIndex.flatMap { XDPLink.mode(ifindex: $0) } ?? "xdp"
             let n = sw.offloadedFlowCounts(of: id)
             let c = sw.portIndex(of: id).flatMap { i in xdp.map { $0.counters(portIndex: i) } } ?? FastPathCounters()
-            return "fast path (\(mode)); entries: \(n.from) from, \(n.to) to this port; fast-path frames: \(c.framesIn) in, \(c.framesOut) out"
+            // The skb path (tcx) carries partial checksums and superframes; without it they take the slow path.
+            let skb = ports[id]?.tcxLink == nil ? "; partial checksums and superframes: slow path" : ""
+            return "fast path (\(mode)); entries: \(n.from) from, \(n.to) to this port; fast-path frames: \(c.framesIn) in, \(c.framesOut) out" + skb
         case .mustSeeEveryFrame(let reason):
             return "slow path: \(reason)"
         }
