@@ -42,9 +42,9 @@ struct CaptureDeviceTests {
     }
 
     /// Starts `tapswitchctl capture ARGS` in the background and waits until the daemon runs the session.
-    func startCapture(_ d: DaemonUnderTest, _ args: [String], cleanup: Cleanup) async throws -> Process {
+    func startCapture(_ d: DaemonUnderTest, _ args: [String], cleanup: Cleanup) async throws -> ChildProcess {
         let before = d.log.components(separatedBy: "capture started").count
-        let p = Process()
+        let p = ChildProcess()
         p.executableURL = URL(fileURLWithPath: try Products.path("tapswitchctl"))
         p.arguments = ["--socket", d.socket, "capture"] + args
         p.standardError = FileHandle(forWritingAtPath: "/dev/null")
@@ -58,7 +58,7 @@ struct CaptureDeviceTests {
         return p
     }
 
-    func waitExit(_ p: Process, _ what: String) async throws {
+    func waitExit(_ p: ChildProcess, _ what: String) async throws {
         try await offPool { try waitUntil(what, timeout: .seconds(15)) { !p.isRunning } }
         #expect(p.terminationStatus == 0, "\(what): exit status \(p.terminationStatus)")
     }
@@ -166,12 +166,12 @@ struct CaptureDeviceTests {
         let before = d.log.components(separatedBy: "capture started").count
         // tapswitchctl capture ... -w - | tcpdump -r -
         let pipe = Pipe()
-        let ctl = Process()
+        let ctl = ChildProcess()
         ctl.executableURL = URL(fileURLWithPath: try Products.path("tapswitchctl"))
         ctl.arguments = ["--socket", d.socket, "capture", pair.tapB, "--direction", "out", "-w", "-"]
         ctl.standardOutput = pipe
         ctl.standardError = FileHandle(forWritingAtPath: "/dev/null")
-        let tcpdump = Process()
+        let tcpdump = ChildProcess()
         tcpdump.executableURL = URL(fileURLWithPath: "/usr/bin/tcpdump")
         tcpdump.arguments = ["-nn", "-e", "-l", "-r", "-"]
         tcpdump.standardInput = pipe

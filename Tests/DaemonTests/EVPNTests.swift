@@ -142,7 +142,7 @@ struct EVPNTests {
         cleanup.add("remove \(log.path)") { log.remove() }
         let pingOut = log.file("ping.txt")
         guard FileManager.default.createFile(atPath: pingOut, contents: nil) else { throw TestHelperError("cannot create \(pingOut)") }
-        let pinger = Process()
+        let pinger = ChildProcess()
         pinger.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         pinger.arguments = ["ip", "netns", "exec", v2.name, "ping", "-D", "-n", "-i", "0.02", "-W", "1", "-w", "30", mip]
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: pingOut))
@@ -232,7 +232,7 @@ struct FRR {
     /// Runs an FRR daemon in the foreground (`ip netns exec` execs it: the process is the daemon),
     /// stopped by the cleanup: SIGTERM, SIGKILL after 5 s.
     private static func spawn(_ args: [String], cleanup: Cleanup) throws {
-        let p = Process()
+        let p = ChildProcess()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         p.arguments = args
         p.standardInput = FileHandle.nullDevice

@@ -96,7 +96,7 @@ struct EndToEndTests {
         defer { cleanup.run() }
         let d = try Self.daemon(cleanup: cleanup)
         try await d.start()
-        let follower = Process()
+        let follower = ChildProcess()
         follower.executableURL = URL(fileURLWithPath: try Products.path("tapswitchctl"))
         follower.arguments = ["events", "--follow", "--json", "--reconnect-timeout", "0", "--socket", d.socket]
         let out = try OutputFile(in: d.dir, "follow")
@@ -127,7 +127,7 @@ struct EndToEndTests {
         defer { cleanup.run() }
         let d = try Self.daemon(cleanup: cleanup)
         try await d.start()
-        let follower = Process()
+        let follower = ChildProcess()
         follower.executableURL = URL(fileURLWithPath: try Products.path("tapswitchctl"))
         follower.arguments = ["events", "--follow", "--json", "--socket", d.socket]
         let out = try OutputFile(in: d.dir, "follow-out")

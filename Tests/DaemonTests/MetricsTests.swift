@@ -186,7 +186,7 @@ struct MetricsTests {
     }
 
     static func run(_ path: String, _ args: [String], stdin: String) throws -> (status: Int32, output: String) {
-        let p = Process()
+        let p = ChildProcess()
         p.executableURL = URL(fileURLWithPath: path)
         p.arguments = args
         p.standardInput = try FileHandle(forReadingFrom: URL(fileURLWithPath: stdin))

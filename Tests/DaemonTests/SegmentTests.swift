@@ -132,7 +132,7 @@ struct SegmentTests {
         #expect(try !ping(b3, a2.ip, count: 2), "VNI 200 reached a VM on VNI 100")
 
         // TCP across hosts: iperf3 from host 1's VM to host 2's.
-        let server = Process()
+        let server = ChildProcess()
         server.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         server.arguments = ["ip", "netns", "exec", a2.ns.name, "iperf3", "-s", "-1", "-B", a2.ip]
         server.standardOutput = FileHandle.nullDevice

@@ -54,7 +54,7 @@ struct TopCommandTests {
         let input = Pipe()
         let output = Pipe()
         let ctl = try Products.path("tapswitchctl")
-        let p = Process()
+        let p = ChildProcess()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/script")
         p.arguments = ["-q", "-f", "-e", "-c", "\(ctl) --socket \(d.socket) top --interval 0.5", "/dev/null"]
         p.standardInput = input

@@ -28,7 +28,7 @@ struct KernelStackTests {
             #expect(ping.status == 0, "ping failed: \(ping.stdout) \(ping.stderr)")
 
             // TCP: iperf3 server in ns2 (one test, then exits), client in ns1 sends 20 MB.
-            let server = Process()
+            let server = ChildProcess()
             server.executableURL = URL(fileURLWithPath: "/usr/bin/ip")
             server.arguments = ["netns", "exec", ns2.name, "iperf3", "-s", "-1", "-B", "10.231.7.2"]
             server.standardOutput = FileHandle.nullDevice

@@ -26,7 +26,7 @@ extension Privileged {
             let stop = Atomic<Bool>(false)
             let spawner = Thread {
                 while !stop.load(ordering: .relaxed) {
-                    let p = Process()
+                    let p = ChildProcess()
                     p.executableURL = URL(fileURLWithPath: "/bin/true")
                     try? p.run()
                     p.waitUntilExit()

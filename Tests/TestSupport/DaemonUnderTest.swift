@@ -44,7 +44,7 @@ public final class DaemonUnderTest: Sendable {
     public let configPath: String
     public let logPath: String
     private let environment: [String: String]
-    private let process = Locked<Process?>(nil)
+    private let process = Locked<ChildProcess?>(nil)
 
     /// Environment variables never inherited from the test process (the caller's `environment` may set them).
     private static let scrubbed = ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"]
@@ -95,7 +95,7 @@ public final class DaemonUnderTest: Sendable {
 
     /// Spawns tapswitchd without waiting for it (``waitReady(timeout:)`` does).
     public func launch() throws {
-        let p = Process()
+        let p = ChildProcess()
         let arguments = ["--config", configPath, "--socket", socket, "--state-dir", stateDir, "--log-level", "debug"]
         if let netns {
             // `ip netns exec` execs the daemon itself (same process): signals reach it directly.

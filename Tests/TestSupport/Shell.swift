@@ -24,7 +24,7 @@ public enum Shell {
         _ args: [String], environment: [String: String]? = nil, timeout: Duration = .seconds(10)
     ) throws -> (status: Int32, stdout: String, stderr: String) {
         precondition(!args.isEmpty, "Shell.run needs a command")
-        let process = Process()
+        let process = ChildProcess()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = args
         if let environment { process.environment = environment }

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 
 /// Tests of the guest harness itself (QEMUGuest, GuestSpec, GuestResult, scripts/build-guest),
@@ -204,7 +205,7 @@ final class HostBridge {
 
     @discardableResult
     static func run(_ argv: [String]) throws -> String {
-        let process = Process()
+        let process = ChildProcess()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = argv
         let pipe = Pipe()

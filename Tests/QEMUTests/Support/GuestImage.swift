@@ -30,7 +30,7 @@ struct GuestImage: Sendable, Equatable {
 
     private static func build() throws -> GuestImage {
         let script = repositoryRoot.appendingPathComponent("scripts/build-guest").path
-        let process = Process()
+        let process = ChildProcess()
         process.executableURL = URL(fileURLWithPath: script)
         process.arguments = ["--print"]
         let stdout = Pipe()

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -22,7 +23,7 @@ final class QEMUGuest: Sendable {
     let qemuLogPath: String
     /// The full QEMU argument vector (without the executable), for diagnostics.
     let arguments: [String]
-    private let process: Process
+    private let process: ChildProcess
 
     /// Builds or locates the guest image and boots a guest as `spec` says.
     convenience init(_ spec: GuestSpec) throws {
@@ -51,7 +52,7 @@ final class QEMUGuest: Sendable {
               let output = FileHandle(forWritingAtPath: qemuLogPath) else {
             throw QEMUGuestError.launchFailed(guest: spec.name, reason: "cannot open \(qemuLogPath)")
         }
-        process = Process()
+        process = ChildProcess()
         if let netns = spec.netns {
             // `ip netns exec` execs QEMU itself (same process), so kill() and isRunning reach QEMU.
             process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
@@ -155,7 +156,7 @@ final class QEMUGuest: Sendable {
         try waitForResults(count: 1, timeout: timeout)[0]
     }
 
-    // MARK: Process lifecycle
+    // MARK: ChildProcess lifecycle
 
     /// QEMU's process id.
     var pid: Int32 { process.processIdentifier }
