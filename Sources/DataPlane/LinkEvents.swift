@@ -43,6 +43,14 @@ extension SwitchRuntime {
                     // NIC_DISCONNECT, which would drop them as "source port is not accepting traffic".
                     if !fromBatch { forwardBacklog(io) }
                     try sw.disconnectNIC(on: io.id)
+                    // A notification can be stale: a guest that went and came back at once (a QEMU
+                    // restart) is attached again now, and if the "up" was coalesced away its NIC would
+                    // stay disconnected and its frames be dropped. Read the carrier now and reconnect.
+                    if !fromBatch, let index = io.linkIndex, let links = loopLinks,
+                       let now = try? links.link(index: index), now.name == io.device, now.hasCarrier {
+                        io.lastCarrier = true
+                        try sw.connectNIC(on: io.id)
+                    }
                 }
             } catch {
                 logger.error("carrier change on \(info.name): \(error.message)")
