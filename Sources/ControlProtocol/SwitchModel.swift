@@ -84,12 +84,17 @@ extension PortInfo {
     }
 }
 
-/// Switch-wide settings, as configured.
 /// `[switch] offload`.
 public enum OffloadMode: String, Codable, Sendable, CaseIterable {
     case xdp, off
 }
 
+/// `[switch] transmit`: whether the switch's sends skip the qdisc (and with it `tcpdump -i TAP`).
+public enum TransmitPath: String, Codable, Sendable, CaseIterable {
+    case bypass, qdisc
+}
+
+/// Switch-wide settings, as configured.
 public struct SwitchSettings: Codable, Sendable, Equatable {
     public var name: String
     public var unknownUnicast: UnknownUnicastPolicy
@@ -101,6 +106,9 @@ public struct SwitchSettings: Codable, Sendable, Equatable {
     /// `xdp`: learned unicast flows between VM TAPs take the XDP fast path where the kernel allows;
     /// `off`: every frame takes the slow path.
     public var offload: OffloadMode = .xdp
+    /// How frames go out to TAPs and the uplink: `.bypass` straight to the driver (fast,
+    /// `ENOBUFS` backpressure, invisible to `tcpdump -i`), `.qdisc` through the qdisc (packet taps see them).
+    public var transmit: TransmitPath = .bypass
 
     public init(name: String = "tapswitch0", unknownUnicast: UnknownUnicastPolicy = .flood, macAgingSeconds: Int = 300,
                 macTableSize: Int = 8192, macLimitPerPort: Int = 1024, busyPollMicroseconds: Int = 50) {

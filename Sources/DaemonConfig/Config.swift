@@ -6,7 +6,7 @@ import SwitchExtensions
 /// The daemon's configuration file, after every check.
 ///
 /// Format: the TOML subset of ``TOMLParser`` with this shape (see `config/tapswitchd.toml`):
-/// `[switch]` (name, unknown_unicast, mac_aging_seconds, mac_table_size, mac_limit_per_port, busy_poll_us, offload),
+/// `[switch]` (name, unknown_unicast, mac_aging_seconds, mac_table_size, mac_limit_per_port, busy_poll_us, offload, transmit),
 /// `[control]` (group, nic_hold_report_seconds), `[metrics]` (listen), `[extensions]` (enable), `[[internal]]` (name, mac, netns),
 /// `[[external]]` (device), `[[segment]]` (name, vlan, vni, local, underlay, flood, udp_port, learning, evpn, ageing, mtu), `[[vm]]` (name) with `[[vm.nic]]` (tap, mac, owner, group, mtu, type, vlan).
 /// `[[internal]]`, `[[external]]` and `[[vm.nic]]` also take the port settings keys of ``PortSettings``
@@ -460,7 +460,7 @@ private struct Builder {
     }
 
     mutating func buildSwitch(_ t: TOMLTable) -> SwitchSettings {
-        checkKeys(t, allowed: ["name", "unknown_unicast", "mac_aging_seconds", "mac_table_size", "mac_limit_per_port", "busy_poll_us", "offload"])
+        checkKeys(t, allowed: ["name", "unknown_unicast", "mac_aging_seconds", "mac_table_size", "mac_limit_per_port", "busy_poll_us", "offload", "transmit"])
         var s = SwitchSettings()
         if let (n, line) = string(t, "name"), let n = check(line, { () throws(FieldError) in try Validate.interfaceName(n, field: "switch.name") }) {
             s.name = n
@@ -495,6 +495,11 @@ private struct Builder {
         if let (o, line) = string(t, "offload") {
             if let m = OffloadMode(rawValue: o) { s.offload = m } else {
                 issue(line, "switch.offload: '\(o)' is not one of: \(OffloadMode.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+        }
+        if let (v, line) = string(t, "transmit") {
+            if let p = TransmitPath(rawValue: v) { s.transmit = p } else {
+                issue(line, "switch.transmit: '\(v)' is not one of: \(TransmitPath.allCases.map(\.rawValue).joined(separator: ", "))")
             }
         }
         return s

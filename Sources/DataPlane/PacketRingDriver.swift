@@ -7,8 +7,9 @@ import SwitchCore
 /// Receive: a `TPACKET_V2` ring (``ringGeometry``), no system call per frame; a frame larger than a
 /// slot (a TSO/GSO superframe) is also queued whole on the socket (`PACKET_COPY_THRESH`) and read
 /// with one `recvmmsg`; stripped 802.1Q tags are put back from the ring or `PACKET_AUXDATA`.
-/// Transmit: one `sendmmsg` per batch on a transmit-only socket with qdisc bypass (outside the
-/// loop's epoll set, so a sent frame's release does not walk the loop's wait queue); `ENOBUFS` drops
+/// Transmit: one `sendmmsg` per batch on a transmit-only socket with qdisc bypass (through the
+/// qdisc with `[switch] transmit = "qdisc"`: ``setTransmitThroughQdisc(_:)``), outside the
+/// loop's epoll set, so a sent frame's release does not walk the loop's wait queue; `ENOBUFS` drops
 /// the rest of the batch. For a VM TAP a second transmit-only socket goes through the qdisc, where
 /// the kernel segments a GSO frame for a reader that has not enabled offloads (the bypass socket
 /// refuses those with `ENOBUFS`). All sockets use `PACKET_VNET_HDR`.
@@ -218,6 +219,14 @@ public final class PacketRingDriver: PortDriver {
             try socket.limitUDPFrames(to: Self.udpFrameLimit(mtu: mtu))
             skbPathFilter = false
         }
+    }
+
+    /// `[switch] transmit`: the socket batches go out on skips the qdisc or not. The segmenting
+    /// socket always goes through it. A handed-over socket keeps what the previous run set until the
+    /// switch applies its own setting when the port is plugged in.
+    public func setTransmitThroughQdisc(_ on: Bool) throws {
+        guard !closed else { return }
+        try (transmitSocket ?? socket).setQdiscBypass(!on)
     }
 
     public func linkChanged(_ info: LinkInfo) {

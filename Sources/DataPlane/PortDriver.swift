@@ -45,8 +45,17 @@ public protocol PortDriver: AnyObject {
     /// Adds the drops collected so far to `counters`, as ingress drop reasons.
     func addDeviceDrops(to counters: inout PortCounters)
 
+    /// Sends from now on through the qdisc (true; packet taps such as `tcpdump -i` see the frames)
+    /// or straight to the driver (false, the default; `[switch] transmit`). Drivers whose sends
+    /// already pass the kernel's taps (an internal port's queue) ignore it.
+    func setTransmitThroughQdisc(_ on: Bool) throws
+
     /// Releases the device's fds and memory. Idempotent; nothing is called on a closed driver.
     func close()
+}
+
+extension PortDriver {
+    public func setTransmitThroughQdisc(_ on: Bool) throws {}
 }
 
 /// Outcome of ``PortDriver/receive(into:max:)``.

@@ -327,6 +327,10 @@ extension SwitchRuntime {
                 throw error
             }
             let io = PortIO(id: id, device: device, backing: backing, driver: driver, linkIndex: linkIndex)
+            // Also when bypassing: a socket handed over by the previous run keeps the path it had then.
+            do { try driver.setTransmitThroughQdisc(self.transmitThroughQdisc) } catch {
+                self.logger.error("\(device) keeps its previous transmit path: \(error)")
+            }
             self.ports[id] = io
             if let linkIndex { self.byIndex[linkIndex] = io }
             do throws(SwitchError) {

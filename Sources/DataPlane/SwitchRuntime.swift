@@ -64,6 +64,8 @@ public final class SwitchRuntime: @unchecked Sendable {
     var capture: CaptureExtension?
     /// The XDP fast path when `offload = "xdp"` took (see XDPOffload.swift).
     var xdp: XDPOffload?
+    /// `[switch] transmit = "qdisc"` (see ``setTransmit(throughQdisc:)``).
+    var transmitThroughQdisc = false
 
     /// - Parameters:
     ///   - configuration: switch settings (ports, batch size, MAC table).
@@ -144,6 +146,20 @@ public final class SwitchRuntime: @unchecked Sendable {
     /// Changes the busy-poll limit of the running loop (0 stops spinning).
     public func setBusyPoll(microseconds: Int) async {
         await onQueueAsync { self.loop.busyPollLimit = UInt64(max(0, microseconds)) * 1000 }
+    }
+
+    /// `[switch] transmit`: sends to every port, and to ports plugged in later, go through the qdisc
+    /// (`true`: `tcpdump -i` on the device sees them) or bypass it. Applied between two batches.
+    /// - Returns: the devices where it could not be changed, with why (they keep their old path).
+    public func setTransmit(throughQdisc on: Bool) async -> [String] {
+        await onQueueAsync {
+            self.transmitThroughQdisc = on
+            var failed: [String] = []
+            for io in self.ports.values where !io.closed {
+                do { try io.driver.setTransmitThroughQdisc(on) } catch { failed.append("\(io.device): \(error)") }
+            }
+            return failed.sorted()
+        }
     }
 
     // MARK: - Queue hops

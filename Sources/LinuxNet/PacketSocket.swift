@@ -179,6 +179,22 @@ public final class PacketSocket {
         try attachUDPLimit(fileDescriptor, maxLength, device: interfaceName)
     }
 
+    /// Turns `PACKET_QDISC_BYPASS` on or off on the open socket (the kernel takes it at any time; it
+    /// applies from the next send). Off: sends go through the qdisc, where packet taps
+    /// (`tcpdump -i`) see them and a full TAP queue drops silently.
+    public func setQdiscBypass(_ on: Bool) throws(SystemError) {
+        try setIntOption(fileDescriptor, level: SOL_PACKET, option: PACKET_QDISC_BYPASS, value: on ? 1 : 0,
+                         name: "PACKET_QDISC_BYPASS", device: interfaceName)
+    }
+
+    /// Whether `PACKET_QDISC_BYPASS` is on (nil when it cannot be read).
+    public var qdiscBypass: Bool? {
+        var value: Int32 = 0
+        var length = socklen_t(MemoryLayout<Int32>.size)
+        guard getsockopt(fileDescriptor, SOL_PACKET, PACKET_QDISC_BYPASS, &value, &length) == 0 else { return nil }
+        return value != 0
+    }
+
     /// Reads and resets the socket's `PACKET_STATISTICS` (see ``PacketStatistics``).
     public func statistics(interfaceName: String) throws(SystemError) -> PacketStatistics {
         try readPacketStatistics(fileDescriptor, device: interfaceName)

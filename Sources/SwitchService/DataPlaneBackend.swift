@@ -128,6 +128,7 @@ public actor DataPlaneBackend: SwitchBackend {
         }
         runtime = rt
         self.settings = settings
+        await applyTransmit(settings.transmit, on: rt)
         try await enable(extensions)
         let offloadLine = await rt.setOffload(enabled: settings.offload == .xdp)
         logger.notice("\(offloadLine)")
@@ -142,6 +143,10 @@ public actor DataPlaneBackend: SwitchBackend {
             || settings.macAgingSeconds != self.settings.macAgingSeconds || settings.name != self.settings.name {
             logger.warning("switch name and MAC table sizes/aging take effect at the next daemon start")
         }
+        if settings.transmit != self.settings.transmit {
+            await applyTransmit(settings.transmit, on: rt)
+            self.settings.transmit = settings.transmit
+        }
         self.settings.unknownUnicast = settings.unknownUnicast
         try await applyExtensionList(extensions)
         if settings.offload != self.settings.offload {
@@ -149,6 +154,16 @@ public actor DataPlaneBackend: SwitchBackend {
             logger.notice("\(offloadLine)")
             self.settings.offload = settings.offload
         }
+    }
+
+    /// `[switch] transmit` on every port (and the ports plugged in later), between two batches.
+    private func applyTransmit(_ path: TransmitPath, on rt: SwitchRuntime) async {
+        let failed = await rt.setTransmit(throughQdisc: path == .qdisc)
+        let what = path == .qdisc
+            ? "sends go through the qdisc (tcpdump -i on a port's device sees both directions of slow-path frames)"
+            : "sends bypass the qdisc (tcpdump -i on a VM's TAP sees only what the VM sends; tapswitchctl capture sees both)"
+        logger.notice("transmit \(path.rawValue): \(what)")
+        for f in failed { logger.error("transmit \(path.rawValue) not applied on \(f)") }
     }
 
     /// Makes the enabled extensions exactly `names`, in that order within each class: disables

@@ -7,7 +7,9 @@ struct ShowCommand: ParsableCommand {
         commandName: "show",
         abstract: "Show the switch, its ports, NICs and counters.",
         discussion: """
-        First line: the switch and its settings. Then one row per port: ID, NAME, TYPE (external, \
+        First line: the switch and its settings (transmit=bypass: sends skip the qdisc, so \
+        `tcpdump -i TAP` sees only what the VM sends; transmit=qdisc: it sees both directions of \
+        slow-path frames; [switch] transmit). Then one row per port: ID, NAME, TYPE (external, \
         internal, synthetic, emulated), VM, NIC state (created, connected, disconnected; "-" for \
         host ports), MAC (the one in use, else the assigned one), MTU, VLAN (the access VLAN, \
         "trunk:10,20+native1" for a trunk, "-" when the port has no VLAN policy), frames and bytes IN \
@@ -98,7 +100,7 @@ func formatVLAN(_ policy: VLANPolicy?) -> String {
 func formatSwitchLine(_ s: SwitchSnapshot) -> String {
     let st = s.settings
     return "switch \(st.name)  unknown-unicast=\(st.unknownUnicast.rawValue)  mac-aging=\(st.macAgingSeconds)s  "
-        + "mac-table=\(s.fdbEntries)/\(st.macTableSize)  mac-limit-per-port=\(st.macLimitPerPort)  busy-poll=\(st.busyPollMicroseconds)us  ports=\(s.ports.count)  "
+        + "mac-table=\(s.fdbEntries)/\(st.macTableSize)  mac-limit-per-port=\(st.macLimitPerPort)  busy-poll=\(st.busyPollMicroseconds)us  transmit=\(st.transmit.rawValue)  ports=\(s.ports.count)  "
         + "uptime=\(Int(s.uptimeSeconds))s"
 }
 

@@ -25,6 +25,7 @@ struct ConfigTests {
     func shippedDefault() throws {
         let c = try loader.load(path: Self.repo + "/config/tapswitchd.toml")
         #expect(c.settings == SwitchSettings(name: "tapswitch0", unknownUnicast: .flood, macAgingSeconds: 300, macTableSize: 8192, macLimitPerPort: 1024))
+        #expect(c.settings.transmit == .bypass)
         #expect(c.vms.isEmpty && c.internalPorts.isEmpty && c.externalPorts.isEmpty)
         #expect(c.extensions == ["duplicate-mac-guard", "mac-spoof-guard", "ip-guard", "dhcp-guard", "router-guard", "isolation", "mac-limit",
                                  "acl", "storm-control", "policer"])
@@ -100,7 +101,7 @@ struct ConfigTests {
     }
 
     @Test("semantic errors name file and line", arguments: [
-        ("[switch]\nbogus = 1\n", "t.toml:2: unknown key 'switch.bogus' (known: switch.name, switch.unknown_unicast, switch.mac_aging_seconds, switch.mac_table_size, switch.mac_limit_per_port, switch.busy_poll_us, switch.offload)"),
+        ("[switch]\nbogus = 1\n", "t.toml:2: unknown key 'switch.bogus' (known: switch.name, switch.unknown_unicast, switch.mac_aging_seconds, switch.mac_table_size, switch.mac_limit_per_port, switch.busy_poll_us, switch.offload, switch.transmit)"),
         ("[routing]\n", "t.toml:1: unknown table 'routing' (known: switch, control, metrics, extensions, internal, external, segment, vm)"),
         ("name = \"x\"\n", "t.toml:1: key 'name' must be inside a table such as [switch]"),
         ("[switch]\nname = \"way-too-long-name0\"\n", "t.toml:2: switch.name: interface name 'way-too-long-name0' is 18 characters; the limit is 15"),
@@ -110,6 +111,7 @@ struct ConfigTests {
         ("[switch]\nmac_table_size = 100\nmac_limit_per_port = 101\n", "t.toml:3: switch.mac_limit_per_port: 101 is out of range 1..100 (mac_table_size)"),
         ("[switch]\nname = \"s\"\nbusy_poll_us = 5000\n", "t.toml:3: switch.busy_poll_us: 5000 is out of range 0..1000"),
         ("[switch]\noffload = \"dpdk\"\n", "t.toml:2: switch.offload: 'dpdk' is not one of: xdp, off"),
+        ("[switch]\nname = \"s\"\ntransmit = \"tcpdump\"\n", "t.toml:3: switch.transmit: 'tcpdump' is not one of: bypass, qdisc"),
         ("[control]\ngroup = \"nosuchgroup\"\n", "t.toml:2: control.group: group 'nosuchgroup' does not exist"),
         ("[control]\nnic_hold_report_seconds = 0\n", "t.toml:2: control.nic_hold_report_seconds: 0 is out of range 1..86400"),
         ("[metrics]\nlisten = \"localhost:9717\"\n", "t.toml:2: metrics.listen: 'localhost' in 'localhost:9717' is not an IP address (names are not resolved)"),

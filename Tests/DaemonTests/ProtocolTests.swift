@@ -31,6 +31,8 @@ struct ProtocolTests {
                                     udpPort: 8472, learning: false, ageing: 30, mtu: 1450)),
             .segmentDel(name: "vx100"), .segmentList,
             .show, .fdb, .extensions, .events(follow: true), .events(follow: false), .ping, .version,
+            .capture(CaptureRequest(ports: ["web1-0", "web2-0"], direction: .in, count: 10, snaplen: 128, drops: true)),
+            .capture(CaptureRequest(ports: ["web1-0"])),
         ]
         for r in requests {
             var line = Wire.encodeLine(r)
@@ -84,6 +86,11 @@ struct ProtocolTests {
          "segment.local: '239.1.1.1' is not a unicast address"),
         (#"{"op": "segment-add", "segment": {"name": "vx", "vni": 1, "local": "10.0.0.1", "underlay": "e1"}}"#, "segment.vlan: missing required field"),
         (#"{"op": "segment-del", "name": ""}"#, "name: interface name must not be empty"),
+        (#"{"op": "capture", "ports": []}"#, "ports: give at least one port"),
+        (#"{"op": "capture", "ports": ["a"], "direction": "sideways"}"#, "direction: 'sideways' is not in, out or both"),
+        (#"{"op": "capture", "ports": ["a"], "count": 0}"#, "count: 0 is not a positive number of frames"),
+        (#"{"op": "capture", "ports": ["a"], "snaplen": 4}"#, "snaplen: 4 is outside 14...262144"),
+        (#"{"op": "capture", "ports": ["a", "a"]}"#, "ports: a port is listed twice"),
     ])
     func rejections(json: String, expected: String) {
         #expect(rejection(json) == expected)
