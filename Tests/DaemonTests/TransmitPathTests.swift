@@ -45,7 +45,7 @@ struct TransmitPathTests {
         let out = d.dir.file("tcpdump-\(token).txt"), err = d.dir.file("tcpdump-\(token).err")
         _ = FileManager.default.createFile(atPath: out, contents: nil)
         _ = FileManager.default.createFile(atPath: err, contents: nil)
-        let p = Process()
+        let p = ChildProcess()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         p.arguments = ["tcpdump", "-i", to.tap, "-nn", "-e", "-l", "--immediate-mode", "ether proto 0x88b5"]
         p.standardOutput = FileHandle(forWritingAtPath: out)
