@@ -109,7 +109,7 @@ public actor DataPlaneBackend: SwitchBackend {
         return await rt.withSwitch(body)
     }
 
-    public func configure(_ settings: SwitchSettings, extensions: [String]) async throws(SwitchError) {
+    public func configure(_ settings: SwitchSettings, extensions: [String], offloadLater: Bool) async throws(SwitchError) {
         let config = SwitchConfiguration(name: settings.name, macTableSize: settings.macTableSize, macLimitPerPort: settings.macLimitPerPort,
                                          macAgingSeconds: UInt64(settings.macAgingSeconds),
                                          unknownUnicast: settings.unknownUnicast)
@@ -130,8 +130,23 @@ public actor DataPlaneBackend: SwitchBackend {
         self.settings = settings
         await applyTransmit(settings.transmit, on: rt)
         try await enable(extensions)
+        if offloadLater {
+            offloadPending = true
+            return
+        }
         let offloadLine = await rt.setOffload(enabled: settings.offload == .xdp)
         logger.notice("\(offloadLine)")
+    }
+
+    /// The fast path waits for ``startOffload()`` (``configure(_:extensions:offloadLater:)``).
+    private var offloadPending = false
+
+    public func startOffload() async -> String? {
+        guard offloadPending, let rt = runtime else { return nil }
+        offloadPending = false
+        let line = await rt.setOffload(enabled: settings.offload == .xdp)
+        logger.notice("\(line)")
+        return line
     }
 
     public func reload(_ settings: SwitchSettings, extensions: [String]) async throws(SwitchError) {
@@ -150,6 +165,7 @@ public actor DataPlaneBackend: SwitchBackend {
         self.settings.unknownUnicast = settings.unknownUnicast
         try await applyExtensionList(extensions)
         if settings.offload != self.settings.offload {
+            offloadPending = false
             let offloadLine = await rt.setOffload(enabled: settings.offload == .xdp)
             logger.notice("\(offloadLine)")
             self.settings.offload = settings.offload

@@ -32,6 +32,15 @@ public protocol SwitchBackend: Sendable {
     /// within each class). Called once, before ``adopt(_:)``.
     func configure(_ settings: SwitchSettings, extensions: [String]) async throws(SwitchError)
 
+    /// ``configure(_:extensions:)`` that leaves the XDP fast path (`offload = "xdp"`) for
+    /// ``startOffload()``: a starting daemon adopts its ports and forwards on the slow path first,
+    /// instead of waiting for the program to be loaded and verified (tens of ms).
+    func configure(_ settings: SwitchSettings, extensions: [String], offloadLater: Bool) async throws(SwitchError)
+
+    /// Loads the fast path left for later by ``configure(_:extensions:offloadLater:)`` (and attaches
+    /// it to the ports already open). Returns the line to log, nil when nothing was left.
+    func startOffload() async -> String?
+
     /// Applies changed settings and extension list to the running switch without disturbing ports.
     func reload(_ settings: SwitchSettings, extensions: [String]) async throws(SwitchError)
 
@@ -156,6 +165,10 @@ extension SwitchBackend {
     }
     public func restoreNICState(_ states: [ExtensionNICState], named name: String) async throws(SwitchError) -> [ExtensionNICState] {
         throw SwitchError(.invalidState, "this backend (\(kind)) has no NIC restore")
+    }
+
+    public func configure(_ settings: SwitchSettings, extensions: [String]) async throws(SwitchError) {
+        try await configure(settings, extensions: extensions, offloadLater: false)
     }
 }
 

@@ -27,6 +27,8 @@ public struct DaemonOptions: Sendable {
     public var shutdownTimeout: Double
     /// What the executable did to the process's capabilities at start-up (logged); nil if nothing.
     public var capabilities: CapabilityReport?
+    /// When `main` began (for the start-up figures in the `ready` line); nil: when ``Daemon/run()`` began.
+    public var processStart: ContinuousClock.Instant?
 
     public init(configPath: String, socketPath: String = Wire.defaultSocketPath, stateDirectory: String = DaemonOptions.defaultStateDirectory,
                 logLevel: LogLevelName = .info, checkConfigOnly: Bool = false, requestTimeout: Double = 5, shutdownTimeout: Double = 10) {
@@ -108,6 +110,9 @@ public struct Daemon: Sendable {
         }
 
         let startClock = ContinuousClock.now
+        // Where a start's time goes, for the `ready` line (scripts/bench-restart reads it).
+        var phases = StartupPhases(start: options.processStart ?? startClock)
+        phases.mark("config")
         // Ports opened from now on keep their receive socket for the next run (systemd's store or re-exec).
         let handOver = SocketHandOver.process
         handOver.enable(environment: ProcessInfo.processInfo.environment)
@@ -133,12 +138,14 @@ public struct Daemon: Sendable {
             for (name, settings) in config.extensionSettings.sorted(by: { $0.key < $1.key }) {
                 try await backend.setExtensionSettings(named: name, settings)
             }
-            try await backend.configure(config.settings, extensions: config.extensions)
+            // The XDP program is loaded after re-adoption: a restart forwards first (slow path).
+            try await backend.configure(config.settings, extensions: config.extensions, offloadLater: true)
         } catch {
             Self.printError("tapswitchd: cannot create switch '\(config.settings.name)': \(error.message)")
             return DaemonExitCode.failure
         }
         await backend.setNICHoldReport(seconds: Double(config.nicHoldReportSeconds))
+        phases.mark("switch")
         let events = await backend.subscribeEvents()
         let eventLog = Task(executorPreference: DaemonExecutor.shared) { [logger] in
             for await e in events.live {
@@ -179,6 +186,7 @@ public struct Daemon: Sendable {
             await backend.shutdown()
             return DaemonExitCode.failure
         }
+        phases.mark("state")
         let service = ControlService(backend: backend, store: store, records: recorded, logger: logger)
         await service.watchLostPorts()
         await service.noteExtensionSettings(config.extensionSettings)
@@ -187,9 +195,13 @@ public struct Daemon: Sendable {
         for line in recovery.actions { logger.warning("crash recovery: \(line)") }
         for line in recovery.problems { logger.error("crash recovery: \(line)") }
         let inherited = handOver.unadopted
+        phases.mark("recovery")
         let adoptStart = ContinuousClock.now
         let outcome = await service.adoptRecorded()
         let adoptTime = ContinuousClock.now - adoptStart
+        // The re-adopted ports are read from here on.
+        phases.mark("adoption")
+        let forwardingAt = phases.elapsed
         let leftOver = handOver.closeUnadopted()
         if !inherited.isEmpty {
             logger.notice("took over receive sockets from the previous run", metadata: [
@@ -206,9 +218,12 @@ public struct Daemon: Sendable {
                 "external": "\(outcome.adopted.externalPorts.count)", "failed": "\(outcome.failures.count)",
             ])
         }
+        _ = await backend.startOffload()
+        phases.mark("offload")
         for line in await service.applyDeclared(config) {
             logger.error("could not start declared port or VM", metadata: ["error": "\(line)"])
         }
+        phases.mark("declared")
 
         var serverOptions = ControlServer.Options(path: options.socketPath, group: config.controlGroup)
         serverOptions.requestTimeout = options.requestTimeout
@@ -228,10 +243,13 @@ public struct Daemon: Sendable {
             await backend.startHeartbeat(heartbeat)
             logger.info("watchdog enabled", metadata: ["interval": "\(notifier.watchdogInterval.map { "\($0)" } ?? "")"])
         }
+        phases.mark("control")
         notifier.ready(status: await statusLine(service))
         logger.notice("ready", metadata: [
             "socket": "\(options.socketPath)", "startup-ms": "\(Self.milliseconds(ContinuousClock.now - startClock))",
             "adoption-ms": "\(Self.milliseconds(adoptTime))", "fd-store": "\(handOver.usesSystemdStore)",
+            "since-main-ms": "\(Self.milliseconds(phases.elapsed))", "forwarding-ms": "\(Self.milliseconds(forwardingAt))",
+            "phases-ms": "\(phases.description)",
         ])
 
         for await signal in signals.stream {
@@ -249,6 +267,7 @@ public struct Daemon: Sendable {
                 notifier.reloading()
                 handOver.freeze()
                 await stop(server: server, service: service, backend: backend, logger: logger)
+                logger.info("executing the new process image")
                 let error = handOver.execSelf(arguments: CommandLine.arguments)
                 logger.critical("restart failed; exiting (TAPs and VMs stay)", metadata: ["error": "\(error)"])
                 return DaemonExitCode.failure
@@ -328,7 +347,7 @@ public struct Daemon: Sendable {
         return before
     }
 
-    private static func milliseconds(_ d: Duration) -> String {
+    static func milliseconds(_ d: Duration) -> String {
         let ms = Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15
         return String(format: "%.1f", ms)
     }
@@ -347,4 +366,31 @@ private func eventMetadata(_ e: SwitchEvent) -> Logger.Metadata {
     if let d = e.detail { m["detail"] = "\(d)" }
     if e.restore { m["restore"] = "true" }
     return m
+}
+
+/// The steps of a daemon start and how long each took, from `main` on: `config` (runtime start-up,
+/// command line, config), `switch`, `state`, `recovery`, `adoption` (forwarding starts after it),
+/// `offload`, `declared`, `control` (socket, metrics, watchdog).
+struct StartupPhases: CustomStringConvertible {
+    private var last: ContinuousClock.Instant
+    private let start: ContinuousClock.Instant
+    private var steps: [(String, Duration)] = []
+
+    init(start: ContinuousClock.Instant) {
+        self.start = start
+        last = start
+    }
+
+    /// The step `name` ends now.
+    mutating func mark(_ name: String) {
+        let now = ContinuousClock.now
+        steps.append((name, now - last))
+        last = now
+    }
+
+    /// Since `main`.
+    var elapsed: Duration { last - start }
+
+    /// `config=12.0,switch=3.1,...` (ms).
+    var description: String { steps.map { "\($0.0)=\(Daemon.milliseconds($0.1))" }.joined(separator: ",") }
 }

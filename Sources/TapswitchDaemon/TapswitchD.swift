@@ -24,7 +24,11 @@ public struct TapswitchD: AsyncParsableCommand {
         Signals: SIGHUP re-reads the config (a bad file is logged and the previous config kept; changed \
         switch settings are applied and newly declared VMs and ports started; running ports are not \
         touched). SIGTERM/SIGINT stop the daemon WITHOUT removing TAPs or disturbing VMs, so a restart \
-        re-adopts them.
+        re-adopts them. SIGUSR2 restarts it in place without losing frames (systemctl kill -s USR2 \
+        tapswitchd, or kill -USR2 PID): it executes its binary again (the same PID; new code after an \
+        upgrade) and hands the ports' sockets and internal ports' queues to the new image, which \
+        forwards what the VMs sent meanwhile. Under systemd the sockets also live in the unit's \
+        file-descriptor store, so systemctl restart and a crash restart keep them too.
 
         Exit codes: 0 success, 1 start-up failure (socket, state file, backend), 2 bad command line, \
         78 invalid config (printed as FILE:LINE: what is wrong, before any device is touched).
@@ -89,6 +93,7 @@ public struct TapswitchD: AsyncParsableCommand {
             requestTimeout: requestTimeout,
             shutdownTimeout: shutdownTimeout)
         options.capabilities = Self.capabilities.withLock { $0 }
+        options.processStart = Self.mainStart.withLock { $0 }
         let daemon = Daemon(options: options, registry: registry, makeBackend: makeBackend)
         // The daemon's async work runs on its own threads, never waiting for the cooperative pool.
         let code = await withTaskExecutorPreference(DaemonExecutor.shared) { await daemon.run() }
@@ -97,12 +102,15 @@ public struct TapswitchD: AsyncParsableCommand {
 
     /// What ``limitCapabilities()`` did, for the daemon to log.
     static let capabilities = Locked<CapabilityReport?>(nil)
+    /// When ``limitCapabilities()`` ran: the start of `main`, for the start-up figures.
+    static let mainStart = Locked<ContinuousClock.Instant?>(nil)
 
     /// Keeps only the capabilities the daemon needs (``DaemonPrivileges``), deciding about
     /// `CAP_CHOWN` from the config's `[control] group`. Runs on the main thread before any other
     /// thread exists, so every later thread inherits the reduced sets. A command line or config
     /// that does not parse keeps the minimum: the daemon exits on it anyway.
     public static func limitCapabilities() {
+        mainStart.withLock { $0 = ContinuousClock.now }
         // First, before any thread: takes the sockets a previous run handed over out of the environment.
         SocketHandOver.process.takeInherited()
         guard let command = try? parseAsRoot() as? TapswitchD, !command.checkConfig else { return }
