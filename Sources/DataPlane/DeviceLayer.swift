@@ -54,6 +54,12 @@ public protocol DeviceLayer: AnyObject, Sendable {
     func createInternalPort(_ name: InterfaceName, mac: MACAddress, mtu: UInt32, netnsPath: String?,
                             buffers: BatchBuffers) throws -> InternalPortDevice
 
+    /// The internal port `name` (in tapswitch's namespace) whose queue the previous daemon process
+    /// handed over (``SocketHandOver``): the device still exists, with its host configuration; it
+    /// gets `mac`/`mtu` and is set up. Nil when no queue of that name was handed over. Optional;
+    /// the default has none.
+    func adoptInternalPort(_ name: InterfaceName, mac: MACAddress, mtu: UInt32, buffers: BatchBuffers) throws -> InternalPortDevice?
+
     /// Opens what the drivers of the existing VM TAPs `names` will need, all at once, before they are
     /// plugged in one by one (a restart re-adopting its ports). Optional; the default does nothing.
     func prepareReceive(forTAPs names: [String])
@@ -123,6 +129,8 @@ extension DeviceLayer {
     public func forgetBridgeEntry(port: String, mac: MACAddress) throws -> Bool { false }
 
     public func prepareReceive(forTAPs names: [String]) {}
+
+    public func adoptInternalPort(_ name: InterfaceName, mac: MACAddress, mtu: UInt32, buffers: BatchBuffers) throws -> InternalPortDevice? { nil }
 }
 
 /// What a device opened with ``DeviceLayer/openDriver(on:role:buffers:)`` is to the switch.
@@ -224,6 +232,16 @@ public final class LinuxDeviceLayer: DeviceLayer {
         PacketRingDriver.prepareReceiveSockets(for: links, handOver: handOver)
     }
 
+    public func adoptInternalPort(_ name: InterfaceName, mac: MACAddress, mtu: UInt32, buffers: BatchBuffers) throws -> InternalPortDevice? {
+        guard handOver.isEnabled, let info = try net.link(named: name.value),
+              let fd = handOver.adopt(name: SocketHandOver.socketName(TunQueueDriver.handOverKind, index: info.index, device: name.value))
+        else { return nil }
+        let queue = try TunQueue(adopting: fd, name: name.value)
+        // The recorded settings, as at creation (the host stack's addresses and routes stay).
+        try net.setLink(name.value, mac: mac.bytes, mtu: mtu, up: true)
+        return InternalPortDevice(driver: TunQueueDriver(queue: queue, buffers: buffers, handOver: handOver, index: info.index), index: info.index)
+    }
+
     public func createInternalPort(_ name: InterfaceName, mac: MACAddress, mtu: UInt32, netnsPath: String?,
                                    buffers: BatchBuffers) throws -> InternalPortDevice {
         let queue: TunQueue
@@ -254,7 +272,10 @@ public final class LinuxDeviceLayer: DeviceLayer {
                 throw SwitchError("cannot move it into network namespace \(netnsPath)", cause: error)
             }
         }
-        return InternalPortDevice(driver: TunQueueDriver(queue: queue, buffers: buffers), index: index)
+        // Kept for the next daemon process only in tapswitch's namespace (a port in another one is
+        // created again on restart).
+        return InternalPortDevice(driver: TunQueueDriver(queue: queue, buffers: buffers, handOver: netnsPath == nil ? handOver : nil,
+                                                         index: index), index: index)
     }
 
     public func makeLinkEvents() throws -> any LinkEventSource { try LinkMonitor() }

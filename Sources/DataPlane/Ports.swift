@@ -60,11 +60,20 @@ extension SwitchRuntime {
     public func addInternalPort(name: String, mac: MACAddress, netns: String? = nil, mtu: UInt32 = 1500,
                                 properties: [PortProperty] = []) async throws(SwitchError) -> PortID {
         let ifname = try validName(name)
-        if try link(name) != nil { throw SwitchError(.exists, "cannot create internal port \(name): a network device with that name already exists") }
         let device: InternalPortDevice
         do {
-            device = try devices.createInternalPort(ifname, mac: mac, mtu: mtu,
-                                                    netnsPath: netns.map { $0.hasPrefix("/") ? $0 : "/run/netns/\($0)" }, buffers: buffers)
+            // A restart: the previous process handed the queue over, so the interface still exists.
+            if netns == nil, let handedOver = try devices.adoptInternalPort(ifname, mac: mac, mtu: mtu, buffers: buffers) {
+                device = handedOver
+            } else {
+                if try link(name) != nil {
+                    throw SwitchError(.exists, "cannot create internal port \(name): a network device with that name already exists")
+                }
+                device = try devices.createInternalPort(ifname, mac: mac, mtu: mtu,
+                                                        netnsPath: netns.map { $0.hasPrefix("/") ? $0 : "/run/netns/\($0)" }, buffers: buffers)
+            }
+        } catch let error as SwitchError {
+            throw error
         } catch {
             throw SwitchError("cannot create internal port \(name)", cause: error)
         }

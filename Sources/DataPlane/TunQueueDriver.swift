@@ -14,10 +14,26 @@ public final class TunQueueDriver: PortDriver {
     /// The NIC is connected while tapswitch holds the queue: carrier changes do not apply.
     public let followsCarrier = false
 
-    init(queue: TunQueue, buffers: BatchBuffers) {
+    /// The name the queue is kept under for the next daemon process (nil: not kept).
+    private var handOverName: String?
+    private var handOver: SocketHandOver?
+
+    /// With `handOver` (an internal port in tapswitch's namespace, interface index `index`), a
+    /// duplicate of the queue is kept for the next daemon process (``SocketHandOver``), so a
+    /// restart finds the port's interface, with its host addresses and routes, still there.
+    init(queue: TunQueue, buffers: BatchBuffers, handOver: SocketHandOver? = nil, index: Int32? = nil) {
         self.queue = queue
         self.buffers = buffers
+        if let handOver, handOver.isEnabled, let index {
+            let key = SocketHandOver.socketName(Self.handOverKind, index: index, device: queue.name)
+            queue.keep(in: handOver, as: key)
+            handOverName = key
+            self.handOver = handOver
+        }
     }
+
+    /// The kind in the hand-over name of an internal port's queue (``SocketHandOver/socketName(_:index:device:)``).
+    static let handOverKind = "tq"
 
     deinit { close() }
 
@@ -45,5 +61,11 @@ public final class TunQueueDriver: PortDriver {
     public func pendingError() -> Int32? { nil }
     public func collectStatistics() {}
     public func addDeviceDrops(to counters: inout PortCounters) {}
-    public func close() { queue.close() }
+    public func close() {
+        if let handOverName {
+            handOver?.release(name: handOverName)
+            self.handOverName = nil
+        }
+        queue.close()
+    }
 }

@@ -160,7 +160,31 @@ public final class TunQueue {
         self.name = name.value
     }
 
+    /// Takes over `fd`, a queue a previous daemon process handed over (``SocketHandOver``), after
+    /// checking with `TUNGETIFF` that it is still attached to the TAP `name`. Closes `fd` if not.
+    public init(adopting fd: Int32, name: String) throws(SystemError) {
+        var request = ts_ifreq()
+        let result = ts_ioctl_ptr(fd, TS_TUNGETIFF, &request)
+        let code = errno
+        let attached = withUnsafeBytes(of: &request.name) { raw in String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self) }
+        guard result == 0, attached == name else {
+            _ = Glibc.close(fd)
+            throw SystemError(operation: "TUNGETIFF", device: name, errno: result == 0 ? ENODEV : code,
+                              detail: result == 0 ? "the handed-over queue belongs to \(attached)" : nil)
+        }
+        fileDescriptor = fd
+        self.name = name
+    }
+
     deinit { close() }
+
+    /// Gives a duplicate of the queue to `handOver` under `key`, for the next daemon process
+    /// (``SocketHandOver/keep(_:name:)``): the TAP, which lives as long as a queue is attached,
+    /// outlives this process.
+    public func keep(in handOver: SocketHandOver, as key: String) {
+        guard fileDescriptor >= 0 else { return }
+        handOver.keep(fileDescriptor, name: key)
+    }
 
     /// Detaches. Idempotent.
     public func close() {
