@@ -1,5 +1,4 @@
 import ControlProtocol
-import CTapShim  // sockaddr_ll (linux/if_packet.h) for the raw socket below
 import FakeVM
 import Foundation
 import Synchronization
@@ -234,12 +233,12 @@ final class RawLinkSocket: Sendable {
         let protocolAll = UInt16(0x0003).bigEndian  // ETH_P_ALL
         let s = socket(AF_PACKET, Int32(SOCK_RAW.rawValue) | Int32(SOCK_CLOEXEC.rawValue), Int32(protocolAll))
         guard s >= 0 else { throw TestHelperError("socket(AF_PACKET): errno \(errno)") }
-        var addr = sockaddr_ll()
-        addr.sll_family = UInt16(AF_PACKET)
-        addr.sll_protocol = protocolAll
-        addr.sll_ifindex = index
+        var addr = LinkAddress()
+        addr.family = UInt16(AF_PACKET)
+        addr.proto = protocolAll
+        addr.ifindex = index
         let bound = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(s, $0, socklen_t(MemoryLayout<sockaddr_ll>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(s, $0, socklen_t(MemoryLayout<LinkAddress>.size)) }
         }
         guard bound == 0 else {
             let code = errno
@@ -265,8 +264,8 @@ final class RawLinkSocket: Sendable {
             var p = pollfd(fd: s, events: Int16(POLLIN), revents: 0)
             let ms = Int32(max(1, left.components.seconds * 1000 + left.components.attoseconds / 1_000_000_000_000_000))
             guard poll(&p, 1, ms) > 0 else { continue }
-            var from = sockaddr_ll()
-            var length = socklen_t(MemoryLayout<sockaddr_ll>.size)
+            var from = LinkAddress()
+            var length = socklen_t(MemoryLayout<LinkAddress>.size)
             let n = buffer.withUnsafeMutableBytes { raw in
                 withUnsafeMutablePointer(to: &from) {
                     $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { recvfrom(s, raw.baseAddress, raw.count, Int32(MSG_DONTWAIT), $0, &length) }
@@ -276,7 +275,7 @@ final class RawLinkSocket: Sendable {
                 if errno == EAGAIN || errno == EINTR { continue }
                 throw TestHelperError("recvfrom on ifindex \(index): errno \(errno)")
             }
-            if from.sll_pkttype == 4 { continue }  // PACKET_OUTGOING: our own send
+            if from.pkttype == 4 { continue }  // PACKET_OUTGOING: our own send
             return Array(buffer.prefix(n))
         }
     }
@@ -287,4 +286,15 @@ final class RawLinkSocket: Sendable {
             s = -1
         }
     }
+}
+
+/// `struct sockaddr_ll` (linux/if_packet.h), which Glibc does not export: same fields, same order.
+struct LinkAddress {
+    var family: UInt16 = 0
+    var proto: UInt16 = 0
+    var ifindex: Int32 = 0
+    var hatype: UInt16 = 0
+    var pkttype: UInt8 = 0
+    var halen: UInt8 = 0
+    var addr: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) = (0, 0, 0, 0, 0, 0, 0, 0)
 }
