@@ -28,6 +28,13 @@
  *         this process's TAPs, to D (pre-fills the switch's MAC table), paced
  *         at --fill-rate PPS (default 20000). --vnet-hdr: attach with
  *         IFF_VNET_HDR and a zeroed 10-byte virtio_net_hdr on every frame.
+ *         --offload (with --vnet-hdr): enable checksum and TSO offloads on the TAP
+ *         (TUNSETOFFLOAD), as QEMU does for a guest with default offloads.
+ * send only: --csum-partial (with --vnet-hdr): the UDP checksum is left partial (the
+ *         pseudo-header sum) with VIRTIO_NET_HDR_F_NEEDS_CSUM, as such a guest sends it.
+ *         --tso BYTES (with --vnet-hdr): TCP superframes of BYTES (up to 65000) with
+ *         GSO TCPv4 (gso_size 1448) and a partial checksum; a sink with --offload counts
+ *         them whole, one without gets the kernel's segments (only the first is counted).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -68,7 +75,7 @@ struct payload {
 static volatile sig_atomic_t stop_flag;
 static void on_signal(int sig) { (void)sig; stop_flag = 1; }
 
-static int vnet_hdr;
+static int vnet_hdr, tun_offload, csum_partial, tso_size;
 static int hdr_len; /* 0 or VNET_HDR_LEN: bytes before the Ethernet header */
 
 static void die(const char *what, const char *dev) {
@@ -121,6 +128,7 @@ static int tap_attach(const char *name) {
         int sz = VNET_HDR_LEN;
         if (ioctl(fd, TUNSETVNETHDRSZ, &sz) < 0) die("TUNSETVNETHDRSZ", name);
     }
+    if (tun_offload && ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6) < 0) die("TUNSETOFFLOAD", name);
     if (fcntl(fd, F_SETFL, O_NONBLOCK) < 0) die("O_NONBLOCK", name);
     return fd;
 }
@@ -167,13 +175,74 @@ static void build_frame(uint8_t *buf, int size, const uint8_t dst[6], const uint
     p->type = type;
 }
 
-static struct payload *payload_of(uint8_t *buf) { return (struct payload *)(buf + hdr_len + OFF_PAY); }
+/* TCP frames (--tso) carry the payload after a 20-byte TCP header. */
+#define OFF_TCP_PAY 54
+static struct payload *payload_of(uint8_t *buf) {
+    uint8_t *f = buf + hdr_len;
+    return (struct payload *)(f + (f[OFF_IP + 9] == 6 ? OFF_TCP_PAY : OFF_PAY));
+}
+
+static uint32_t pseudo_sum(const uint8_t *ip, int l4_len) {
+    uint32_t sum = (uint32_t)(ip[12] << 8 | ip[13]) + (uint32_t)(ip[14] << 8 | ip[15]) + (uint32_t)(ip[16] << 8 | ip[17]) +
+                   (uint32_t)(ip[18] << 8 | ip[19]) + ip[9] + (uint32_t)l4_len;
+    while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+    return sum;
+}
+
+/* --csum-partial: the UDP checksum as a guest with checksum offload leaves it (the pseudo-header
+ * sum, which no later payload change alters) and the header saying so. */
+static void make_partial_udp(uint8_t *buf, int size) {
+    uint8_t *f = buf + hdr_len, *h = buf;
+    uint16_t ps = (uint16_t)pseudo_sum(f + OFF_IP, size - OFF_UDP);
+    f[OFF_UDP + 6] = (uint8_t)(ps >> 8);
+    f[OFF_UDP + 7] = (uint8_t)ps;
+    h[0] = 1;                 /* VIRTIO_NET_HDR_F_NEEDS_CSUM */
+    h[6] = OFF_UDP; h[7] = 0; /* csum_start, little endian */
+    h[8] = 6; h[9] = 0;       /* csum_offset */
+}
+
+/* --tso: an IPv4/TCP superframe of `size` bytes to port 9, GSO TCPv4 with gso_size 1448. */
+static void build_tso_frame(uint8_t *buf, int size, const uint8_t dst[6], const uint8_t src[6], uint32_t run) {
+    build_frame(buf, OFF_TCP_PAY + (int)sizeof(struct payload), dst, src, run, T_DATA);
+    uint8_t *f = buf + hdr_len, *ip = f + OFF_IP, *tcp = f + OFF_UDP, *h = buf;
+    memset(f + OFF_UDP, 0, (size_t)(size - OFF_UDP));
+    int ip_len = size - 14;
+    ip[2] = (uint8_t)(ip_len >> 8);
+    ip[3] = (uint8_t)ip_len;
+    ip[9] = 6;
+    ip[10] = ip[11] = 0;
+    uint16_t c = ip_checksum(ip, 20);
+    ip[10] = (uint8_t)(c >> 8);
+    ip[11] = (uint8_t)c;
+    tcp[0] = 0x9c; tcp[1] = 0x40;
+    tcp[2] = 0; tcp[3] = UDP_PORT;
+    tcp[7] = 1;              /* seq 1 */
+    tcp[12] = 0x50;          /* data offset 5 */
+    tcp[13] = 0x18;          /* PSH ACK */
+    tcp[14] = 0xff; tcp[15] = 0xff;
+    uint16_t ps = (uint16_t)pseudo_sum(ip, size - OFF_UDP);
+    tcp[16] = (uint8_t)(ps >> 8);
+    tcp[17] = (uint8_t)ps;
+    struct payload *p = (struct payload *)(f + OFF_TCP_PAY);
+    p->magic = MAGIC;
+    p->run = run;
+    p->type = T_DATA;
+    memset(h, 0, VNET_HDR_LEN);
+    h[0] = 1;                          /* NEEDS_CSUM */
+    h[1] = 1;                          /* VIRTIO_NET_HDR_GSO_TCPV4 */
+    h[2] = OFF_TCP_PAY; h[3] = 0;      /* hdr_len */
+    h[4] = 1448 & 0xff; h[5] = 1448 >> 8;
+    h[6] = OFF_UDP; h[7] = 0;          /* csum_start */
+    h[8] = 16; h[9] = 0;               /* csum_offset */
+}
 
 /* Classifies a received frame: returns its type if it is one of ours for `run`, else 0. */
 static uint32_t classify(uint8_t *buf, ssize_t n, uint32_t run) {
     if (n < hdr_len + OFF_PAY + (ssize_t)sizeof(struct payload)) return 0;
     uint8_t *f = buf + hdr_len;
-    if (f[12] != 0x08 || f[13] != 0x00 || f[OFF_IP + 9] != 17 || f[OFF_UDP + 3] != UDP_PORT) return 0;
+    if (f[12] != 0x08 || f[13] != 0x00 || (f[OFF_IP + 9] != 17 && f[OFF_IP + 9] != 6) || f[OFF_UDP + 3] != UDP_PORT)
+        return 0;
+    if (f[OFF_IP + 9] == 6 && n < hdr_len + OFF_TCP_PAY + (ssize_t)sizeof(struct payload)) return 0;
     struct payload *p = payload_of(buf);
     if (p->magic != MAGIC || p->run != run) return 0;
     return p->type;
@@ -247,6 +316,9 @@ static void parse(int argc, char **argv, struct opts *o) {
         else if (strcmp(a, "--wait-go") == 0) o->wait_go = 1;
         else if (strcmp(a, "--wait-attach") == 0) o->wait_attach = 1;
         else if (strcmp(a, "--vnet-hdr") == 0) vnet_hdr = 1;
+        else if (strcmp(a, "--offload") == 0) tun_offload = 1;
+        else if (strcmp(a, "--csum-partial") == 0) csum_partial = 1;
+        else if (ARG("--tso")) tso_size = atoi(v);
         else {
             fprintf(stderr, "tbtraffic: unknown or incomplete option '%s'\n", a);
             usage();
@@ -256,6 +328,8 @@ static void parse(int argc, char **argv, struct opts *o) {
     hdr_len = vnet_hdr ? VNET_HDR_LEN : 0;
     if (!o->taps || !o->mac) fail("--tap and --mac are required");
     if (o->size < OFF_PAY + (int)sizeof(struct payload) || o->size > 1514) fail("--size must be 62..1514");
+    if ((tun_offload || csum_partial || tso_size) && !vnet_hdr) fail("--offload, --csum-partial and --tso need --vnet-hdr");
+    if (tso_size && (tso_size < 1600 || tso_size > 65000)) fail("--tso must be 1600..65000");
 }
 
 static uint8_t txbuf[BUF_SIZE], rxbuf[BUF_SIZE];
@@ -368,9 +442,16 @@ static int mode_send(const struct opts *o) {
     send_hello(fd, mac, o->run, names[0]);
     do_fill(&fd, 1, o);
     if (o->wait_go) handshake("FILLED"); /* the caller reads the switch's table before the measured part */
-    build_frame(txbuf, o->size, dst, mac, o->run, T_DATA);
+    int size = o->size;
+    if (tso_size) {
+        size = tso_size;
+        build_tso_frame(txbuf, size, dst, mac, o->run);
+    } else {
+        build_frame(txbuf, size, dst, mac, o->run, T_DATA);
+        if (csum_partial) make_partial_udp(txbuf, size);
+    }
     struct payload *p = payload_of(txbuf);
-    size_t len = (size_t)(hdr_len + o->size);
+    size_t len = (size_t)(hdr_len + size);
     uint64_t limit = o->count > 0 ? (uint64_t)o->count : UINT64_MAX;
     /* Pacing: wake at most every 100 µs and send what is due, so a paced run
      * costs few wakeups and the switch sees small bursts, like a busy guest. */
