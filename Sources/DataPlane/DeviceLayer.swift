@@ -90,6 +90,17 @@ public protocol DeviceLayer: AnyObject, Sendable {
     /// Deletes what the bridge learned of `mac` on port `port`; false when it knew nothing.
     func forgetBridgeEntry(port: String, mac: MACAddress) throws -> Bool
 
+    /// An EVPN segment's bridge made ready for IP neighbours: IPv6 on (still without addresses) on
+    /// `bridge`, ARP/ND suppression on its VXLAN port `vxlan`.
+    func prepareNeighbours(bridge: String, vxlan: String) throws
+
+    /// Adds or replaces the neighbour entry `ip` (a host address) -> `mac` on `bridge` (zebra
+    /// advertises it as a MAC+IP route).
+    func setNeighbour(bridge: String, ip: IPPrefix, mac: MACAddress) throws
+
+    /// Deletes the neighbour entry for `ip` on `bridge`; false when there was none.
+    func deleteNeighbour(bridge: String, ip: IPPrefix) throws -> Bool
+
     /// Link queries for the packet loop alone (its own socket: it never waits behind the control plane).
     func makeLoopLinkQuery() throws -> any LinkQuerying
 
@@ -127,6 +138,10 @@ extension DeviceLayer {
     }
 
     public func forgetBridgeEntry(port: String, mac: MACAddress) throws -> Bool { false }
+
+    public func prepareNeighbours(bridge: String, vxlan: String) throws {}
+    public func setNeighbour(bridge: String, ip: IPPrefix, mac: MACAddress) throws {}
+    public func deleteNeighbour(bridge: String, ip: IPPrefix) throws -> Bool { false }
 
     public func prepareReceive(forTAPs names: [String]) {}
 
@@ -328,6 +343,27 @@ public final class LinuxDeviceLayer: DeviceLayer {
     public func forgetBridgeEntry(port: String, mac: MACAddress) throws -> Bool {
         guard let link = try net.link(named: port) else { return false }
         return try net.deleteBridgeFDBEntry(portIndex: link.index, device: port, mac: mac.bytes)
+    }
+
+    public func prepareNeighbours(bridge: String, vxlan: String) throws {
+        try net.enableIPv6WithoutAddresses(bridge)
+        try net.setNeighbourSuppression(vxlan, on: true)
+    }
+
+    public func setNeighbour(bridge: String, ip: IPPrefix, mac: MACAddress) throws {
+        guard let link = try net.link(named: bridge) else { throw SwitchError(.notFound, "bridge \(bridge) does not exist") }
+        try net.setNeighbour(deviceIndex: link.index, device: bridge, ip: Self.bytes(ip), mac: mac.bytes)
+    }
+
+    public func deleteNeighbour(bridge: String, ip: IPPrefix) throws -> Bool {
+        guard let link = try net.link(named: bridge) else { return false }
+        return try net.deleteNeighbour(deviceIndex: link.index, device: bridge, ip: Self.bytes(ip))
+    }
+
+    /// A host address's bytes in network order: 4 for IPv4, 16 for IPv6.
+    static func bytes(_ ip: IPPrefix) -> [UInt8] {
+        func be(_ v: UInt64, _ count: Int) -> [UInt8] { (0..<count).map { UInt8(truncatingIfNeeded: v >> UInt64(8 * (count - 1 - $0))) } }
+        return ip.family == .ipv4 ? be(ip.low, 4) : be(ip.high, 8) + be(ip.low, 8)
     }
 
     public func makeLoopLinkQuery() throws -> any LinkQuerying { try RouteNetlink() }

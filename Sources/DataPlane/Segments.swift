@@ -135,6 +135,12 @@ extension SwitchRuntime {
                 throw SwitchError("segment \(s.name): cannot create its VXLAN device, bridge and veth pair (VNI \(s.vni) over \(s.underlay))", cause: error)
             }
         }
+        // MAC+IP: the VMs' known addresses become neighbour entries on the bridge (zebra advertises
+        // them; remote ones answer ARP/ND locally). Also for an adopted bridge made before this existed.
+        do { try devices.prepareNeighbours(bridge: e.bridge, vxlan: s.name) } catch {
+            if created { for n in names { try? devices.deleteLink(n) } }
+            throw SwitchError("segment \(s.name): cannot enable IP neighbours on \(e.bridge)", cause: error)
+        }
         do throws(SwitchError) {
             return try await addExternalPort(device: e.port, properties: [.vlan(.access(s.vlan))])
         } catch {
@@ -147,5 +153,17 @@ extension SwitchRuntime {
     /// or left), so zebra withdraws its type-2 route now rather than when the bridge's entry ages out.
     public func forgetLocalMAC(_ mac: MACAddress, bridgePort: String) -> Bool {
         (try? devices.forgetBridgeEntry(port: bridgePort, mac: mac)) ?? false
+    }
+
+    /// EVPN MAC+IP: tells the bridge (so zebra) that `ip` belongs to `mac`.
+    public func setNeighbour(bridge: String, ip: IPPrefix, mac: MACAddress) throws(SwitchError) {
+        do { try devices.setNeighbour(bridge: bridge, ip: ip, mac: mac) } catch {
+            throw SwitchError("cannot add neighbour \(ip) -> \(mac) on \(bridge)", cause: error)
+        }
+    }
+
+    /// EVPN MAC+IP: withdraws `ip` from the bridge; false when it was not there.
+    public func deleteNeighbour(bridge: String, ip: IPPrefix) -> Bool {
+        (try? devices.deleteNeighbour(bridge: bridge, ip: ip)) ?? false
     }
 }

@@ -139,6 +139,22 @@ public final class RouteNetlink: Sendable {
         try writeSysctl(path, value: "1", device: name)
     }
 
+    /// Turns IPv6 back on for `name` while it keeps no address (`addr_gen_mode none` stays): an EVPN
+    /// segment's bridge holds the VMs' IPv6 neighbour entries, which need IPv6 on the device, and
+    /// without an address it sends nothing of its own.
+    public func enableIPv6WithoutAddresses(_ name: String) throws {
+        let path = "/proc/sys/net/ipv6/conf/\(name)/disable_ipv6"
+        if access("/proc/sys/net/ipv6/conf", F_OK) != 0 { return }
+        try writeSysctl(path, value: "0", device: name)
+    }
+
+    /// ARP/ND suppression on bridge port `name` (`bridge link set dev NAME neigh_suppress on`): the
+    /// bridge answers ARP requests and neighbour solicitations for addresses it holds neighbour entries
+    /// for, and floods none of them to this port.
+    public func setNeighbourSuppression(_ name: String, on: Bool) throws {
+        try writeSysctl("/sys/class/net/\(name)/brport/neigh_suppress", value: on ? "1" : "0", device: name)
+    }
+
     // MARK: Helpers
 
     /// Runs `body` on a fresh change object and applies it to the current state of `name`.

@@ -97,6 +97,54 @@ extension RouteNetlink {
         }
     }
 
+    /// Adds or replaces the neighbour entry `ip lladdr MAC dev DEVICE nud noarp` (`ip neigh replace`):
+    /// an IP known to belong to a MAC behind bridge `device`. `ip` is 4 (IPv4) or 16 (IPv6) bytes.
+    public func setNeighbour(deviceIndex index: Int32, device: String, ip: [UInt8], mac: [UInt8]) throws {
+        try socket.withLock { sock throws(NetlinkError) in
+            let neigh = try Self.neighbour(index: index, device: device, ip: ip)
+            defer { rtnl_neigh_put(neigh) }
+            var bytes = mac
+            guard let lladdr = nl_addr_build(AF_LLC, &bytes, bytes.count) else {
+                throw NetlinkError(operation: "nl_addr_build", device: device, code: NLE_NOMEM)
+            }
+            defer { nl_addr_put(lladdr) }
+            rtnl_neigh_set_lladdr(neigh, lladdr)
+            rtnl_neigh_set_state(neigh, Int32(NUD_NOARP))
+            try nlCheck("neigh replace", device: device, rtnl_neigh_add(sock.pointer, neigh, NLM_F_CREATE | NLM_F_REPLACE))
+        }
+    }
+
+    /// Deletes the neighbour entry for `ip` on `device`; false when there was none.
+    @discardableResult
+    public func deleteNeighbour(deviceIndex index: Int32, device: String, ip: [UInt8]) throws -> Bool {
+        try socket.withLock { sock throws(NetlinkError) -> Bool in
+            let neigh = try Self.neighbour(index: index, device: device, ip: ip)
+            defer { rtnl_neigh_put(neigh) }
+            let rc = rtnl_neigh_delete(sock.pointer, neigh, 0)
+            if rc == -NLE_OBJ_NOTFOUND || rc == -NLE_NOADDR || rc == -NLE_NODEV { return false }
+            try nlCheck("neigh del", device: device, rc)
+            return true
+        }
+    }
+
+    /// A neighbour object for `ip` (4 or 16 bytes) on interface `index`; the caller releases it.
+    private static func neighbour(index: Int32, device: String, ip: [UInt8]) throws(NetlinkError) -> OpaquePointer {
+        var bytes = ip
+        let family = ip.count == 16 ? AF_INET6 : AF_INET
+        guard ip.count == 4 || ip.count == 16, let dst = nl_addr_build(family, &bytes, bytes.count) else {
+            throw NetlinkError(operation: "nl_addr_build", device: device, code: NLE_INVAL)
+        }
+        defer { nl_addr_put(dst) }
+        guard let neigh = rtnl_neigh_alloc() else { throw NetlinkError(operation: "rtnl_neigh_alloc", code: NLE_NOMEM) }
+        rtnl_neigh_set_ifindex(neigh, index)
+        do throws(NetlinkError) { try nlCheck("neigh dst", device: device, rtnl_neigh_set_dst(neigh, dst)) } catch {
+            rtnl_neigh_put(neigh)
+            throw error
+        }
+        rtnl_neigh_set_family(neigh, family)
+        return neigh
+    }
+
     /// An IPv4 or IPv6 host address for libnl; the caller releases it.
     private static func address(_ text: String, device: String) throws(NetlinkError) -> OpaquePointer {
         var addr: OpaquePointer?

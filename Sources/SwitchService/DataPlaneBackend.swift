@@ -29,6 +29,10 @@ public actor DataPlaneBackend: SwitchBackend {
     private var internals: [String: InternalPortSpec] = [:]
     private var externals: [String: ExternalPortSpec] = [:]
     private var segmentSpecs: [String: SegmentSpec] = [:]
+    /// EVPN MAC+IP: the neighbour entries this daemon keeps on EVPN segments' bridges, and the task
+    /// that refreshes them (addresses DHCP snooping grants come and go without a control request).
+    private var evpnNeighbours: [EVPNNeighbour: MACAddress] = [:]
+    private var neighbourRefresher: Task<Void, Never>?
     /// Ports whose removal waits for references (TAP name -> when it started, whether the TAP
     /// goes when PORT_DELETE completes).
     private var pendingRemovals: [String: PendingRemoval] = [:]
@@ -336,6 +340,7 @@ public actor DataPlaneBackend: SwitchBackend {
                 + failedNICs.map(\.message).joined(separator: "; "))
         }
         vms[spec.name] = resolved
+        await syncEVPNNeighbours()
         let snapshot = await snapshot()
         return created.compactMap { tap in snapshot.ports.first { $0.name == tap } }
     }
@@ -383,6 +388,7 @@ public actor DataPlaneBackend: SwitchBackend {
             }
         }
         vms[name] = nil
+        await syncEVPNNeighbours()
         withdrawLocal(spec.nics.compactMap(\.mac), runtime: rt)
         if !failures.isEmpty { throw SwitchError(.system, failures.joined(separator: "; ")) }
         return pending
@@ -493,6 +499,7 @@ public actor DataPlaneBackend: SwitchBackend {
         var recorded = spec
         recorded.mac = mac
         internals[spec.name] = recorded
+        await syncEVPNNeighbours()
         return try await portInfo(spec.name)
     }
 
@@ -538,6 +545,7 @@ public actor DataPlaneBackend: SwitchBackend {
                 logger.warning("cannot update the TAP's marker", metadata: ["tap": "\(name)", "error": "\(error.message)"])
             }
         }
+        await syncEVPNNeighbours()
         let port = try await portInfo(name)
         hub.publish(.portProperty, portId: port.id, portName: name, vmName: port.nic?.vmName,
                     detail: settings.assignments.isEmpty ? "defaults" : settings.assignments.joined(separator: " "))
@@ -556,9 +564,11 @@ public actor DataPlaneBackend: SwitchBackend {
             throw SwitchError(.notFound, "no port named '\(name)'")
         }
         let pending = try await beginRemoval(name, runtime: rt, deleteTAP: false, vm: nil)
-        if let mac = internals[name]?.mac { withdrawLocal([mac], runtime: rt) }
+        let mac = internals[name]?.mac
         internals[name] = nil
         externals[name] = nil
+        await syncEVPNNeighbours()
+        if let mac { withdrawLocal([mac], runtime: rt) }
         return pending
     }
 
@@ -586,6 +596,10 @@ public actor DataPlaneBackend: SwitchBackend {
                                               evpn: spec.evpn ? .init(bridge: spec.bridgeName, port: spec.portName, bridgePort: spec.bridgePortName) : nil),
                                 isRestore: restore)
         segmentSpecs[spec.name] = spec
+        if spec.evpn {
+            await syncEVPNNeighbours()
+            startNeighbourRefresher()
+        }
         return try await portInfo(spec.portName)
     }
 
@@ -594,6 +608,8 @@ public actor DataPlaneBackend: SwitchBackend {
         guard let spec = segmentSpecs[name] else { throw SwitchError(.notFound, "no segment named '\(name)'") }
         let pending = try await beginRemoval(spec.portName, runtime: rt, deleteTAP: true, vm: nil, deleteAnyDevice: true)
         segmentSpecs[name] = nil
+        // The bridge goes with its neighbour entries.
+        evpnNeighbours = evpnNeighbours.filter { $0.key.bridge != spec.bridgeName }
         if spec.evpn {
             // The switch's port was the veth end (gone with its pair); the VXLAN device and bridge go too.
             for device in [spec.name, spec.bridgeName] {
@@ -611,6 +627,70 @@ public actor DataPlaneBackend: SwitchBackend {
         for spec in segmentSpecs.values where spec.evpn {
             for mac in macs where rt.forgetLocalMAC(mac, bridgePort: spec.bridgePortName) {
                 logger.info("EVPN: local MAC withdrawn", metadata: ["segment": "\(spec.name)", "mac": "\(mac)"])
+            }
+        }
+    }
+
+    /// EVPN MAC+IP: every VM NIC or internal port on an EVPN segment's VLAN (access ports) whose
+    /// addresses are known (host addresses in its `allowed-ips`, and leases ip-guard's DHCP snooping
+    /// granted) gets a neighbour entry address -> MAC on the segment's bridge, so zebra advertises a
+    /// MAC+IP type-2 route; entries whose port, address or segment went are deleted (the route is
+    /// withdrawn). Called after every change to ports, settings and segments, and every few seconds.
+    private func syncEVPNNeighbours() async {
+        guard let rt = runtime else { return }
+        let bridges = Dictionary(segmentSpecs.values.filter(\.evpn).map { ($0.vlan, $0.bridgeName) }) { a, _ in a }
+        var desired: [EVPNNeighbour: MACAddress] = [:]
+        if !bridges.isEmpty {
+            let names = Set(vms.values.flatMap { $0.nics.map(\.tap) }).union(internals.keys)
+            let known: [(vlan: Int, ip: IPPrefix, mac: MACAddress)] = await rt.withSwitch { sw in
+                let ipGuard = sw.enabledExtension(named: IPGuard.extensionName) as? IPGuard
+                var out: [(vlan: Int, ip: IPPrefix, mac: MACAddress)] = []
+                for port in sw.ports where names.contains(port.name) {
+                    guard let nic = sw.nic(of: port.id) else { continue }
+                    let settings = PortSettings(properties: sw.properties(of: port.id))
+                    guard case .access(let vlan)? = settings.vlan else { continue }
+                    let leased = ipGuard?.leases(of: port.id, in: sw) ?? []
+                    for ip in settings.security.allowedIPs + leased where ip.length == (ip.family == .ipv4 ? 32 : 128) {
+                        out.append((Int(vlan), ip, nic.currentMAC))
+                    }
+                }
+                return out
+            }
+            for k in known {
+                guard let bridge = bridges[k.vlan] else { continue }
+                desired[EVPNNeighbour(bridge: bridge, ip: k.ip)] = k.mac
+            }
+        }
+        for (key, _) in evpnNeighbours where desired[key] == nil {
+            if rt.deleteNeighbour(bridge: key.bridge, ip: key.ip) {
+                logger.info("EVPN: local MAC+IP withdrawn", metadata: ["bridge": "\(key.bridge)", "ip": "\(key.ip)"])
+            }
+        }
+        var installed: [EVPNNeighbour: MACAddress] = [:]
+        for (key, mac) in desired {
+            if evpnNeighbours[key] == mac {
+                installed[key] = mac
+                continue
+            }
+            do throws(SwitchError) {
+                try rt.setNeighbour(bridge: key.bridge, ip: key.ip, mac: mac)
+                installed[key] = mac
+                logger.info("EVPN: local MAC+IP advertised", metadata: ["bridge": "\(key.bridge)", "ip": "\(key.ip)", "mac": "\(mac)"])
+            } catch {
+                logger.warning("EVPN: cannot add a neighbour entry", metadata: ["error": "\(error.message)"])
+            }
+        }
+        evpnNeighbours = installed
+    }
+
+    /// Refreshes the EVPN neighbour entries every 5 s while the backend runs (snooped leases).
+    private func startNeighbourRefresher() {
+        guard neighbourRefresher == nil else { return }
+        neighbourRefresher = Task { [weak self] in
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(5))
+                guard let self, !Task.isCancelled else { return }
+                await self.syncEVPNNeighbours()
             }
         }
     }
@@ -661,6 +741,7 @@ public actor DataPlaneBackend: SwitchBackend {
             }
         }
         await runtime?.releaseReceive()
+        await syncEVPNNeighbours()
         return outcome
     }
 
@@ -785,6 +866,8 @@ public actor DataPlaneBackend: SwitchBackend {
     }
 
     public func shutdown() async {
+        neighbourRefresher?.cancel()
+        neighbourRefresher = nil
         if !pendingRemovals.isEmpty {
             logger.warning("stopping with removals still pending; their TAPs stay", metadata: [
                 "ports": "\(pendingRemovals.keys.sorted().joined(separator: ","))"])
@@ -862,4 +945,10 @@ public actor DataPlaneBackend: SwitchBackend {
         guard let gr = getgrnam(name) else { throw SwitchError(.invalidArgument, "group: no such group '\(name)'") }
         return gr.pointee.gr_gid
     }
+}
+
+/// One neighbour entry on an EVPN segment's bridge: a VM's address (the MAC it belongs to is the value).
+struct EVPNNeighbour: Hashable, Sendable {
+    var bridge: String
+    var ip: IPPrefix
 }

@@ -56,7 +56,7 @@ struct SegmentAdd: ParsableCommand {
     @Flag(name: .customLong("no-learning"), help: "Do not learn remote MACs from arriving frames (a control plane installs them).")
     var noLearning = false
 
-    @Flag(help: "BGP EVPN through FRR (docs/evpn.md): learning off, no flood list; the VXLAN device goes into a bridge NAME-br that zebra reads, joined to the switch by a veth NAME-sw <-> NAME-bp.")
+    @Flag(help: "BGP EVPN through FRR (docs/evpn.md): learning off, no flood list; the VXLAN device goes into a bridge NAME-br that zebra reads, joined to the switch by a veth NAME-sw <-> NAME-bp. VMs' known addresses (allowed-ips host addresses, DHCP-snooped leases) are advertised as MAC+IP routes; the bridge answers ARP/ND for remote ones (neigh_suppress).")
     var evpn = false
 
     @Option(help: ArgumentHelp("Seconds a learned remote MAC is kept without traffic from it (0: forever).", valueName: "seconds"))

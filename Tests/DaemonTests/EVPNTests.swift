@@ -130,10 +130,42 @@ struct EVPNTests {
             try h2.check(["bridge", "fdb", "show", "dev", "vx100"]).contains("\(a1mac) dst 192.0.2.1")
         }
 
+        // MAC+IP: a VM port's known address (here its allowed-ips binding) goes out as a type-2 MAC+IP
+        // route; the reference host and the other tapswitch host hold it as a neighbour entry.
+        let bound = try await d1.ctl("port", "set", a1port, "allowed-ips=\(a1ip)")
+        #expect(bound.status == 0, "port set allowed-ips: \(bound.stderr)")
+        do {
+            try waitUntil("host 2 has \(a1ip) -> \(a1mac) from a MAC+IP route", timeout: .seconds(15), poll: .milliseconds(100)) {
+                let cache = try frr[1].vtysh("show evpn arp-cache vni 100")
+                return cache.split(separator: "\n").contains { $0.contains(a1ip + " ") && $0.contains("remote") && $0.contains(a1mac) }
+            }
+            try waitUntil("host 3's bridge holds \(a1ip)", timeout: .seconds(15), poll: .milliseconds(100)) {
+                try h3.check(["ip", "neigh", "show", "dev", "vx100-br"]).contains("\(a1ip) lladdr \(a1mac) extern_learn")
+            }
+        } catch {
+            Issue.record("\(error)\n\(try frr[0].vtysh("show evpn arp-cache vni 100"))\n\(frr.map(\.state).joined(separator: "\n"))\n\(d1.log)")
+        }
+        #expect(try frr[1].vtysh("show bgp l2vpn evpn route type macip").contains("[\(a1mac)]:[32]:[\(a1ip)]"))
+        // The other way, and ARP suppression on tapswitch's bridge: the reference host binds an address
+        // its VM does not own (a static neighbour entry, so zebra advertises it); host 1's VM asks for it
+        // and gets the answer from host 1's bridge (no host owns the address, so no one else could answer).
+        let phantom = "10.78.0.200"
+        try h2.check(["ip", "neigh", "replace", phantom, "lladdr", v2mac, "dev", "br100", "nud", "noarp"])
+        try waitUntil("host 1's bridge holds \(phantom)", timeout: .seconds(15), poll: .milliseconds(100)) {
+            try h1.check(["ip", "neigh", "show", "dev", "vx100-br"]).contains("\(phantom) lladdr \(v2mac) extern_learn")
+        }
+        #expect(try h1.check(["bridge", "-d", "link", "show", "dev", "vx100"]).contains("neigh_suppress on"))
+        let answered = try a1.run(["arping", "-c", "1", "-w", "5", "-I", a1port, phantom], timeout: .seconds(10))
+        #expect(answered.status == 0 && answered.stdout.uppercased().contains(v2mac.uppercased()),
+                "no ARP answer for \(phantom) from host 1's bridge: \(answered.stdout) \(answered.stderr)")
+
         // Stopping a VM withdraws its MAC on the other hosts (the route, not ageing: that would take 300 s).
         try await d1.ctl("port", "remove", a1port)
         try waitUntil("host 2 withdraws \(a1mac)", timeout: .seconds(10), poll: .milliseconds(100)) {
             try !h2.check(["bridge", "fdb", "show", "dev", "vx100"]).contains(a1mac)
+        }
+        try waitUntil("host 2 withdraws \(a1ip)", timeout: .seconds(10), poll: .milliseconds(100)) {
+            try !frr[1].vtysh("show evpn arp-cache vni 100").contains(a1ip + " ")
         }
 
         // Migration: m runs on host 1; host 2's VM pings it every 20 ms.
@@ -244,6 +276,11 @@ struct FRR {
             if (try? waitUntil(timeout: .seconds(5), poll: .milliseconds(20)) { !p.isRunning }) == nil { kill(p.processIdentifier, SIGKILL) }
             p.waitUntilExit()
         }
+    }
+
+    /// One vtysh command against this host's FRR.
+    func vtysh(_ command: String) throws -> String {
+        try Shell.check(["vtysh", "--vty_socket", dir.file("vty"), "-c", command], timeout: .seconds(10))
     }
 
     /// What vtysh says of the sessions and MACs, for failure messages.
