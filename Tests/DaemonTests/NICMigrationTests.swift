@@ -29,12 +29,12 @@ struct NICMigrationTests {
         return TestFrames.ethernet(dst: dst, src: src, etherType: 0x0800, payload: ip + udp)
     }
 
-    /// A DHCPACK from the server granting `leased` to `client` for 600 s.
-    static func dhcpAck(client: [UInt8], server: [UInt8]) -> [UInt8] {
-        var b: [UInt8] = [2, 1, 6, 0] + be32(0x1234) + [0, 0, 0, 0] + be32(0) + be32(leased) + be32(0) + be32(0)
+    /// A DHCPACK from the server granting `address` (default `leased`) to `client` for 600 s.
+    static func dhcpAck(client: [UInt8], server: [UInt8], address: UInt32 = leased) -> [UInt8] {
+        var b: [UInt8] = [2, 1, 6, 0] + be32(0x1234) + [0, 0, 0, 0] + be32(0) + be32(address) + be32(0) + be32(0)
         b += client + Array(repeating: 0, count: 10 + 64 + 128)
         b += be32(0x6382_5363) + [53, 1, 5, 51, 4] + be32(600) + [255]
-        return udp4(dst: client, src: server, from: 0x0A00_0001, to: leased, ports: (67, 68), payload: b)
+        return udp4(dst: client, src: server, from: 0x0A00_0001, to: address, ports: (67, 68), payload: b)
     }
 
     /// A UDP datagram from the leased address carrying `marker`.
