@@ -36,12 +36,18 @@ struct flow_value {
     __u64 last_use;   // coarse monotonic ns of the last frame: the switch refreshes the source MAC
     __u32 vlan;       // the egress form, as the switch's conform step makes it: VLAN_KEEP, VLAN_POP,
                       // or VLAN_PUSH | VID (an access port's frame onto a trunk: TCI = VID, priority 0)
-    __u32 pad;
+    __u32 checks;     // CHECK_*: the ingress port's guards compiled here (frames they match: slow path)
 };
 
 #define VLAN_KEEP 0
 #define VLAN_PUSH 0x10000
 #define VLAN_POP 0x20000
+
+// dhcp-guard: UDP from port 67 (IPv4) or 547 (IPv6). router-guard: ICMPv4 redirects, ICMPv6 router
+// advertisements and redirects. Both: any IP frame whose headers, up to what the guard reads, run
+// past the packet or the frame (the guards drop those as unreadable).
+#define CHECK_DHCP_SERVER 1
+#define CHECK_ROUTER 2
 
 struct port_counters {
     __u64 frames_in, bytes_in, frames_out, bytes_out;
@@ -125,6 +131,51 @@ static __always_inline int l4_complete(__u8 proto, void *l4, void *end, __u32 ps
     return 1;
 }
 
+// 1: the guards in `checks` let the frame through untouched, exactly as they would on the slow
+// path (SwitchExtensions/PacketFields.swift and the guards); 0: slow path. The caller checked what
+// admission checks (the IP header and its announced length fit the frame) and sent IPv4 with
+// options and IPv6 with extension headers to the slow path.
+static __always_inline int guards_pass(__u32 checks, __be16 proto, void *l3, void *end)
+{
+    if (proto == bpf_htons(ETH_P_IP)) {
+        struct iphdr *ip = l3;
+        if ((void *)(ip + 1) > end)
+            return 0;
+        if (ip->frag_off & bpf_htons(0x1fff))
+            return 1;  // no transport header: the guards let it be
+        __u32 total = bpf_ntohs(ip->tot_len);
+        if ((checks & CHECK_DHCP_SERVER) && ip->protocol == IPPROTO_UDP) {
+            struct udphdr *u = (void *)(ip + 1);
+            if ((void *)(u + 1) > end || total < sizeof(*ip) + sizeof(*u) || u->source == bpf_htons(67))
+                return 0;
+        }
+        if ((checks & CHECK_ROUTER) && ip->protocol == IPPROTO_ICMP) {
+            __u8 *type = (void *)(ip + 1);
+            if ((void *)(type + 1) > end || total < sizeof(*ip) + 1 || *type == 5)
+                return 0;
+        }
+        return 1;
+    }
+    if (proto == bpf_htons(ETH_P_IPV6)) {
+        struct ipv6hdr *ip6 = l3;
+        if ((void *)(ip6 + 1) > end)
+            return 0;
+        __u32 payload = bpf_ntohs(ip6->payload_len);
+        if ((checks & CHECK_DHCP_SERVER) && ip6->nexthdr == IPPROTO_UDP) {
+            struct udphdr *u = (void *)(ip6 + 1);
+            if ((void *)(u + 1) > end || payload < sizeof(*u) || u->source == bpf_htons(547))
+                return 0;
+        }
+        if ((checks & CHECK_ROUTER) && ip6->nexthdr == IPPROTO_ICMPV6) {
+            __u8 *type = (void *)(ip6 + 1);
+            if ((void *)(type + 1) > end || payload < 1 || *type == 134 || *type == 137)
+                return 0;
+        }
+        return 1;
+    }
+    return 1;  // not IP: the guards do not look
+}
+
 SEC("xdp")
 int tapswitch_fastpath(struct xdp_md *ctx)
 {
@@ -164,13 +215,21 @@ int tapswitch_fastpath(struct xdp_md *ctx)
         return XDP_PASS;
     }
 
+    // The switch's admission (SwitchCore FrameParser) drops IPv4/IPv6/ARP whose header or announced
+    // length does not fit the frame, with a counted reason: such frames take the slow path. The
+    // frame's length comes from a helper (pointer subtraction needs CAP_PERFMON).
+    __u64 len = bpf_xdp_get_buff_len(ctx);
+    __u32 l3off = key.tag ? 18 : 14;
     if (proto == bpf_htons(ETH_P_IP)) {
         struct iphdr *ip = l3;
         if ((void *)(ip + 1) > end)
             return XDP_PASS;
         // IP options (rare) would need a variable offset, which the verifier allows only with
         // CAP_PERFMON: such frames take the slow path.
-        if (ip->ihl != 5)
+        if (ip->ihl != 5 || ip->version != 4)
+            return XDP_PASS;
+        __u32 total = bpf_ntohs(ip->tot_len);
+        if (total < sizeof(*ip) || l3off + total > len)
             return XDP_PASS;
         __u32 hl = sizeof(*ip);
         // Non-first fragments carry no L4 header (and no partial checksum).
@@ -186,6 +245,8 @@ int tapswitch_fastpath(struct xdp_md *ctx)
         struct ipv6hdr *ip6 = l3;
         if ((void *)(ip6 + 1) > end)
             return XDP_PASS;
+        if (ip6->version != 6 || l3off + sizeof(*ip6) + bpf_ntohs(ip6->payload_len) > len)
+            return XDP_PASS;
         __u8 next = ip6->nexthdr;
         if (next == IPPROTO_TCP || next == IPPROTO_UDP) {
             __u32 pseudo = 0;
@@ -198,15 +259,22 @@ int tapswitch_fastpath(struct xdp_md *ctx)
         } else if (next != IPPROTO_ICMPV6 && next != IPPROTO_NONE) {
             return XDP_PASS;  // extension headers: not followed here
         }
+    } else if (proto == bpf_htons(ETH_P_ARP)) {
+        __u8 *arp = l3;  // htype, ptype, hlen, plen
+        if ((void *)(arp + 8) > end)
+            return XDP_PASS;
+        if (l3off + 8 + 2 * ((__u32)arp[4] + arp[5]) > len)
+            return XDP_PASS;
     }
 
     struct flow_value *v = bpf_map_lookup_elem(&flows, &key);
     if (!v)
         return XDP_PASS;
+    if (v->checks && !guards_pass(v->checks, proto, l3, end))
+        return XDP_PASS;  // a guard must see it (it is not a use of the entry)
     __u64 now = bpf_ktime_get_coarse_ns();
     if (v->last_use != now)
         v->last_use = now;
-    __u64 len = bpf_xdp_get_buff_len(ctx);
     __u32 in = v->ingress, out = v->egress, vlan = v->vlan;
     struct port_counters *c = bpf_map_lookup_elem(&counters, &in);
     if (c) {
@@ -305,6 +373,73 @@ static __always_inline __u8 skb_l4_proto(struct __sk_buff *skb)
     return p;
 }
 
+// The XDP program's admission and guard checks for an skb (the outer tag is in the skb's metadata,
+// so L3 starts at ETH_HLEN and `skb->len` is the frame without it). 1: it may be redirected.
+// Admission (SwitchCore FrameParser): IPv4/IPv6/ARP whose header or announced length does not fit
+// the frame go to the slow path, which drops and counts them. `checks` (the ingress port's
+// compiled guards): as guards_pass, but IPv4 options are followed here, and a guarded port's IPv6
+// with extension headers goes to the slow path (the guards walk that chain).
+static __always_inline int skb_checks_pass(struct __sk_buff *skb, __be16 proto, __u32 checks)
+{
+    __u32 avail = skb->len - ETH_HLEN;
+    if (skb->len < ETH_HLEN)
+        return 0;
+    if (proto == bpf_htons(ETH_P_IP)) {
+        __u8 ip[20];
+        if (avail < sizeof(ip) || bpf_skb_load_bytes(skb, ETH_HLEN, ip, sizeof(ip)) < 0)
+            return 0;
+        __u32 hl = (ip[0] & 0x0f) * 4, total = (__u32)ip[2] << 8 | ip[3];
+        if (ip[0] >> 4 != 4 || hl < 20 || hl > avail || total < hl || total > avail)
+            return 0;
+        if (!checks || ((ip[6] & 0x1f) | ip[7]))
+            return 1;  // no guard, or a non-first fragment (no transport header)
+        __u32 l4 = ETH_HLEN + hl, end = ETH_HLEN + total;
+        if ((checks & CHECK_DHCP_SERVER) && ip[9] == IPPROTO_UDP) {
+            __be16 sport;
+            if (l4 + 8 > end || bpf_skb_load_bytes(skb, l4, &sport, sizeof(sport)) < 0 || sport == bpf_htons(67))
+                return 0;
+        }
+        if ((checks & CHECK_ROUTER) && ip[9] == IPPROTO_ICMP) {
+            __u8 type;
+            if (l4 + 1 > end || bpf_skb_load_bytes(skb, l4, &type, 1) < 0 || type == 5)
+                return 0;
+        }
+        return 1;
+    }
+    if (proto == bpf_htons(ETH_P_IPV6)) {
+        __u8 ip6[8];
+        if (avail < 40 || bpf_skb_load_bytes(skb, ETH_HLEN, ip6, sizeof(ip6)) < 0)
+            return 0;
+        __u32 payload = (__u32)ip6[4] << 8 | ip6[5];
+        __u8 next = ip6[6];
+        if (ip6[0] >> 4 != 6 || 40 + payload > avail)
+            return 0;
+        if (!checks)
+            return 1;
+        if (next == 0 || next == 43 || next == 44 || next == 51 || next == 60)
+            return 0;  // extension headers on a guarded port: the guards follow the chain
+        __u32 l4 = ETH_HLEN + 40;
+        if ((checks & CHECK_DHCP_SERVER) && next == IPPROTO_UDP) {
+            __be16 sport;
+            if (payload < 8 || bpf_skb_load_bytes(skb, l4, &sport, sizeof(sport)) < 0 || sport == bpf_htons(547))
+                return 0;
+        }
+        if ((checks & CHECK_ROUTER) && next == IPPROTO_ICMPV6) {
+            __u8 type;
+            if (payload < 1 || bpf_skb_load_bytes(skb, l4, &type, 1) < 0 || type == 134 || type == 137)
+                return 0;
+        }
+        return 1;
+    }
+    if (proto == bpf_htons(ETH_P_ARP)) {
+        __u8 arp[6];
+        if (avail < 8 || bpf_skb_load_bytes(skb, ETH_HLEN, arp, sizeof(arp)) < 0)
+            return 0;
+        return 8 + 2 * ((__u32)arp[4] + arp[5]) <= avail;
+    }
+    return 1;
+}
+
 // The same decision as the XDP program's, for an skb: an entry for (ingress TAP, tag, dst, src)
 // and a destination in `ports`. Frames over a full-size frame must be TCP superframes (GSO): UDP
 // superframes and jumbo frames keep taking the slow path, as there.
@@ -332,6 +467,8 @@ static __always_inline int skb_flow(struct __sk_buff *skb, struct skb_target *t)
         return 0;
     struct flow_value *v = bpf_map_lookup_elem(&flows, &key);
     if (!v)
+        return 0;
+    if (!skb_checks_pass(skb, eth.h_proto, v->checks))
         return 0;
     __u32 out = v->egress;
     __u32 *ifindex = bpf_map_lookup_elem(&port_ifindex, &out);

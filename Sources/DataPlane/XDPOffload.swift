@@ -29,7 +29,12 @@ final class XDPOffload: OffloadDatapath {
         case .push(let vid): .push(vid)
         case .pop: .pop
         }
-        return fastPath.insert(k, egress: target.egressIndex, ingress: flow.ingressIndex, tag: tag)
+        return fastPath.insert(k, egress: target.egressIndex, ingress: flow.ingressIndex, tag: tag, checks: Self.checks(target.checks))
+    }
+
+    /// `flow_value.checks` in the program: CHECK_DHCP_SERVER 1, CHECK_ROUTER 2.
+    static func checks(_ c: OffloadChecks) -> UInt32 {
+        (c.contains(.dhcpServer) ? 1 : 0) | (c.contains(.routerMessages) ? 2 : 0)
     }
 
     func remove(_ flow: OffloadFlow) {
@@ -155,7 +160,9 @@ extension SwitchRuntime {
             let c = sw.portIndex(of: id).flatMap { i in xdp.map { $0.counters(portIndex: i) } } ?? FastPathCounters()
             // The skb path (tcx) carries partial checksums and superframes; without it they take the slow path.
             let skb = ports[id]?.tcxLink == nil ? "; partial checksums and superframes: slow path" : ""
+            let checks = sw.offloadChecks(of: id).names
             return "fast path (\(mode)); entries: \(n.from) from, \(n.to) to this port; fast-path frames: \(c.framesIn) in, \(c.framesOut) out" + skb
+                + (checks.isEmpty ? "" : "; checked in the fast path: \(checks.joined(separator: ", "))")
         case .mustSeeEveryFrame(let reason):
             return "slow path: \(reason)"
         }

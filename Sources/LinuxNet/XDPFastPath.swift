@@ -63,7 +63,7 @@ public final class XDPFastPath {
         var ingress: UInt32
         var lastUse: UInt64
         var vlan: UInt32 = 0
-        var pad: UInt32 = 0
+        var checks: UInt32 = 0
     }
 
     /// What an entry does to the frame's 802.1Q tag (`flow_value.vlan`).
@@ -222,9 +222,10 @@ public final class XDPFastPath {
     }
 
     /// Adds or replaces a flow entry. False when the map refused it (full).
-    public func insert(_ key: FlowKey, egress: Int, ingress: Int, tag: TagAction = .keep) -> Bool {
+    /// `checks`: `flow_value.checks` (CHECK_DHCP_SERVER 1, CHECK_ROUTER 2): frames they match take the slow path.
+    public func insert(_ key: FlowKey, egress: Int, ingress: Int, tag: TagAction = .keep, checks: UInt32 = 0) -> Bool {
         var k = key
-        var v = FlowValue(egress: UInt32(egress), ingress: UInt32(ingress), lastUse: 0, vlan: tag.encoded)
+        var v = FlowValue(egress: UInt32(egress), ingress: UInt32(ingress), lastUse: 0, vlan: tag.encoded, checks: checks)
         return bpf_map_update_elem(flowsFD, &k, &v, UInt64(BPF_ANY)) == 0
     }
 

@@ -20,6 +20,25 @@ public enum OffloadPermission: Sendable, Equatable {
     case mustSeeEveryFrame(reason: String)
 }
 
+/// Checks the fast path applies itself to the frames of a port, compiled from an extension whose
+/// every per-frame decision they cover: a frame a check matches goes to the slow path (so the
+/// extension sees it and decides), every other frame is one the extension lets through untouched.
+/// Each check also sends to the slow path any IPv4/IPv6 frame whose headers, up to the fields it
+/// reads, do not fit in the packet or the frame (the guards drop those as unreadable).
+public struct OffloadChecks: OptionSet, Sendable, Hashable {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    /// dhcp-guard: UDP from port 67 (IPv4) or 547 (IPv6).
+    public static let dhcpServer = OffloadChecks(rawValue: 1)
+    /// router-guard: ICMPv4 redirects (type 5), ICMPv6 router advertisements (134) and redirects (137).
+    public static let routerMessages = OffloadChecks(rawValue: 2)
+
+    /// For `show`.
+    public var names: [String] {
+        (contains(.dhcpServer) ? ["DHCP server messages"] : []) + (contains(.routerMessages) ? ["router advertisements and redirects"] : [])
+    }
+}
+
 /// One fast-path entry's match: what the fast path compares in a frame arriving on `ingress`.
 public struct OffloadFlow: Hashable, Sendable {
     public let ingress: PortID
@@ -56,12 +75,15 @@ public struct OffloadTarget: Sendable, Equatable {
     /// The switch's VLAN of the flow (the MAC table's), which can differ from the wire tag.
     public let vlan: VLANID
     public let egressTag: OffloadTagAction
+    /// What the fast path checks before it forwards (the ingress port's ``OffloadChecks``).
+    public let checks: OffloadChecks
 
-    public init(egress: PortID, egressIndex: Int, vlan: VLANID, egressTag: OffloadTagAction = .unchanged) {
+    public init(egress: PortID, egressIndex: Int, vlan: VLANID, egressTag: OffloadTagAction = .unchanged, checks: OffloadChecks = []) {
         self.egress = egress
         self.egressIndex = egressIndex
         self.vlan = vlan
         self.egressTag = egressTag
+        self.checks = checks
     }
 }
 
@@ -98,6 +120,8 @@ extension SwitchExtension {
     public func offloadPermission(for port: PortID, switch sw: VirtualSwitch) -> OffloadPermission {
         .mustSeeEveryFrame(reason: "\(name) sees every frame")
     }
+
+    public func offloadChecks(for port: PortID, switch sw: VirtualSwitch) -> OffloadChecks { [] }
 }
 
 /// The switch's bookkeeping of the fast path: per port whether it may be used and why not, and
@@ -118,6 +142,8 @@ final class OffloadState {
     var unsupported: [String?]
     /// Per dense port slot: why frames of this port are not offloaded (nil: they may be).
     var reasons: [String?]
+    /// Per dense port slot: what the fast path checks in its frames for the extensions.
+    var checks: [OffloadChecks]
     /// Per dense port slot, read per frame: ``reasons`` is nil.
     let allowed: UnsafeMutablePointer<Bool>
     var flows: [OffloadFlow: Installed] = [:]
@@ -129,6 +155,7 @@ final class OffloadState {
         self.maxFlows = maxFlows
         unsupported = Array(repeating: "not attached to the fast path", count: ports)
         reasons = Array(repeating: "offload is off", count: ports)
+        checks = Array(repeating: [], count: ports)
         allowed = .allocate(capacity: ports)
         allowed.initialize(repeating: false, count: ports)
         flows.reserveCapacity(maxFlows)
@@ -158,6 +185,12 @@ extension VirtualSwitch {
 
     /// Number of fast-path entries installed.
     public var offloadedFlowCount: Int { offload.flows.count }
+
+    /// What the fast path checks in `port`'s frames for the extensions (`show`).
+    public func offloadChecks(of port: PortID) -> OffloadChecks {
+        guard let r = records[port] else { return [] }
+        return offload.checks[Int(r.slot)]
+    }
 
     /// Installed entries whose frames come from `port` and go to it (`show`).
     public func offloadedFlowCounts(of port: PortID) -> (from: Int, to: Int) {
@@ -208,14 +241,18 @@ extension VirtualSwitch {
             reason = offload.offReason
         } else if let why = offload.unsupported[s] {
             reason = why
-        } else if let r = slotRecords[s] {
+        }
+        var checks: OffloadChecks = []
+        if reason == nil, let r = slotRecords[s] {
             for ext in stack {
                 if case .mustSeeEveryFrame(let why) = ext.offloadPermission(for: r.params.id, switch: self) {
                     reason = "\(ext.name): \(why)"
                     break
                 }
+                checks.formUnion(ext.offloadChecks(for: r.params.id, switch: self))
             }
         }
+        offload.checks[s] = checks
         offload.reasons[s] = reason
         offload.allowed[s] = reason == nil
         removeFlows(touching: slot)
@@ -312,7 +349,8 @@ extension VirtualSwitch {
                                source: h.source, destination: h.destination)
         if offload.flows[flow] != nil { return }
         guard offload.flows.count < offload.maxFlows else { return }
-        let target = OffloadTarget(egress: slots[Int(slot)].port, egressIndex: Int(slot), vlan: vid, egressTag: tag)
+        let target = OffloadTarget(egress: slots[Int(slot)].port, egressIndex: Int(slot), vlan: vid, egressTag: tag,
+                                   checks: offload.checks[Int(source)])
         if datapath.install(flow, to: target) {
             offload.flows[flow] = OffloadState.Installed(target: target, lastUse: 0)
         }

@@ -99,6 +99,10 @@ public protocol SwitchExtension: AnyObject {
     /// Offload.swift). Default: it must see every frame. Asked again whenever the port's properties,
     /// the stack or ``VirtualSwitch/offloadChanged(port:)`` says the answer may have changed.
     func offloadPermission(for port: PortID, switch sw: VirtualSwitch) -> OffloadPermission
+    /// The checks the fast path must apply to frames from `port` for this extension to allow
+    /// offload (see ``OffloadChecks``): a frame one of them matches takes the slow path, where the
+    /// extension sees it. Default: none. Asked with ``offloadPermission(for:switch:)``.
+    func offloadChecks(for port: PortID, switch sw: VirtualSwitch) -> OffloadChecks
 }
 
 extension SwitchExtension {

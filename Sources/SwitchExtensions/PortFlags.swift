@@ -104,9 +104,11 @@ public final class DHCPGuard: PortPolicyExtension {
         }
     }
 
-    override public func offloadPermission(for port: PortID, switch sw: VirtualSwitch) -> OffloadPermission {
-        guard let index = sw.portIndex(of: port), on[index] else { return .allowed }
-        return .mustSeeEveryFrame(reason: "checks DHCP server messages")
+    /// Compiled into the fast path: a guarded port's frames that could be DHCP server messages
+    /// (or whose headers cannot be read) take the slow path, where this guard sees them.
+    override public func offloadChecks(for port: PortID, switch sw: VirtualSwitch) -> OffloadChecks {
+        guard let index = sw.portIndex(of: port), on[index] else { return [] }
+        return .dhcpServer
     }
 
     override public var counters: [ExtensionCounter] {
@@ -177,9 +179,11 @@ public final class RouterGuard: PortPolicyExtension {
         }
     }
 
-    override public func offloadPermission(for port: PortID, switch sw: VirtualSwitch) -> OffloadPermission {
-        guard let index = sw.portIndex(of: port), on[index] else { return .allowed }
-        return .mustSeeEveryFrame(reason: "checks router advertisements")
+    /// Compiled into the fast path: a guarded port's router advertisements and redirects (and
+    /// frames whose headers cannot be read) take the slow path, where this guard sees them.
+    override public func offloadChecks(for port: PortID, switch sw: VirtualSwitch) -> OffloadChecks {
+        guard let index = sw.portIndex(of: port), on[index] else { return [] }
+        return .routerMessages
     }
 
     override public var counters: [ExtensionCounter] {

@@ -143,4 +143,6 @@ public class PortPolicyExtension: SwitchExtension {
     /// exactly by the fast path's entries (they exist only for frames the policy let through, keyed
     /// by ingress port and source MAC); guards that read L3/L4 fields override this.
     public func offloadPermission(for port: PortID, switch sw: VirtualSwitch) -> OffloadPermission { .allowed }
+    /// Guards whose checks the fast path repeats (``OffloadChecks``) override this.
+    public func offloadChecks(for port: PortID, switch sw: VirtualSwitch) -> OffloadChecks { [] }
 }

@@ -147,6 +147,27 @@ struct XDPDefaultConfigTests {
         #expect(try await Self.exchange(a, b, count: 5).count == 5)  // positive control
         #expect(try await Self.path(d, tapA).fastIn == fastAfter.fastIn + 5)
 
+        // Parity with admission: frames the switch drops as malformed are dropped and counted
+        // when they hit an entry too (the program hands them to the slow path).
+        let malformed: [(String, [UInt8])] = [
+            ("IPv4 longer than its frame", Self.ipv4(dst: b.mac, src: a.mac, proto: 17, Self.udp(5000, 5001, token: 7, seq: 0), totalLength: 300)),
+            ("IPv4 version 5", { var f = Self.ipv4(dst: b.mac, src: a.mac, proto: 17, Self.udp(5000, 5001, token: 7, seq: 1)); f[14] = 0x55; return f }()),
+            ("IPv6 longer than its frame", { var f = Self.ipv6(dst: b.mac, src: a.mac, next: 59, Self.magic); f[19] = 200; return f }()),
+            ("truncated ARP", TestFrames.ethernet(dst: b.mac, src: a.mac, etherType: 0x0806, payload: [0, 1, 8, 0, 200, 200, 0, 2] + Array(repeating: 0, count: 40))),
+        ]
+        for (what, frame) in malformed {
+            let total = try #require(try await d.port(named: tapA)).counters.drops.values.reduce(0, +)
+            let fast = try await Self.path(d, tapA).fastIn
+            try await offPool { try a.send(frame) }
+            try await offPool {
+                try waitUntil("\(what) dropped", timeout: .seconds(5), poll: .milliseconds(20)) {
+                    (try d.port(named: tapA)?.counters.drops.values.reduce(0, +) ?? 0) > total
+                }
+            }
+            #expect(try await Self.path(d, tapA).fastIn == fast, "\(what) took the fast path")
+        }
+        #expect(try await Self.exchange(a, b, count: 3).count == 3)  // positive control
+
         // An ACL rule on b: when `acl add` returns, b's entries are gone and the very next frame
         // meets the rule on the slow path.
         let add = try await d.ctl("acl", "add", tapB, "--direction", "in", "--ethertype", "0x88b5", "--action", "deny")
@@ -230,5 +251,110 @@ struct XDPDefaultConfigTests {
         try await learn(d, [a])
         let now20 = try await Self.exchange(a, t, count: 10)
         #expect(now20.count == 10 && now20.allSatisfy { $0.vlan == 20 }, "\(now20)")
+    }
+
+    /// IPv4 (no options, header checksum set) carrying `l4` with protocol `proto`; `totalLength`
+    /// overrides the header's length (a lying packet).
+    static func ipv4(dst: [UInt8], src: [UInt8], proto: UInt8, _ l4: [UInt8], totalLength: Int? = nil) -> [UInt8] {
+        let total = totalLength ?? 20 + l4.count
+        var ip: [UInt8] = [0x45, 0, UInt8(total >> 8), UInt8(total & 0xFF), 0, 1, 0x40, 0, 64, proto, 0, 0, 10, 17, 0, 1, 10, 17, 0, 2]
+        var sum: UInt32 = 0
+        for i in stride(from: 0, to: 20, by: 2) { sum += UInt32(ip[i]) << 8 | UInt32(ip[i + 1]) }
+        while sum > 0xFFFF { sum = (sum & 0xFFFF) + (sum >> 16) }
+        ip[10] = UInt8(~sum >> 8 & 0xFF); ip[11] = UInt8(~sum & 0xFF)
+        return TestFrames.ethernet(dst: dst, src: src, etherType: 0x0800, payload: ip + l4)
+    }
+
+    /// UDP (checksum 0: none, as IPv4 allows) from `sport` with magic+token+seq after `head`.
+    static func udp(_ sport: UInt16, _ dport: UInt16, head: [UInt8] = [], token: UInt32, seq: UInt32) -> [UInt8] {
+        let payload = head + magic + bytes(token) + bytes(seq)
+        let n = 8 + payload.count
+        return [UInt8(sport >> 8), UInt8(sport & 0xFF), UInt8(dport >> 8), UInt8(dport & 0xFF), UInt8(n >> 8), UInt8(n & 0xFF), 0, 0] + payload
+    }
+
+    /// IPv6 (fe80::1 → fe80::2, hop limit 255) carrying `l4` with next header `next`.
+    static func ipv6(dst: [UInt8], src: [UInt8], next: UInt8, _ l4: [UInt8]) -> [UInt8] {
+        var ip: [UInt8] = [0x60, 0, 0, 0, UInt8(l4.count >> 8), UInt8(l4.count & 0xFF), next, 255]
+        ip += [0xfe, 0x80] + Array(repeating: 0, count: 13) + [1] + [0xfe, 0x80] + Array(repeating: 0, count: 13) + [2]
+        return TestFrames.ethernet(dst: dst, src: src, etherType: 0x86DD, payload: ip + l4)
+    }
+
+    /// Whether `nic` receives a frame carrying `token` within `timeout`.
+    static func arrives(_ nic: GuestNIC, token: UInt32, timeout: Duration) async throws -> Bool {
+        let needle = magic + bytes(token)
+        return try await offPool {
+            try nic.receive(timeout: timeout, where: { f in
+                f.count >= needle.count && (0...(f.count - needle.count)).contains { Array(f[$0..<($0 + needle.count)]) == needle }
+            }) != nil
+        }
+    }
+
+    @Test("dhcp-guard and router-guard compiled into the fast path: a guarded port stays on it, and its DHCP offers, router advertisements, redirects and unreadable packets on an offloaded flow are still dropped and counted")
+    func guardsCompiled() async throws {
+        try Privilege.requireNetAdmin()
+        let cleanup = Cleanup()
+        defer { cleanup.run() }
+        let names = UniqueNames()
+        let list = ["a", "b"].enumerated().map { i, r in
+            VM(name: "g" + r, tap: names.name("g" + r), mac: String(format: "52:54:00:e7:02:%02x", i + 1))
+        }
+        let d = try DaemonUnderTest(config: .shipped, cleanup: cleanup)
+        try await d.start()
+        let n = try await start(d, list, extra: ["ga": "dhcp-guard=on,router-guard=on"], cleanup: cleanup)
+        let (a, b) = (n["ga"]!, n["gb"]!)
+        let tapA = list[0].tap
+        try await learn(d, [a, b])
+        let path = try await Self.path(d, tapA)
+        #expect(path.text.hasPrefix("fast path (xdp);") && path.text.hasSuffix("checked in the fast path: DHCP server messages, router advertisements and redirects"),
+                "\(path.text)\n\(d.log)")
+
+        // Ordinary UDP from a installs a → b; the next 20 take the fast path.
+        func udp(_ count: UInt32) async throws -> Int {
+            let token = UInt32.random(in: 1...UInt32.max)
+            var got = 0
+            for k in 0..<count {
+                try await offPool { try a.send(Self.ipv4(dst: b.mac, src: a.mac, proto: 17, Self.udp(5000, 5001, token: token, seq: k))) }
+                if try await Self.arrives(b, token: token, timeout: .seconds(2)) { got += 1 }
+            }
+            return got
+        }
+        #expect(try await udp(1) == 1)
+        let before = try await Self.path(d, tapA).fastIn
+        #expect(try await udp(20) == 20)
+        #expect(try await Self.path(d, tapA).fastIn == before + 20, "ordinary UDP from the guarded port did not take the fast path")
+
+        func drops() async throws -> UInt64 {
+            try #require(try await d.port(named: tapA)).counters.drops.values.reduce(0, +)
+        }
+        // Each attack on the offloaded flow a → b: never delivered, dropped and counted on the slow path.
+        let offer = [UInt8(2), 1, 6, 0] + Array(repeating: 0, count: 236) + [0x63, 0x82, 0x53, 0x63, 53, 1, 2, 255]
+        let attacks: [(String, (UInt32) -> [UInt8])] = [
+            ("DHCPv4 offer", { t in Self.ipv4(dst: b.mac, src: a.mac, proto: 17, Self.udp(67, 68, head: offer, token: t, seq: 0)) }),
+            ("DHCPv6 advertise", { t in Self.ipv6(dst: b.mac, src: a.mac, next: 17, Self.udp(547, 546, head: [2, 0, 0, 1], token: t, seq: 0)) }),
+            ("ICMPv6 router advertisement", { t in Self.ipv6(dst: b.mac, src: a.mac, next: 58, [134, 0, 0, 0, 64, 0, 0, 0x1e] + Array(repeating: 0, count: 8) + Self.magic + Self.bytes(t)) }),
+            ("ICMPv6 redirect", { t in Self.ipv6(dst: b.mac, src: a.mac, next: 58, [137, 0, 0, 0] + Array(repeating: 0, count: 36) + Self.magic + Self.bytes(t)) }),
+            ("ICMPv4 redirect", { t in Self.ipv4(dst: b.mac, src: a.mac, proto: 1, [5, 1, 0, 0, 10, 17, 0, 9] + Self.magic + Self.bytes(t)) }),
+            ("IPv4 whose length runs past the frame", { t in Self.ipv4(dst: b.mac, src: a.mac, proto: 17, Self.udp(5000, 5001, token: t, seq: 0), totalLength: 400) }),
+        ]
+        for (what, make) in attacks {
+            let fast = try await Self.path(d, tapA).fastIn
+            let dropped = try await drops()
+            let token = UInt32.random(in: 1...UInt32.max)
+            let frame = make(token)
+            try await offPool { try a.send(frame) }
+            #expect(try await !Self.arrives(b, token: token, timeout: .milliseconds(300)), "\(what) reached b")
+            try await offPool {
+                try waitUntil("\(what) counted as a drop", timeout: .seconds(5), poll: .milliseconds(20)) {
+                    (try d.port(named: tapA)?.counters.drops.values.reduce(0, +) ?? 0) > dropped
+                }
+            }
+            #expect(try await Self.path(d, tapA).fastIn == fast, "\(what) took the fast path")
+        }
+        let reasons = try #require(try await d.port(named: tapA)).counters.drops.keys.map(\.reason)
+        #expect(reasons.contains { $0.hasPrefix("DHCP server message") } && reasons.contains { $0.hasPrefix("router advertisement or redirect") }, "\(reasons)")
+        // Positive control: the flow itself still takes the fast path.
+        let last = try await Self.path(d, tapA).fastIn
+        #expect(try await udp(5) == 5)
+        #expect(try await Self.path(d, tapA).fastIn == last + 5)
     }
 }

@@ -75,8 +75,8 @@ struct OffloadPermissionTests {
               ("ingress-rate=100mbit", "policer: polices this port"),
               ("egress-frame-rate=1000", "policer: polices this port"),
               ("ip-guard=on", "ip-guard: checks IP, ARP and ND source addresses"),
-              ("dhcp-guard=on", "dhcp-guard: checks DHCP server messages"),
-              ("router-guard=on", "router-guard: checks router advertisements"),
+              ("dhcp-guard=on", nil),
+              ("router-guard=on", nil),
               ("storm-broadcast=100", nil),
               ("storm-unknown=10", nil),
               ("mac-limit=4", nil),
@@ -95,6 +95,29 @@ struct OffloadPermissionTests {
         // Back to the defaults: the port may take the fast path again.
         try es.apply(PortSettings(), to: ports[0])
         #expect(es.sw.offloadStatus(of: ports[0]) == .allowed)
+    }
+
+    @Test("dhcp-guard and router-guard are compiled into the fast path: a guarded port's entries carry their checks")
+    func guardsCompiled() throws {
+        let (es, dp, ports) = try offloading()
+        try es.set(ports[0], "dhcp-guard=on", "router-guard=on")
+        #expect(es.sw.offloadStatus(of: ports[0]) == .allowed)
+        #expect(es.sw.offloadChecks(of: ports[0]) == [.dhcpServer, .routerMessages])
+        #expect(es.sw.offloadChecks(of: ports[1]) == [])
+        es.send(from: ports[0], Build.plain(mac(2), mac(1)))
+        es.send(from: ports[1], Build.plain(mac(1), mac(2)))
+        #expect(dp.entries.count == 2)
+        #expect(dp.entries.first { $0.key.ingress == ports[0] }?.value.checks == [.dhcpServer, .routerMessages])
+        #expect(dp.entries.first { $0.key.ingress == ports[1] }?.value.checks == [])
+        es.takeAll()
+        // The slow path still drops what the checks send it: a DHCP offer from the guarded port.
+        es.send(from: ports[0], Build.udp4(mac(2), mac(1), from: ip4(10, 0, 0, 1), to: ip4(10, 0, 0, 2), ports: (67, 68),
+                                           Build.dhcp(op: 2, type: 2, chaddr: mac(2))))
+        #expect(es.take(ports[1]).isEmpty)
+        #expect(es.dropped(ports[0], "DHCP server message") == 1)
+        try es.set(ports[0], "dhcp-guard=off")
+        #expect(es.sw.offloadChecks(of: ports[0]) == [.routerMessages])
+        #expect(dp.touching(ports[0]) == 0)
     }
 
     @Test("Isolation is decided when an entry is installed: an excluded pair is never cached")
