@@ -101,6 +101,9 @@ public protocol DeviceLayer: AnyObject, Sendable {
     /// Deletes the neighbour entry for `ip` on `bridge`; false when there was none.
     func deleteNeighbour(bridge: String, ip: IPPrefix) throws -> Bool
 
+    /// The unicast neighbour entries set by hand on `bridge` (NOARP or PERMANENT, not `extern_learn`).
+    func manualNeighbours(bridge: String) throws -> [IPPrefix]
+
     /// Link queries for the packet loop alone (its own socket: it never waits behind the control plane).
     func makeLoopLinkQuery() throws -> any LinkQuerying
 
@@ -142,6 +145,7 @@ extension DeviceLayer {
     public func prepareNeighbours(bridge: String, vxlan: String) throws {}
     public func setNeighbour(bridge: String, ip: IPPrefix, mac: MACAddress) throws {}
     public func deleteNeighbour(bridge: String, ip: IPPrefix) throws -> Bool { false }
+    public func manualNeighbours(bridge: String) throws -> [IPPrefix] { [] }
 
     public func prepareReceive(forTAPs names: [String]) {}
 
@@ -358,6 +362,14 @@ public final class LinuxDeviceLayer: DeviceLayer {
     public func deleteNeighbour(bridge: String, ip: IPPrefix) throws -> Bool {
         guard let link = try net.link(named: bridge) else { return false }
         return try net.deleteNeighbour(deviceIndex: link.index, device: bridge, ip: Self.bytes(ip))
+    }
+
+    public func manualNeighbours(bridge: String) throws -> [IPPrefix] {
+        guard let link = try net.link(named: bridge) else { return [] }
+        return try net.manualNeighbours(deviceIndex: link.index).map { b in
+            func word(_ range: Range<Int>) -> UInt64 { b[range].reduce(0) { $0 << 8 | UInt64($1) } }
+            return b.count == 4 ? IPPrefix(ipv4: UInt32(word(0..<4))) : IPPrefix(ipv6: word(0..<8), word(8..<16))
+        }
     }
 
     /// A host address's bytes in network order: 4 for IPv4, 16 for IPv6.

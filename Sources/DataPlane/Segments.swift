@@ -162,6 +162,11 @@ extension SwitchRuntime {
         }
     }
 
+    /// EVPN MAC+IP: the addresses set on the bridge by hand (by tapswitch: an earlier run's entries).
+    public func manualNeighbours(bridge: String) -> [IPPrefix] {
+        (try? devices.manualNeighbours(bridge: bridge)) ?? []
+    }
+
     /// EVPN MAC+IP: withdraws `ip` from the bridge; false when it was not there.
     public func deleteNeighbour(bridge: String, ip: IPPrefix) -> Bool {
         (try? devices.deleteNeighbour(bridge: bridge, ip: ip)) ?? false

@@ -127,6 +127,34 @@ extension RouteNetlink {
         }
     }
 
+    /// The unicast IPv4/IPv6 neighbour entries on interface `index` that someone set by hand (state
+    /// NOARP or PERMANENT, not `extern_learn`): an EVPN bridge's local MAC+IP entries, which only
+    /// tapswitch writes there. Each address is 4 or 16 bytes.
+    public func manualNeighbours(deviceIndex index: Int32) throws -> [[UInt8]] {
+        try socket.withLock { sock throws(NetlinkError) -> [[UInt8]] in
+            var cache: OpaquePointer?
+            try nlCheck("rtnl_neigh_alloc_cache", rtnl_neigh_alloc_cache(sock.pointer, &cache))
+            guard let cache else { return [] }
+            defer { nl_cache_free(cache) }
+            var result: [[UInt8]] = []
+            var object = nl_cache_get_first(cache)
+            while let neigh = object {
+                object = nl_cache_get_next(neigh)
+                let family = rtnl_neigh_get_family(neigh)
+                guard rtnl_neigh_get_ifindex(neigh) == index, family == AF_INET || family == AF_INET6,
+                      rtnl_neigh_get_state(neigh) & Int32(NUD_NOARP | NUD_PERMANENT) != 0,
+                      rtnl_neigh_get_flags(neigh) & UInt32(NTF_EXT_LEARNED) == 0,
+                      let dst = rtnl_neigh_get_dst(neigh), let raw = nl_addr_get_binary_addr(dst) else { continue }
+                let bytes = Array(UnsafeRawBufferPointer(start: raw, count: Int(nl_addr_get_len(dst))))
+                // Multicast entries (224/4, ff00::/8) are the kernel's own.
+                guard bytes.count == 4 || bytes.count == 16, !(bytes.count == 4 && bytes[0] >> 4 == 0xE), !(bytes.count == 16 && bytes[0] == 0xFF)
+                else { continue }
+                result.append(bytes)
+            }
+            return result
+        }
+    }
+
     /// A neighbour object for `ip` (4 or 16 bytes) on interface `index`; the caller releases it.
     private static func neighbour(index: Int32, device: String, ip: [UInt8]) throws(NetlinkError) -> OpaquePointer {
         var bytes = ip

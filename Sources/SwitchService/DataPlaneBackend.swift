@@ -741,6 +741,15 @@ public actor DataPlaneBackend: SwitchBackend {
             }
         }
         await runtime?.releaseReceive()
+        // Entries an earlier run left on the bridges for VMs that are gone now (stopped while the
+        // daemon was down) are withdrawn; the rest are taken over.
+        if let rt = runtime {
+            for spec in segmentSpecs.values where spec.evpn {
+                for ip in rt.manualNeighbours(bridge: spec.bridgeName) {
+                    evpnNeighbours[EVPNNeighbour(bridge: spec.bridgeName, ip: ip)] = MACAddress(rawValue: 0)
+                }
+            }
+        }
         await syncEVPNNeighbours()
         return outcome
     }

@@ -31,7 +31,7 @@ struct EVPNNeighbourTests {
         }
     }
 
-    @Test("A VM's allowed-ips addresses (IPv4 and IPv6) and its DHCP-snooped lease become neighbour entries on the segment bridge, and go with the binding and the VM")
+    @Test("A VM's allowed-ips addresses (IPv4 and IPv6) and its DHCP-snooped lease become neighbour entries on the segment bridge, and go with the binding and the VM; a restart withdraws leftovers")
     func knownAddressesBecomeNeighbours() async throws {
         let cleanup = Cleanup()
         defer { cleanup.run() }
@@ -100,5 +100,17 @@ struct EVPNNeighbourTests {
         #expect(try await d.ctl("vm", "stop", "nv").status == 0)
         let afterStop = try neighbours()
         #expect(!afterStop.contains("10.80.0.51"), "\(afterStop)")
+
+        // A restart takes the entries of the VMs still there over and withdraws the others (an entry
+        // left for a VM that went while the daemon was down).
+        #expect(try await d.ctl("port", "set", boundTAP, "allowed-ips=10.80.0.3").status == 0)
+        #expect(try await d.stop() == 0)
+        try host.check(["ip", "neigh", "replace", "10.80.0.99", "lladdr", "52:54:00:e8:00:99", "dev", "vxn-br", "nud", "noarp"])
+        let bridgeBefore = try host.check(["cat", "/sys/class/net/vxn-br/ifindex"])
+        try await d.start()
+        #expect(try host.check(["cat", "/sys/class/net/vxn-br/ifindex"]) == bridgeBefore, "the bridge was made again, not adopted")
+        let afterRestart = try neighbours()
+        #expect(afterRestart.contains("10.80.0.3 lladdr \(boundMAC) NOARP") && !afterRestart.contains("10.80.0.99"),
+                "\(afterRestart)\n\(d.log)")
     }
 }
