@@ -105,6 +105,7 @@ public final class CaptureSession: Sendable {
 ///
 /// Enabled by the data plane only while a session runs (free when off). Per frame it costs a
 /// table lookup per session, and for a watched port one copy into the ring; nothing is allocated.
+/// Only the watched ports are taken off the fast path while it runs.
 public final class CaptureExtension: SwitchExtension {
     public static let extensionName = "packet-capture"
     public let name = CaptureExtension.extensionName
@@ -151,16 +152,35 @@ public final class CaptureExtension: SwitchExtension {
 
     public init() {}
 
-    /// Starts recording for `session` (on the switch's queue). Its ports must exist.
+    /// Starts recording for `session` (on the switch's queue). Its ports must exist. Their fast-path
+    /// entries are gone when this returns (``offloadPermission(for:switch:)``), so every later frame
+    /// from or to them reaches the capture; the other ports keep theirs.
     public func add(_ session: CaptureSession, on sw: VirtualSwitch) {
-        taps.append(Tap(session, slots: sw.configuration.maxPorts, indexOf: { sw.portIndex(of: $0) }))
+        let tap = Tap(session, slots: sw.configuration.maxPorts, indexOf: { sw.portIndex(of: $0) })
+        taps.append(tap)
+        for port in tap.watched { sw.offloadChanged(port: port) }
     }
 
-    /// Stops recording for `session`; returns how many sessions remain.
+    /// Stops recording for `session`; returns how many sessions remain. Its ports that no other
+    /// session watches may take the fast path again (with `sw`; without it, the caller disables the
+    /// extension, which asks every port again).
     @discardableResult
-    public func remove(_ session: CaptureSession) -> Int {
+    public func remove(_ session: CaptureSession, on sw: VirtualSwitch? = nil) -> Int {
+        let gone = taps.filter { $0.session === session }
         taps.removeAll { $0.session === session }
+        if let sw {
+            for port in Set(gone.flatMap(\.watched)) where !isWatched(port) { sw.offloadChanged(port: port) }
+        }
         return taps.count
+    }
+
+    func isWatched(_ port: PortID) -> Bool { taps.contains { $0.watched.contains(port) } }
+
+    /// Only the captured ports lose the fast path: a frame the fast path forwards never reaches an
+    /// extension, and a capture must see every frame of its ports (and delivers them as the slow
+    /// path does, so they keep arriving). Ports no session watches keep their entries.
+    public func offloadPermission(for port: PortID, switch sw: VirtualSwitch) -> OffloadPermission {
+        isWatched(port) ? .mustSeeEveryFrame(reason: "capture running") : .allowed
     }
 
     public var sessionCount: Int { taps.count }

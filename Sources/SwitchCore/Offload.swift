@@ -228,13 +228,18 @@ extension VirtualSwitch {
 
     // MARK: - Internals
 
-    func recomputeOffload() {
-        for r in records.values { recomputeOffload(slot: r.slot) }
+    /// With `keepingAllowed`, the entries of ports that may still be offloaded stay: for a change
+    /// that alters no forwarding decision (a capture extension enabled or disabled: the switch
+    /// refuses its drops, rewrites, clones and exclusions), so a capture takes only the ports it
+    /// must see off the fast path.
+    func recomputeOffload(keepingAllowed: Bool = false) {
+        for r in records.values { recomputeOffload(slot: r.slot, keepingAllowed: keepingAllowed) }
     }
 
-    /// Asks again whether `slot`'s frames may be offloaded, and removes its entries in any case:
-    /// whatever changed may have changed the decisions they cache.
-    func recomputeOffload(slot: UInt16) {
+    /// Asks again whether `slot`'s frames may be offloaded, and removes its entries in any case
+    /// (whatever changed may have changed the decisions they cache), unless `keepingAllowed` and
+    /// they still may be, with the same checks.
+    func recomputeOffload(slot: UInt16, keepingAllowed: Bool = false) {
         let s = Int(slot)
         var reason: String?
         if offload.datapath == nil {
@@ -252,10 +257,11 @@ extension VirtualSwitch {
                 checks.formUnion(ext.offloadChecks(for: r.params.id, switch: self))
             }
         }
+        let sameChecks = offload.checks[s] == checks
         offload.checks[s] = checks
         offload.reasons[s] = reason
         offload.allowed[s] = reason == nil
-        removeFlows(touching: slot)
+        if reason != nil || !keepingAllowed || !sameChecks { removeFlows(touching: slot) }
         settleOffload()
     }
 

@@ -43,8 +43,9 @@ extension VirtualSwitch {
         ext.attached(to: self)
         controlBusy = false
         settleDeferred()
-        // A new extension may need to see every frame; its answers replace the cached ones.
-        recomputeOffload()
+        // A new extension may need to see every frame; its answers replace the cached ones. A
+        // capture extension changes no decision: ports it lets be offloaded keep their entries.
+        recomputeOffload(keepingAllowed: ext.extensionClass == .capture)
     }
 
     /// Disables an extension by name.
@@ -66,7 +67,7 @@ extension VirtualSwitch {
         ext.detached(from: self)
         controlBusy = false
         settleDeferred()
-        recomputeOffload()
+        recomputeOffload(keepingAllowed: ext.extensionClass == .capture)
     }
 
     /// Moves an enabled extension to `position` within its class's band (0 = top of the band).

@@ -120,4 +120,62 @@ struct CaptureExtensionTests {
         _ = try es.sw.removePort(a)
         #expect(s.isOver)
     }
+
+    @Test("Only the captured ports leave the fast path: B <-> C keep their entries while A is captured; A's come back after")
+    func offloadPerPort() throws {
+        let es = EmbeddedSwitch()
+        let dp = MemoryDatapath()
+        es.sw.setOffloadDatapath(dp)
+        let ports = try (1...3).map { try es.addPort("p\($0)", mac: mac(UInt8($0))) }
+        let (a, b, c) = (ports[0], ports[1], ports[2])
+        for (p, m) in zip(ports, 1...3) {
+            es.sw.setOffloadSupport(p, unsupportedReason: nil)
+            es.send(from: p, frame(.broadcast, mac(UInt8(m))))  // learned
+        }
+        for p in ports { _ = es.take(p) }
+        func flow(_ from: PortID, _ to: PortID, _ f: UInt8, _ t: UInt8) { es.send(from: from, frame(mac(t), mac(f))) }
+        flow(a, b, 1, 2); flow(b, c, 2, 3); flow(c, b, 3, 2)
+        #expect(dp.entries.count == 3)
+
+        // Enabling the capture extension changes no decision: nothing leaves the fast path yet.
+        let ext = CaptureExtension()
+        try es.sw.enable(ext, position: 0)
+        #expect(dp.entries.count == 3)
+        let s = session(es, [(a, "p1")])
+        ext.add(s, on: es.sw)
+        #expect(Set(dp.entries.keys.map(\.ingress)) == [b, c], "only a's entry is gone")
+        #expect(es.sw.offloadStatus(of: a) == .mustSeeEveryFrame(reason: "packet-capture: capture running"))
+        #expect(es.sw.offloadStatus(of: b) == .allowed && es.sw.offloadStatus(of: c) == .allowed)
+        _ = es.take(b)
+        flow(a, b, 1, 2); flow(b, a, 2, 1)
+        #expect(es.take(b).count == 1 && es.take(a).count == 1, "a's frames are still delivered")
+        #expect(dp.entries.count == 2, "no entry from or to a while it is captured")
+        #expect(try packets(s).count == 2)
+
+        // The capture ends (another keeps the extension enabled): a is offloaded again.
+        let other = session(es, [(c, "p3")])
+        ext.add(other, on: es.sw)
+        #expect(dp.entries.isEmpty, "c captured: its entry is gone, and b's to c")
+        #expect(ext.remove(s, on: es.sw) == 1)
+        #expect(es.sw.offloadStatus(of: a) == .allowed)
+        flow(a, b, 1, 2)
+        #expect(dp.entries.keys.contains { $0.ingress == a })
+        #expect(ext.remove(other, on: es.sw) == 0)
+        try es.sw.disable(ext.name)
+        #expect(dp.entries.count == 1, "disabling the capture extension keeps the entries")
+        flow(c, b, 3, 2)
+        #expect(dp.entries.count == 2)
+    }
+}
+
+/// A fast path in memory: the entries the switch installed.
+final class MemoryDatapath: OffloadDatapath {
+    var entries: [OffloadFlow: OffloadTarget] = [:]
+    func install(_ flow: OffloadFlow, to target: OffloadTarget) -> Bool {
+        entries[flow] = target
+        return true
+    }
+    func remove(_ flow: OffloadFlow) { entries[flow] = nil }
+    func lastUse(_ flow: OffloadFlow) -> UInt64? { entries[flow] == nil ? nil : 0 }
+    func counters(portIndex: Int) -> FastPathCounters { FastPathCounters() }
 }
