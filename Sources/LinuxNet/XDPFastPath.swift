@@ -321,4 +321,12 @@ public final class TCXLink {
         if fd >= 0 { _ = Glibc.close(fd) }
         fd = -1
     }
+
+    /// How many programs the device `ifindex`'s tcx ingress runs (0 with none; nil when the kernel
+    /// cannot say): tests and diagnostics.
+    public static func ingressPrograms(ifindex: Int32) -> Int? {
+        var count: UInt32 = 0, flags: UInt32 = 0
+        guard bpf_prog_query(ifindex, bpf_attach_type(rawValue: 46), 0, &flags, nil, &count) == 0 else { return nil }
+        return Int(count)
+    }
 }

@@ -193,8 +193,10 @@ struct XDPFastPathTests {
             defer { vms.forEach { $0.close() } }
             let index = try #require(try RouteNetlink().link(named: taps[0])).index
             #expect(XDPLink.mode(ifindex: index) == "xdp")
+            #expect(TCXLink.ingressPrograms(ifindex: index) == 1)
             _ = await rt.setOffload(enabled: false)
             #expect(XDPLink.mode(ifindex: index) == nil)
+            #expect(TCXLink.ingressPrograms(ifindex: index) == 0)
             let f = TestFrames.ethernet(dst: mac(0x5D).bytes, src: mac(0x5C).bytes, etherType: 0x88B5, payload: Array(repeating: 5, count: 46))
             for _ in 0..<3 { try vms[0].send(f) }
             for _ in 0..<3 { #expect(try vms[1].receive(timeout: .seconds(2)) == f) }
