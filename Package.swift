@@ -27,7 +27,7 @@ import PackageDescription
 //   TapswitchKit    for extension authors: re-exports SwitchCore and the registry; runs tapswitchd
 //                   with their extensions added (examples/ethertype-filter).
 //   Pcapng          the pcapng capture format: writer and stream reader (no I/O).
-//   PacketCapture   the capture extension and its lock-free rings (tapswitchctl capture).
+//   PacketCapture   the capture-class extensions: live capture with its lock-free rings (tapswitchctl capture), port mirroring.
 //   LibvirtHook     reads libvirt domain XML: which interfaces are tapswitch's, their NIC options.
 //   tapswitch-fuzz  (Fuzz/) libFuzzer targets: frames through the core, control requests, config files (scripts/fuzz).
 let package = Package(

@@ -15,8 +15,10 @@ public final class EmbeddedSwitch: FrameSink {
     public private(set) var diagnostics: [String] = []
     /// Frames delivered per port (with their virtio-net header, if any), oldest first.
     private var delivered: [PortID: [(bytes: [UInt8], header: VirtioNetHeader?)]] = [:]
-    /// When set for a port, its "TAP queue" accepts only this many frames per batch (simulates ENOBUFS).
+    /// When set for a port, its "TAP queue" accepts only this many frames per batch (simulates ENOBUFS),
+    /// normal frames and an extension's copies together.
     public var transmitLimit: [PortID: Int] = [:]
+    private var takenThisBatch: [PortID: Int] = [:]
     /// The switch's clock in nanoseconds (``VirtualSwitch/clockNanoseconds``, which its timers
     /// run on here): manual, moved by ``advanceClock(nanoseconds:)``.
     public var clockNanoseconds: UInt64 { sw.clockNanoseconds }
@@ -43,6 +45,7 @@ public final class EmbeddedSwitch: FrameSink {
     /// Sends frames from `port` as one batch (as the packet loop does after one read).
     public func send(from port: PortID, _ frames: [[UInt8]], vnetHeader: VirtioNetHeader? = nil) {
         batch.reset()
+        takenThisBatch.removeAll()
         for f in frames { batch.append(f, vnetHeader: vnetHeader) }
         sw.process(batch, from: port, to: self)
     }
@@ -52,7 +55,10 @@ public final class EmbeddedSwitch: FrameSink {
     }
 
     /// Runs frames extensions resumed.
-    public func flushPending() { _ = sw.processPending(batch, to: self) }
+    public func flushPending() {
+        takenThisBatch.removeAll()
+        _ = sw.processPending(batch, to: self)
+    }
 
     /// Frames delivered to `port` since the last call.
     public func take(_ port: PortID) -> [[UInt8]] {
@@ -74,6 +80,7 @@ public final class EmbeddedSwitch: FrameSink {
     @discardableResult
     public func advanceClock(nanoseconds: UInt64) -> Int {
         sw.clockNanoseconds &+= nanoseconds
+        takenThisBatch.removeAll()
         return sw.runTimers(batch, to: self)
     }
 
@@ -91,7 +98,11 @@ public final class EmbeddedSwitch: FrameSink {
     }
 
     public func transmit(_ batch: FrameBatch, to port: PortID, frames: UnsafeBufferPointer<UInt16>) -> TransmitResult {
-        let limit = min(frames.count, transmitLimit[port] ?? Int.max)
+        var limit = frames.count
+        if let cap = transmitLimit[port] {
+            limit = min(limit, max(0, cap - takenThisBatch[port, default: 0]))
+            takenThisBatch[port, default: 0] += limit
+        }
         for j in 0..<limit {
             let i = Int(frames[j])
             delivered[port, default: []].append((batch.copyBytes(i), batch.virtioHeader(i)))

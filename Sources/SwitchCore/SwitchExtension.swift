@@ -31,6 +31,12 @@
 /// - **Per-frame context.** ``IngressContext/setFrameContext(_:_:)`` stores one word per frame and
 ///   extension that the same extension reads back on egress (``EgressContext/frameContext(_:)``) and
 ///   after a pend/resume. It is not copied to clones or injected frames: expect it to be absent.
+/// - **Copies (capture extensions).** A capture extension may keep copies of frames it saw (on
+///   ingress, in ``delivered(_:)``) in a ``FrameBatch`` of its own and hand them to ports in
+///   ``batchDelivered(_:)`` (``CopyContext/transmit(_:frames:to:)``): after every normal frame of
+///   the batch, exactly as given (no VLAN conforming, no filtering, not shown to other extensions),
+///   outside the port's counters, and only into the room the port has left (refused when its normal
+///   frames of this batch already found its queue full). Port mirroring is built on this.
 /// - **Clones.** ``IngressContext/clone(_:keepingDestinations:)`` copies a frame as it is now (bytes,
 ///   source, VLAN), without destinations unless asked; ``EgressContext/clone(_:)`` copies an
 ///   unmodified frame with its destinations (the only injection allowed on egress).
@@ -80,6 +86,9 @@ public protocol SwitchExtension: AnyObject {
     /// port per batch, after the transmit; frames the port could not take are reported to
     /// ``dropped(_:)`` instead.
     func delivered(_ context: DeliveryContext)
+    /// Capture extensions only: every frame of the batch was delivered or dropped. Copies the
+    /// extension kept go out here (see the contract). Called once per batch.
+    func batchDelivered(_ context: CopyContext)
     /// A timer this extension scheduled is due. Runs between batches; frames resumed here are
     /// processed right after the due timers have run.
     func timerFired(_ timer: ExtensionTimer, switch sw: VirtualSwitch)
@@ -114,6 +123,7 @@ extension SwitchExtension {
     public func egress(_ context: inout EgressContext) {}
     public func dropped(_ context: DropContext) {}
     public func delivered(_ context: DeliveryContext) {}
+    public func batchDelivered(_ context: CopyContext) {}
     public func timerFired(_ timer: ExtensionTimer, switch sw: VirtualSwitch) {}
     public func saveNIC(port: PortParameters, nic: NICParameters, switch sw: VirtualSwitch) -> SavedNICState? { nil }
     public func restoreNIC(_ state: SavedNICState, port: PortParameters, nic: NICParameters, switch sw: VirtualSwitch) -> Bool { false }
@@ -384,6 +394,21 @@ public struct DeliveryContext {
     public let portIndex: Int
     /// Indices into `batch` of the frames the port received, in order.
     public let frames: UnsafeBufferPointer<UInt16>
+}
+
+/// A capture extension's way to send the copies it keeps (see ``SwitchExtension/batchDelivered(_:)``).
+/// Valid only during the call.
+public struct CopyContext {
+    public unowned(unsafe) let sw: VirtualSwitch
+    @usableFromInline unowned(unsafe) let sink: any FrameSink
+
+    /// Sends `frames` (indices into `copies`, a batch the extension owns) to `port`, as they are,
+    /// after the batch's normal frames. Returns how many the port took; the others were not sent
+    /// (the port is not connected, its queue is full, or a frame is too large for it) and are the
+    /// extension's to count. Nothing is counted at the port.
+    public func transmit(_ copies: FrameBatch, frames: UnsafeBufferPointer<UInt16>, to port: PortID) -> Int {
+        sw.transmitCopies(copies, frames: frames, to: port, sink: sink)
+    }
 }
 
 /// A frame an extension took out of the data path. Holds a reference on its source NIC.

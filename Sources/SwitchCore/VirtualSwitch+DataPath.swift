@@ -469,6 +469,7 @@ extension VirtualSwitch {
                 slots[s].framesOut &+= UInt64(sent)
                 slots[s].bytesOut &+= bytes
                 let dropEnd = result.refusedOne && start + sent < count ? start + sent + 1 : count
+                if !result.refusedOne && start + sent < count { markQueueFull(slot) }
                 for j in start + sent..<dropEnd {
                     countDrop(port: slots[s].port, slot: slot, direction: .egress, reason: result.failure, reporter: Self.delivery)
                     if !captureTaps.isEmpty {
@@ -483,6 +484,39 @@ extension VirtualSwitch {
                 start = dropEnd
             }
         }
+        if !captureTaps.isEmpty {
+            let ctx = CopyContext(sw: self, sink: sink)
+            for tap in captureTaps { tap.batchDelivered(ctx) }
+        }
+        for k in 0..<txFullCount { txFull[Int(txFullSlots[k])] = false }
+        txFullCount = 0
+    }
+
+    /// Marks `slot`'s queue full for the rest of this batch: copies do not go there.
+    @inline(__always)
+    func markQueueFull(_ slot: UInt16) {
+        guard !txFull[Int(slot)] else { return }
+        txFull[Int(slot)] = true
+        txFullSlots[txFullCount] = slot
+        txFullCount += 1
+    }
+
+    /// A capture extension's copies to `port` (see ``CopyContext``): only into the room its normal
+    /// frames left, never counted at the port.
+    func transmitCopies(_ copies: FrameBatch, frames: UnsafeBufferPointer<UInt16>, to port: PortID, sink: any FrameSink) -> Int {
+        guard let r = records[port], slots[Int(r.slot)].connected, !txFull[Int(r.slot)] else { return 0 }
+        var start = 0, taken = 0
+        while start < frames.count {
+            let result = sink.transmit(copies, to: port, frames: UnsafeBufferPointer(rebasing: frames[start...]))
+            let sent = min(max(result.sent, 0), frames.count - start)
+            taken += sent
+            guard result.refusedOne && start + sent < frames.count else {
+                if start + sent < frames.count { markQueueFull(r.slot) }
+                break
+            }
+            start += sent + 1  // only that copy was too large for the port: the next ones may go
+        }
+        return taken
     }
 
     /// Puts frame `i` in the VLAN form destination `slot` takes: untagged on access ports and for a

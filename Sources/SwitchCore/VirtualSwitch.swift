@@ -47,6 +47,10 @@ public final class VirtualSwitch {
     let txLists: UnsafeMutablePointer<UInt16>
     let txCounts: UnsafeMutablePointer<Int>
     let touched: UnsafeMutablePointer<UInt16>
+    /// Per slot: its queue was full in this batch (copies do not go there); the slots so marked.
+    let txFull: UnsafeMutablePointer<Bool>
+    let txFullSlots: UnsafeMutablePointer<UInt16>
+    var txFullCount = 0
 
     var stack: [any SwitchExtension] = []
     var forwardingIndex: Int? = nil
@@ -115,6 +119,10 @@ public final class VirtualSwitch {
         txCounts.initialize(repeating: 0, count: n)
         touched = .allocate(capacity: n)
         touched.initialize(repeating: 0, count: n)
+        txFull = .allocate(capacity: n)
+        txFull.initialize(repeating: false, count: n)
+        txFullSlots = .allocate(capacity: n)
+        txFullSlots.initialize(repeating: 0, count: n)
         offload = OffloadState(ports: n, maxFlows: configuration.maxOffloadedFlows)
         // Room for the usual kinds up front, so the first drops do not allocate on the packet loop.
         dropKinds.reserveCapacity(128)
@@ -126,7 +134,7 @@ public final class VirtualSwitch {
 
     deinit {
         slots.deallocate(); trunkBitmaps.deallocate(); connectedSlots.deallocate()
-        txLists.deallocate(); txCounts.deallocate(); touched.deallocate()
+        txLists.deallocate(); txCounts.deallocate(); touched.deallocate(); txFull.deallocate(); txFullSlots.deallocate()
     }
 
     /// A batch sized for this switch (its capacity and destination limit).
