@@ -17,6 +17,9 @@ import Foundation
 /// | `segment-add` | `segment`: `{name, vlan, vni, local, underlay, flood?, udpPort?, learning?, mtu?}` (see ``SegmentSpec``) |
 /// | `segment-del` | `name` |
 /// | `segment-list` | none |
+/// | `mirror-add` | `mirror`: `{name, source: [PORT...], direction?, vlan?, to}` (see ``MirrorSpec``) |
+/// | `mirror-del` | `name` |
+/// | `mirror-list` | none |
 /// | `acl-add` | `name`, `rule`: the rule's `key=value` words separated by spaces (see ``ACLRule``) |
 /// | `acl-del` | `name`, `id` (the rule id) |
 /// | `acl-list` | `name` |
@@ -43,6 +46,9 @@ public enum ControlRequest: Sendable, Equatable {
     case segmentAdd(SegmentSpec)
     case segmentDel(name: String)
     case segmentList
+    case mirrorAdd(MirrorSpec)
+    case mirrorDel(name: String)
+    case mirrorList
     /// Adds a rule to a port's ACL (one vetoable property change, recorded like `port-set`).
     case aclAdd(name: String, rule: String)
     case aclDelete(name: String, id: Int)
@@ -77,6 +83,9 @@ public enum ControlRequest: Sendable, Equatable {
         case .segmentAdd: "segment-add"
         case .segmentDel: "segment-del"
         case .segmentList: "segment-list"
+        case .mirrorAdd: "mirror-add"
+        case .mirrorDel: "mirror-del"
+        case .mirrorList: "mirror-list"
         case .aclAdd: "acl-add"
         case .aclDelete: "acl-del"
         case .aclList: "acl-list"
@@ -96,7 +105,7 @@ public enum ControlRequest: Sendable, Equatable {
     }
 
     public static let allOps = ["vm-start", "vm-stop", "port-add-internal", "port-add-external", "port-remove",
-                                "port-set", "port-get", "port-reset", "segment-add", "segment-del", "segment-list", "acl-add", "acl-del", "acl-list", "nic-save", "nic-restore", "extension-enable", "extension-disable", "extension-set", "show", "fdb", "extensions", "events", "ping", "version", "capture"]
+                                "port-set", "port-get", "port-reset", "segment-add", "segment-del", "segment-list", "mirror-add", "mirror-del", "mirror-list", "acl-add", "acl-del", "acl-list", "nic-save", "nic-restore", "extension-enable", "extension-disable", "extension-set", "show", "fdb", "extensions", "events", "ping", "version", "capture"]
 
     /// The VM, port or extension a request names (for logs), if any.
     public var target: String? {
@@ -107,6 +116,8 @@ public enum ControlRequest: Sendable, Equatable {
              .nicSave(let name), .nicRestore(let name, _): name
         case .portAddInternal(let spec): spec.name
         case .portAddExternal(let spec): spec.device
+        case .mirrorAdd(let spec): spec.name
+        case .mirrorDel(let name): name
         default: nil
         }
     }
@@ -115,7 +126,7 @@ public enum ControlRequest: Sendable, Equatable {
     public var isMutating: Bool {
         switch self {
         case .vmStart, .vmStop, .portAddInternal, .portAddExternal, .portRemove, .portSet, .portReset,
-             .segmentAdd, .segmentDel, .aclAdd, .aclDelete, .extensionEnable, .extensionDisable, .extensionSet, .nicRestore: true
+             .segmentAdd, .segmentDel, .mirrorAdd, .mirrorDel, .aclAdd, .aclDelete, .extensionEnable, .extensionDisable, .extensionSet, .nicRestore: true
         default: false
         }
     }
@@ -171,6 +182,10 @@ extension ControlRequest: Codable {
             self = .segmentAdd(try fields(["segment"]).require(SegmentSpec.self, "segment"))
         case "segment-del":
             self = .segmentDel(name: try Validate.interfaceName(try fields(["name"]).require(String.self, "name"), field: "name"))
+        case "mirror-add":
+            self = .mirrorAdd(try fields(["mirror"]).require(MirrorSpec.self, "mirror"))
+        case "mirror-del":
+            self = .mirrorDel(name: try Validate.mirrorName(try fields(["name"]).require(String.self, "name"), field: "name"))
         case "acl-add":
             let o = try fields(["name", "rule"])
             let name = try Validate.interfaceName(try o.require(String.self, "name"), field: "name")
@@ -217,10 +232,11 @@ extension ControlRequest: Codable {
                                    drops: try o.optional(Bool.self, "drops") ?? false)
             try r.validate()
             self = .capture(r)
-        case "show", "fdb", "extensions", "ping", "version", "segment-list":
+        case "show", "fdb", "extensions", "ping", "version", "segment-list", "mirror-list":
             _ = try fields([])
             switch op {
             case "segment-list": self = .segmentList
+            case "mirror-list": self = .mirrorList
             case "show": self = .show
             case "fdb": self = .fdb
             case "extensions": self = .extensions
@@ -240,8 +256,9 @@ extension ControlRequest: Codable {
         case .vmStop(let name, let force):
             try c.encode(name, forKey: AnyKey("name"))
             if force { try c.encode(true, forKey: AnyKey("force")) }
-        case .portRemove(let name), .portGet(let name), .segmentDel(let name): try c.encode(name, forKey: AnyKey("name"))
+        case .portRemove(let name), .portGet(let name), .segmentDel(let name), .mirrorDel(let name): try c.encode(name, forKey: AnyKey("name"))
         case .segmentAdd(let spec): try c.encode(spec, forKey: AnyKey("segment"))
+        case .mirrorAdd(let spec): try c.encode(spec, forKey: AnyKey("mirror"))
         case .portSet(let name, let settings):
             try c.encode(name, forKey: AnyKey("name"))
             try c.encode(settings, forKey: AnyKey("settings"))
@@ -283,7 +300,7 @@ extension ControlRequest: Codable {
             try c.encodeIfPresent(r.count, forKey: AnyKey("count"))
             try c.encode(r.snaplen, forKey: AnyKey("snaplen"))
             if r.drops { try c.encode(true, forKey: AnyKey("drops")) }
-        case .show, .fdb, .extensions, .ping, .version, .segmentList: break
+        case .show, .fdb, .extensions, .ping, .version, .segmentList, .mirrorList: break
         }
     }
 }
@@ -321,12 +338,15 @@ public struct ControlResponse: Codable, Sendable, Equatable {
     /// `nic-save`: the port's NIC state, one blob per extension that has any; `nic-restore`: the
     /// blobs no extension took (not enabled here, or refused: an unknown version).
     public var nicStates: [ExtensionNICState]?
+    /// `mirror list` (every mirror), `mirror add` (the one added), with state and counters.
+    public var mirrors: [MirrorInfo]?
 
     public init(ok: Bool = true, error: String? = nil, code: SwitchError.Code? = nil, vetoingExtension: String? = nil,
                 vetoReason: String? = nil, snapshot: SwitchSnapshot? = nil, fdb: [FDBEntry]? = nil,
                 extensions: [ExtensionInfo]? = nil, events: [SwitchEvent]? = nil, event: SwitchEvent? = nil,
                 ports: [PortInfo]? = nil, version: VersionInfo? = nil, pending: [String]? = nil, segments: [SegmentSpec]? = nil,
-                acl: PortACLInfo? = nil, nicStates: [ExtensionNICState]? = nil) {
+                acl: PortACLInfo? = nil, nicStates: [ExtensionNICState]? = nil,
+                mirrors: [MirrorInfo]? = nil) {
         self.ok = ok
         self.error = error
         self.code = code
@@ -343,6 +363,7 @@ public struct ControlResponse: Codable, Sendable, Equatable {
         self.segments = segments
         self.acl = acl
         self.nicStates = nicStates
+        self.mirrors = mirrors
     }
 
     /// A failed request, carrying the error's code (and veto) to the client.

@@ -131,15 +131,18 @@ public struct SwitchSnapshot: Codable, Sendable, Equatable {
     public var dataPlane: DataPlaneCounters?
     /// When the daemon started (Unix time, seconds): counters count from then.
     public var startTime: Double?
+    /// Port mirrors with their counters; absent when there are none.
+    public var mirrors: [MirrorInfo]?
 
     public init(settings: SwitchSettings, uptimeSeconds: Double, fdbEntries: Int, ports: [PortInfo],
-                dataPlane: DataPlaneCounters? = nil, startTime: Double? = nil) {
+                dataPlane: DataPlaneCounters? = nil, startTime: Double? = nil, mirrors: [MirrorInfo]? = nil) {
         self.settings = settings
         self.uptimeSeconds = uptimeSeconds
         self.fdbEntries = fdbEntries
         self.ports = ports
         self.dataPlane = dataPlane
         self.startTime = startTime
+        self.mirrors = mirrors
     }
 }
 

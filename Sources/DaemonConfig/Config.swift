@@ -8,7 +8,8 @@ import SwitchExtensions
 /// Format: the TOML subset of ``TOMLParser`` with this shape (see `config/tapswitchd.toml`):
 /// `[switch]` (name, unknown_unicast, mac_aging_seconds, mac_table_size, mac_limit_per_port, busy_poll_us, offload, transmit),
 /// `[control]` (group, nic_hold_report_seconds), `[metrics]` (listen), `[extensions]` (enable), `[[internal]]` (name, mac, netns),
-/// `[[external]]` (device), `[[segment]]` (name, vlan, vni, local, underlay, flood, udp_port, learning, evpn, ageing, mtu), `[[vm]]` (name) with `[[vm.nic]]` (tap, mac, owner, group, mtu, type, vlan).
+/// `[[external]]` (device), `[[segment]]` (name, vlan, vni, local, underlay, flood, udp_port, learning, evpn, ageing, mtu), `[[vm]]` (name) with `[[vm.nic]]` (tap, mac, owner, group, mtu, type, vlan),
+/// `[[mirror]]` (name, source, direction, vlan, to).
 /// `[[internal]]`, `[[external]]` and `[[vm.nic]]` also take the port settings keys of ``PortSettings``
 /// (`vlan-mode = "trunk"`, `allowed-vlans = "10,20"`, `dhcp-guard = true`, ...).
 /// Every key is optional except the names (`vm.name`, `vm.nic.tap`, `internal.name`, `external.device`).
@@ -28,6 +29,8 @@ public struct DaemonConfig: Sendable, Equatable {
     /// VXLAN segments (`[[segment]]`).
     public var segments: [SegmentSpec] = []
     public var vms: [VMSpec]
+    /// Port mirrors (`[[mirror]]`), applied after the ports and VMs.
+    public var mirrors: [MirrorSpec] = []
 
     public init(settings: SwitchSettings = SwitchSettings(), controlGroup: String? = nil, extensions: [String] = [],
                 internalPorts: [InternalPortSpec] = [], externalPorts: [ExternalPortSpec] = [], vms: [VMSpec] = []) {
@@ -41,7 +44,7 @@ public struct DaemonConfig: Sendable, Equatable {
 
     /// Every VM and port the file declares, in the shape the state store records.
     public var declared: StateRecords {
-        StateRecords(vms: vms, internalPorts: internalPorts, externalPorts: externalPorts, segments: segments)
+        StateRecords(vms: vms, internalPorts: internalPorts, externalPorts: externalPorts, segments: segments, mirrors: mirrors)
     }
 
     /// `[extensions.NAME]` tables: each extension's settings by key, as text.
@@ -318,7 +321,7 @@ private struct Builder {
                 issue(v.line, "key '\(key)' must be inside a table such as [switch]")
             }
         }
-        checkKeys(root, allowed: [], subtables: ["switch", "control", "metrics", "extensions", "internal", "external", "segment", "vm"])
+        checkKeys(root, allowed: [], subtables: ["switch", "control", "metrics", "extensions", "internal", "external", "segment", "vm", "mirror"])
 
         if let t = table(root, "switch") { config.settings = buildSwitch(t) }
         if let t = table(root, "control") {
@@ -455,6 +458,45 @@ private struct Builder {
                 }
             }
             if let vmName, nics.count == nicTables.count, !nics.isEmpty { config.vms.append(VMSpec(name: vmName, nics: nics)) }
+        }
+
+        var mirrorNames: [String: Int] = [:]
+        for t in tables(root, "mirror") {
+            checkKeys(t, allowed: ["name", "source", "direction", "vlan", "to"])
+            for key in ["name", "source", "to"] where t[key] == nil { issue(t.line, "[[mirror]] needs \(key)") }
+            // One source may be written as a plain string.
+            var sources: [String]?
+            var sourceLine = t.line
+            if case .value(let v)? = t["source"], case .string(let one) = v.kind {
+                sources = [one]
+                sourceLine = v.line
+            } else if let (list, line) = stringArray(t, "source") {
+                sources = list
+                sourceLine = line
+            }
+            guard let (name, nline) = string(t, "name"), let sources, let (to, toLine) = string(t, "to") else { continue }
+            var spec = MirrorSpec(name: name, source: sources, to: to)
+            var line = t.line
+            if let (d, dline) = string(t, "direction") {
+                guard let direction = MirrorSpec.Direction(rawValue: d) else {
+                    issue(dline, "mirror.direction: '\(d)' is not in, out or both")
+                    continue
+                }
+                spec.direction = direction
+            }
+            if let (v, vline) = integer(t, "vlan") {
+                spec.vlan = v
+                line = vline
+            }
+            do throws(FieldError) { try spec.validate(field: { "mirror.\($0)" }) } catch {
+                // Reported at the line of the key that is wrong.
+                let lines = ["mirror.name": nline, "mirror.source": sourceLine, "mirror.to": toLine, "mirror.vlan": line]
+                issue(lines[error.field] ?? t.line, error.description)
+                continue
+            }
+            if let first = mirrorNames[name] { issue(nline, "mirror '\(name)' is declared twice (first at line \(first))"); continue }
+            mirrorNames[name] = nline
+            config.mirrors.append(spec)
         }
         return config
     }

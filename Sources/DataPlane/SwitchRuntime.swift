@@ -62,6 +62,8 @@ public final class SwitchRuntime: @unchecked Sendable {
     var heldPorts: [PortIO] = []
     /// The capture extension while a capture session runs (see `Capture.swift`).
     var capture: CaptureExtension?
+    /// The port-mirroring extension while a mirror exists (see `Mirror.swift`).
+    var mirror: PortMirrorExtension?
     /// The XDP fast path when `offload = "xdp"` took (see XDPOffload.swift).
     var xdp: XDPOffload?
     /// `[switch] transmit = "qdisc"` (see ``setTransmit(throughQdisc:)``).

@@ -14,20 +14,23 @@ public struct StateRecords: Codable, Sendable, Equatable {
     public var externalPorts: [ExternalPortSpec]
     /// VXLAN segments (their devices are tapswitch's: created at `segment add`, deleted at `segment del`).
     public var segments: [SegmentSpec]
+    /// Port mirrors (`mirror add`, `[[mirror]]`): kept also while their ports are missing.
+    public var mirrors: [MirrorSpec]
     /// Extensions' saved per-NIC state (NIC save/restore), by port name: written when the daemon
     /// stops, handed back once when the next run re-adopts the port, then dropped. Absent in files
     /// without any.
     public var nicStates: [String: [ExtensionNICState]]?
 
     public init(vms: [VMSpec] = [], internalPorts: [InternalPortSpec] = [], externalPorts: [ExternalPortSpec] = [],
-                segments: [SegmentSpec] = []) {
+                segments: [SegmentSpec] = [], mirrors: [MirrorSpec] = []) {
         self.vms = vms
         self.internalPorts = internalPorts
         self.externalPorts = externalPorts
         self.segments = segments
+        self.mirrors = mirrors
     }
 
-    public var isEmpty: Bool { vms.isEmpty && internalPorts.isEmpty && externalPorts.isEmpty && segments.isEmpty }
+    public var isEmpty: Bool { vms.isEmpty && internalPorts.isEmpty && externalPorts.isEmpty && segments.isEmpty && mirrors.isEmpty }
 
     /// Every interface name recorded (TAPs, internal ports, external devices, segment devices).
     public var portNames: Set<String> {
@@ -35,7 +38,7 @@ public struct StateRecords: Codable, Sendable, Equatable {
             + segments.filter(\.evpn).map(\.portName))
     }
 
-    private enum CodingKeys: String, CodingKey { case vms, internalPorts, externalPorts, segments, nicStates }
+    private enum CodingKeys: String, CodingKey { case vms, internalPorts, externalPorts, segments, mirrors, nicStates }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -44,6 +47,7 @@ public struct StateRecords: Codable, Sendable, Equatable {
         externalPorts = try c.decode([ExternalPortSpec].self, forKey: .externalPorts)
         // Files written before segments existed have no such key.
         segments = try c.decodeIfPresent([SegmentSpec].self, forKey: .segments) ?? []
+        mirrors = try c.decodeIfPresent([MirrorSpec].self, forKey: .mirrors) ?? []
         nicStates = try c.decodeIfPresent([String: [ExtensionNICState]].self, forKey: .nicStates)
     }
 
@@ -53,6 +57,7 @@ public struct StateRecords: Codable, Sendable, Equatable {
         try c.encode(internalPorts, forKey: .internalPorts)
         try c.encode(externalPorts, forKey: .externalPorts)
         try c.encode(segments, forKey: .segments)
+        if !mirrors.isEmpty { try c.encode(mirrors, forKey: .mirrors) }
         try c.encodeIfPresent(nicStates, forKey: .nicStates)
     }
 
@@ -137,7 +142,7 @@ public struct StateStore: Sendable {
         let vms = entries("vms", VMSpec.self), internals = entries("internalPorts", InternalPortSpec.self)
         let externals = entries("externalPorts", ExternalPortSpec.self)
         recovery.records = StateRecords(vms: vms, internalPorts: internals, externalPorts: externals,
-                                        segments: entries("segments", SegmentSpec.self))
+                                        segments: entries("segments", SegmentSpec.self), mirrors: entries("mirrors", MirrorSpec.self))
     }
 
     private enum Decoded {

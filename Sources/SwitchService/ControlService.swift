@@ -110,6 +110,15 @@ public actor ControlService {
             return await serially { await result { () async throws(SwitchError) in ControlResponse(pending: try await removeSegment(name)) } }
         case .segmentList:
             return ControlResponse(segments: await backend.segments())
+        case .mirrorAdd(let spec):
+            return await serially { await result { () async throws(SwitchError) in ControlResponse(mirrors: [try await addMirror(spec)]) } }
+        case .mirrorDel(let name):
+            return await serially { await result { () async throws(SwitchError) in
+                try await removeMirror(name)
+                return ControlResponse(mirrors: await backend.mirrors())
+            } }
+        case .mirrorList:
+            return ControlResponse(mirrors: await backend.mirrors())
         case .portRemove(let name):
             return await serially { await result { () async throws(SwitchError) in ControlResponse(pending: try await removePort(name)) } }
         case .portSet(let name, let words):
@@ -319,6 +328,31 @@ public actor ControlService {
         return pending ? [name] : nil
     }
 
+    private func addMirror(_ spec: MirrorSpec) async throws(SwitchError) -> MirrorInfo {
+        let info = try await backend.addMirror(spec)
+        records.mirrors.append(spec)
+        do throws(SwitchError) {
+            try store.save(records)
+        } catch {
+            records.mirrors.removeAll { $0.name == spec.name }
+            _ = try? await backend.removeMirror(named: spec.name)
+            throw error.context("mirror '\(spec.name)' was not added: cannot record state")
+        }
+        logger.notice("mirror added", metadata: ["mirror": "\(spec.name)", "source": "\(spec.source.joined(separator: ","))",
+                                                 "direction": "\(spec.direction.rawValue)", "vlan": "\(spec.vlan.map(String.init) ?? "all")",
+                                                 "to": "\(spec.to)"])
+        return info
+    }
+
+    private func removeMirror(_ name: String) async throws(SwitchError) {
+        var after = records
+        after.mirrors.removeAll { $0.name == name }
+        try await recordingFirst(after, "mirror '\(name)' was not deleted") { () async throws(SwitchError) in
+            try await backend.removeMirror(named: name)
+        }
+        logger.notice("mirror deleted", metadata: ["mirror": "\(name)"])
+    }
+
     private func removePort(_ name: String) async throws(SwitchError) -> [String]? {
         var after = records
         after.internalPorts.removeAll { $0.name == name }
@@ -411,6 +445,11 @@ public actor ControlService {
             }
             for spec in config.vms where records.vm(named: spec.name) == nil && !skipVMs.contains(spec.name) {
                 do throws(SwitchError) { _ = try await startVM(spec) } catch { failures.append("vm \(spec.name): \(error.message)") }
+            }
+            // After the ports they name.
+            let skipMirrors = Set(previouslyDeclared.mirrors.map(\.name))
+            for spec in config.mirrors where !records.mirrors.contains(where: { $0.name == spec.name }) && !skipMirrors.contains(spec.name) {
+                do throws(SwitchError) { _ = try await addMirror(spec) } catch { failures.append("mirror \(spec.name): \(error.message)") }
             }
             return failures
         }

@@ -33,6 +33,8 @@ public actor DataPlaneBackend: SwitchBackend {
     /// that refreshes them (addresses DHCP snooping grants come and go without a control request).
     private var evpnNeighbours: [EVPNNeighbour: MACAddress] = [:]
     private var neighbourRefresher: Task<Void, Never>?
+    /// Port mirrors, in the order they were added.
+    private var mirrorSpecs: [MirrorSpec] = []
     /// Ports whose removal waits for references (TAP name -> when it started, whether the TAP
     /// goes when PORT_DELETE completes).
     private var pendingRemovals: [String: PendingRemoval] = [:]
@@ -697,6 +699,55 @@ public actor DataPlaneBackend: SwitchBackend {
 
     public func segments() async -> [SegmentSpec] { segmentSpecs.values.sorted { $0.name < $1.name } }
 
+    // MARK: - Mirrors
+
+    public func addMirror(_ spec: MirrorSpec) async throws(SwitchError) -> MirrorInfo {
+        try await addMirror(spec, restore: false)
+    }
+
+    /// `restore`: re-added from the state of a previous run; its ports may be missing (it waits for them).
+    private func addMirror(_ spec: MirrorSpec, restore: Bool) async throws(SwitchError) -> MirrorInfo {
+        let rt = try running()
+        if mirrorSpecs.contains(where: { $0.name == spec.name }) { throw SwitchError(.exists, "mirror \(spec.name) already exists") }
+        let all = mirrorSpecs + [spec]
+        let statuses = try await rt.setMirrors(all.map(Self.definition), mustExist: restore ? nil : Self.definition(spec))
+        mirrorSpecs = all
+        hub.publish(.mirrorAdd, portId: .switchItself, portName: spec.to, detail: Self.describe(spec), restore: restore)
+        return Self.info(spec, statuses.last)
+    }
+
+    public func removeMirror(named name: String) async throws(SwitchError) {
+        let rt = try running()
+        guard let spec = mirrorSpecs.first(where: { $0.name == name }) else {
+            throw SwitchError(.notFound, "no mirror named '\(name)'" + (mirrorSpecs.isEmpty ? "" : " (mirrors: \(mirrorSpecs.map(\.name).joined(separator: ", ")))"))
+        }
+        let rest = mirrorSpecs.filter { $0.name != name }
+        _ = try await rt.setMirrors(rest.map(Self.definition))
+        mirrorSpecs = rest
+        hub.publish(.mirrorDel, portId: .switchItself, portName: spec.to, detail: Self.describe(spec))
+    }
+
+    public func mirrors() async -> [MirrorInfo] {
+        guard let rt = runtime, !mirrorSpecs.isEmpty else { return [] }
+        let statuses = await rt.mirrorStatuses()
+        return mirrorSpecs.map { spec in Self.info(spec, statuses.first { $0.definition.name == spec.name }) }
+    }
+
+    static func definition(_ s: MirrorSpec) -> MirrorDefinition {
+        MirrorDefinition(name: s.name, sources: s.source, inbound: s.direction.includesIn, outbound: s.direction.includesOut,
+                         vlan: s.vlan.map { VLANID($0) }, destination: s.to)
+    }
+
+    static func info(_ spec: MirrorSpec, _ status: MirrorStatus?) -> MirrorInfo {
+        MirrorInfo(mirror: spec, active: status?.active ?? false, missing: status.flatMap { $0.missingPorts.isEmpty ? nil : $0.missingPorts },
+                   frames: status?.frames ?? 0, bytes: status?.bytes ?? 0, drops: status?.drops ?? 0)
+    }
+
+    static func describe(_ s: MirrorSpec) -> String {
+        "mirror \(s.name): source=\(s.source.joined(separator: ",")) direction=\(s.direction.rawValue)"
+            + (s.vlan.map { " vlan=\($0)" } ?? "") + " to=\(s.to)"
+    }
+
     // MARK: - Restart
 
     public func adopt(_ records: StateRecords) async -> AdoptionOutcome {
@@ -738,6 +789,12 @@ public actor DataPlaneBackend: SwitchBackend {
                 // Partly adopted (some NICs failed): still ours, kept with every NIC so nothing is orphaned.
                 if vms[spec.name] != nil { outcome.adopted.vms.append(spec) }
                 outcome.failures.append(.init(what: "vm \(spec.name)", reason: error.message))
+            }
+        }
+        for spec in records.mirrors {
+            // After the ports: a mirror whose ports are gone now waits for them.
+            do { _ = try await addMirror(spec, restore: true); outcome.adopted.mirrors.append(spec) } catch {
+                outcome.failures.append(.init(what: "mirror \(spec.name)", reason: error.message))
             }
         }
         await runtime?.releaseReceive()
@@ -827,8 +884,10 @@ public actor DataPlaneBackend: SwitchBackend {
         let dp = DataPlaneCounters(batches: s.loop.batches, busyPollSeconds: Double(s.loop.busyPollNanoseconds) / 1e9,
                                    macMoves: s.loop.macMoves, floodsWithoutPort: s.loop.floodsWithoutPort,
                                    injectedFrames: s.injectedFrames, switchDrops: PortCounters(drops: s.switchDrops))
+        let mirrors = await self.mirrors()
         return SwitchSnapshot(settings: settings, uptimeSeconds: Date().timeIntervalSince(started),
-                              fdbEntries: s.macEntries, ports: ports, dataPlane: dp, startTime: started.timeIntervalSince1970)
+                              fdbEntries: s.macEntries, ports: ports, dataPlane: dp, startTime: started.timeIntervalSince1970,
+                              mirrors: mirrors.isEmpty ? nil : mirrors)
     }
 
     public func fdb() async -> [FDBEntry] {

@@ -81,6 +81,16 @@ public protocol SwitchBackend: Sendable {
     /// Every segment, by name.
     func segments() async -> [SegmentSpec]
 
+    /// Adds a port mirror (`mirror add`): refused, with nothing changed, when the name is taken or a
+    /// port it names does not exist. Before it returns, the sources' flows are off the fast path.
+    /// Emits a `mirror-add` event. A port removed later leaves the mirror inactive until a port of
+    /// that name is back.
+    func addMirror(_ spec: MirrorSpec) async throws(SwitchError) -> MirrorInfo
+    /// Deletes a mirror (`mirror del`); emits a `mirror-del` event.
+    func removeMirror(named name: String) async throws(SwitchError)
+    /// Every mirror with its state and counters, in the order added.
+    func mirrors() async -> [MirrorInfo]
+
     /// How long a removal may wait for references before it is reported (log and a `nic-held`
     /// event naming the holders; again after twice as long each time while it waits).
     func setNICHoldReport(seconds: Double) async

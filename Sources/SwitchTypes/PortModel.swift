@@ -127,4 +127,8 @@ public enum EventKind: String, Sendable, CaseIterable {
     /// Not a lifecycle step: a removal still waits for references after the configured time
     /// (the daemon reports it; `detail` names the holders).
     case nicHeld = "nic-held"
+    /// Not a lifecycle step: a port mirror was added or deleted (`portName` is its destination,
+    /// `detail` describes the mirror).
+    case mirrorAdd = "mirror-add"
+    case mirrorDel = "mirror-del"
 }

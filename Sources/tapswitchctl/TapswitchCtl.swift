@@ -50,7 +50,7 @@ struct TapswitchCtl: ParsableCommand {
         ("cannot connect to tapswitchd at PATH: ...") or the connection broke.
         """,
         version: TapswitchVersion.current,
-        subcommands: [VMCommand.self, PortCommand.self, NICCommand.self, ACLCommand.self, SegmentCommand.self, ExtensionCommand.self, ShowCommand.self, DropsCommand.self, TopCommand.self, FDBCommand.self, EventsCommand.self, CaptureCommand.self,
+        subcommands: [VMCommand.self, PortCommand.self, NICCommand.self, ACLCommand.self, SegmentCommand.self, MirrorCommand.self, ExtensionCommand.self, ShowCommand.self, DropsCommand.self, TopCommand.self, FDBCommand.self, EventsCommand.self, CaptureCommand.self,
                       ExtensionsCommand.self, VersionCommand.self, LibvirtHookCommand.self]
     )
 

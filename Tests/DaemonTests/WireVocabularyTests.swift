@@ -39,7 +39,8 @@ struct WireVocabularyTests {
         try roundTrip(Direction.egress, #""egress""#)
         for k in EventKind.allCases { try roundTrip(k, "\"\(k.rawValue)\"") }
         #expect(EventKind.allCases.map(\.rawValue) == ["port-create", "nic-create", "nic-connect", "nic-disconnect", "nic-delete",
-                                                       "port-teardown", "port-delete", "nic-updated", "port-updated", "port-property", "veto", "nic-held"])
+                                                       "port-teardown", "port-delete", "nic-updated", "port-updated", "port-property", "veto", "nic-held",
+                                                       "mirror-add", "mirror-del"])
         for c in SwitchError.Code.allCases { try roundTrip(c, "\"\(c.rawValue)\"") }
     }
 
