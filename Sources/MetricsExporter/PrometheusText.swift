@@ -102,6 +102,20 @@ public enum PrometheusText {
             }
         }
 
+        // Mirrored copies are counted apart from the ports' frames and drops.
+        let mirrors = s.mirrors ?? []
+        let mirrorFamilies: [(String, String, (MirrorInfo) -> UInt64)] = [
+            ("tapswitch_mirror_frames_total", "Copies a port mirror sent to its destination.", { $0.frames }),
+            ("tapswitch_mirror_bytes_total", "Bytes of the copies a port mirror sent to its destination.", { $0.bytes }),
+            ("tapswitch_mirror_drops_total", "Copies a port mirror dropped: no room left at the destination after its normal frames, destination not connected, or more than the mirror holds per batch.", { $0.drops }),
+        ]
+        for (name, help, value) in mirrorFamilies {
+            out.family(name, .counter, help)
+            for m in mirrors { out.sample(name, [("mirror", m.mirror.name), ("to", m.mirror.to)], Double(value(m))) }
+        }
+        out.family("tapswitch_mirror_active", .gauge, "1 while a port mirror copies (its destination and a source exist).")
+        for m in mirrors { out.sample("tapswitch_mirror_active", [("mirror", m.mirror.name), ("to", m.mirror.to)], m.active ? 1 : 0) }
+
         out.family("tapswitch_control_requests_total", .counter, "Control requests answered, by operation and result (ok or the error code).")
         for (k, v) in m.requests.requests.sorted(by: { $0.key < $1.key }) {
             out.sample("tapswitch_control_requests_total", [("op", k.op), ("result", k.result)], Double(v))

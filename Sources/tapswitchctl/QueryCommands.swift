@@ -18,7 +18,8 @@ struct ShowCommand: ParsableCommand {
         Last, each port's path: "fast path (xdp)" when its learned unicast flows may take the XDP \
         fast path ([switch] offload), with the entries cached from and to the port and the frames \
         the fast path forwarded in and out, else "slow path:" and why (offload off, not a VM TAP, \
-        EXTENSION: reason for an extension that must see every frame). Counters include fast-path frames.
+        EXTENSION: reason for an extension that must see every frame). Counters include fast-path frames. \
+        Then each port mirror with its copies and copy drops, which are not counted as any port's.
         With --interval N: samples twice, N seconds apart, and prints per-port rates instead: \
         RX-FPS/RX-BPS (frames and bits per second from the port), TX-FPS/TX-BPS (to the port), \
         DROPS/S and the TOP-DROP of the interval. Rates stay right across a daemon restart.
@@ -79,6 +80,10 @@ struct ShowCommand: ParsableCommand {
         }
         for p in s.ports {
             if let path = p.offload { print("path of \(p.name): \(path)") }
+        }
+        // Copies are not the ports' frames or drops: counted per mirror.
+        for m in s.mirrors ?? [] {
+            print("mirror \(m.mirror.name) to \(m.mirror.to): \(mirrorState(m)), copies \(m.frames) (\(m.bytes) bytes), copy drops \(m.drops)")
         }
     }
 }

@@ -96,6 +96,13 @@ struct DropRow: Encodable {
                 out.append(DropRow(port: "(switch)", direction: k.direction.description, reason: k.reason, reporter: k.reporter, frames: v))
             }
         }
+        // A mirror's copies dropped for room: not the destination's drops, a row of their own.
+        if filter.isEmpty {
+            for m in s.mirrors ?? [] where m.drops > 0 {
+                out.append(DropRow(port: "(mirror \(m.mirror.name))", direction: "egress", reason: "mirrored copy not taken by \(m.mirror.to) (no room or not connected)",
+                                   reporter: "port-mirror", frames: m.drops))
+            }
+        }
         return out
     }
 

@@ -11,7 +11,8 @@ struct DropsCommand: ParsableCommand {
         REASON, REPORTER (the extension that dropped or excluded it, a core stage: core:admission \
         for parsing, VLAN and source checks, core:forwarding for the learning forwarder, \
         core:delivery for transmit; or device for the kernel, such as a full receive ring) and \
-        FRAMES since the daemon started. "(switch)" rows are frames the switch itself sent. \
+        FRAMES since the daemon started. "(switch)" rows are frames the switch itself sent; "(mirror \
+        NAME)" rows are a port mirror's copies that its destination had no room for (not that port's drops). \
         A broadcast or unknown unicast that found no other port is not a drop.
         With --follow, prints a line whenever a counter rises (checked every --interval seconds): \
         TIME PORT DIRECTION REASON [REPORTER] +NEW total=N; it keeps going across daemon restarts. \

@@ -102,7 +102,7 @@ struct ConfigTests {
 
     @Test("semantic errors name file and line", arguments: [
         ("[switch]\nbogus = 1\n", "t.toml:2: unknown key 'switch.bogus' (known: switch.name, switch.unknown_unicast, switch.mac_aging_seconds, switch.mac_table_size, switch.mac_limit_per_port, switch.busy_poll_us, switch.offload, switch.transmit)"),
-        ("[routing]\n", "t.toml:1: unknown table 'routing' (known: switch, control, metrics, extensions, internal, external, segment, vm)"),
+        ("[routing]\n", "t.toml:1: unknown table 'routing' (known: switch, control, metrics, extensions, internal, external, segment, vm, mirror)"),
         ("name = \"x\"\n", "t.toml:1: key 'name' must be inside a table such as [switch]"),
         ("[switch]\nname = \"way-too-long-name0\"\n", "t.toml:2: switch.name: interface name 'way-too-long-name0' is 18 characters; the limit is 15"),
         ("[switch]\nunknown_unicast = \"drop\"\n", "t.toml:2: switch.unknown_unicast: 'drop' is not one of: flood, uplink"),
@@ -183,6 +183,31 @@ struct ConfigTests {
                                            flood: ["192.0.2.2", "192.0.2.3"], udpPort: 8472, learning: false, ageing: 60, mtu: 1450)])
         #expect(c.externalPorts == [ExternalPortSpec(device: "eth1", settings: ["vlan=10"]), ExternalPortSpec(device: "eth2")])
         #expect(c.declared.segments == c.segments)
+    }
+
+    static let mirror = "[[mirror]]\nname = \"m1\"\nsource = [\"a0\", \"b0\"]\nto = \"c0\"\n"
+    static let mirrorCases: [(String, String)] = [
+        ("[[mirror]]\nname = \"m1\"\nto = \"c0\"\n", "t.toml:1: [[mirror]] needs source"),
+        (Self.mirror + "vlan = 4095\n", "t.toml:5: mirror.vlan: VLAN 4095 is out of range 1..4094"),
+        (Self.mirror + "direction = \"sideways\"\n", "t.toml:5: mirror.direction: 'sideways' is not in, out or both"),
+        ("[[mirror]]\nname = \"m1\"\nsource = [\"a0\"]\nto = \"a0\"\n", "t.toml:4: mirror.to: 'a0' is also a source: a mirror cannot send a port's copies to that port"),
+        ("[[mirror]]\nname = \"m/1\"\nsource = \"a0\"\nto = \"c0\"\n", "t.toml:2: mirror.name: 'm/1' is not a mirror name (A-Z a-z 0-9 _ . -, 1 to 32 characters)"),
+        ("[[mirror]]\nname = \"m1\"\nsource = [\"a0\", \"a0\"]\nto = \"c0\"\n", "t.toml:3: mirror.source: port 'a0' is listed twice"),
+        (Self.mirror + "select = 1\n", "t.toml:5: unknown key 'mirror.select' (known: mirror.name, mirror.source, mirror.direction, mirror.vlan, mirror.to)"),
+        (Self.mirror + Self.mirror, "t.toml:6: mirror 'm1' is declared twice (first at line 2)"),
+    ]
+
+    @Test("[[mirror]] errors name file and line", arguments: mirrorCases)
+    func mirrorErrors(text: String, expected: String) {
+        #expect(error(text) == expected)
+    }
+
+    @Test("[[mirror]] with every key, one source as a plain string, recorded like the rest")
+    func mirrors() throws {
+        let c = try loader.parse(Self.mirror + "direction = \"in\"\nvlan = 10\n[[mirror]]\nname = \"m2\"\nsource = \"a0\"\nto = \"d0\"\n", file: "t.toml")
+        #expect(c.mirrors == [MirrorSpec(name: "m1", source: ["a0", "b0"], direction: .in, vlan: 10, to: "c0"),
+                              MirrorSpec(name: "m2", source: ["a0"], direction: .both, to: "d0")])
+        #expect(c.declared.mirrors == c.mirrors)
     }
 
     @Test("every semantic error is reported, in line order")

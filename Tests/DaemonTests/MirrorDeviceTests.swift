@@ -73,7 +73,7 @@ struct MirrorDeviceTests {
         _ = try await exchange(t, rounds: 2, token: 1)  // both MACs learned: what follows is unicast
         let pathBefore = try await d.port(named: t.taps[0])?.offload
         if d.log.contains("offload xdp: learned unicast flows") {
-            #expect(pathBefore == "fast path (xdp)")  // the positive control for the path check below
+            #expect(pathBefore?.hasPrefix("fast path (xdp)") == true)  // the positive control for the path check below
         }
         let cBefore = try #require(try await d.port(named: t.taps[2])?.counters)
 
@@ -82,7 +82,7 @@ struct MirrorDeviceTests {
         // Before the command returned, A's flows left the fast path.
         let pathDuring = try #require(try await d.port(named: t.taps[0])?.offload)
         #expect(pathDuring.hasPrefix("slow path"), "\(pathDuring)")
-        if pathBefore == "fast path (xdp)" { #expect(pathDuring == "slow path: port-mirror: mirrored by m1") }
+        if pathBefore?.hasPrefix("fast path (xdp)") == true { #expect(pathDuring == "slow path: port-mirror: mirrored by m1") }
 
         let sent = try await exchange(t, rounds: 20, token: 0xB0B)
         let copies = try await collect(t.c, token: 0xB0B, limit: sent.count + 1)
@@ -100,9 +100,8 @@ struct MirrorDeviceTests {
         let del = try await d.ctl("mirror", "del", "m1")
         try #require(del.status == 0, "mirror del: \(del.stderr)")
         #expect(try await mirrors(d).isEmpty)
-        if pathBefore == "fast path (xdp)" {
-            // Back on the fast path once the next frame is learned through the slow path again.
-            #expect(try await d.port(named: t.taps[0])?.offload == "fast path (xdp)")
+        if pathBefore?.hasPrefix("fast path (xdp)") == true {
+            #expect(try await d.port(named: t.taps[0])?.offload?.hasPrefix("fast path (xdp)") == true)
         }
         // Nothing is copied any more; the positive control is that A and B still exchange.
         _ = try await exchange(t, rounds: 3, token: 0xD0D)

@@ -14,8 +14,9 @@ import TestSupport
         let nic = NICInfo(type: .synthetic, vmName: "web1", mtu: 1500, assignedMAC: MACAddress("52:54:00:00:00:01")!, state: .connected)
         let port = PortInfo(id: PortID(1), name: "web1-0", friendlyName: "web1/web1-0", type: .synthetic, state: .created,
                             vlanPolicy: .access(10), nic: nic, counters: c)
+        let mirror = MirrorInfo(mirror: MirrorSpec(name: "m1", source: ["web1-0"], to: "ids0"), active: true, frames: 9, bytes: 900, drops: 1)
         let snap = SwitchSnapshot(settings: SwitchSettings(), uptimeSeconds: 5, fdbEntries: 1, ports: [port],
-                                  dataPlane: DataPlaneCounters(batches: 7, busyPollSeconds: 0.5), startTime: 1_800_000_000)
+                                  dataPlane: DataPlaneCounters(batches: 7, busyPollSeconds: 0.5), startTime: 1_800_000_000, mirrors: [mirror])
         let requests = RequestMetrics()
         requests.record(op: "vm-start", result: "ok", seconds: 0.003)
         requests.record(op: "vm-start", result: "exists", seconds: 0.2)
@@ -36,6 +37,10 @@ import TestSupport
         #expect(t.contains("tapswitch_daemon_restarts_total 2\n"))
         #expect(t.contains("tapswitch_daemon_start_time_seconds 1800000000\n"))
         #expect(t.contains("tapswitch_loop_busy_poll_seconds_total 0.5\n"))
+        #expect(t.contains(#"tapswitch_mirror_frames_total{mirror="m1",to="ids0"} 9"#))
+        #expect(t.contains(#"tapswitch_mirror_bytes_total{mirror="m1",to="ids0"} 900"#))
+        #expect(t.contains(#"tapswitch_mirror_drops_total{mirror="m1",to="ids0"} 1"#))
+        #expect(t.contains(#"tapswitch_mirror_active{mirror="m1",to="ids0"} 1"#))
         for line in t.split(separator: "\n") where line.hasPrefix("# TYPE") && line.hasSuffix(" counter") {
             #expect(line.split(separator: " ")[2].hasSuffix("_total"), "\(line)")
         }
