@@ -38,6 +38,9 @@ public final class ForwardingScenario {
     /// A live capture of every port, both directions and drops, drained after each run (as
     /// `tapswitchctl capture` would be).
     public let capture: CaptureSession?
+    /// A port mirror of bench0 and bench1, both directions, to bench3 (itself a destination), whose
+    /// copies go out after each batch.
+    public let mirror: PortMirrorExtension?
     public let sw: VirtualSwitch
     public let batch: FrameBatch
     public let sink = CountingSink()
@@ -47,7 +50,7 @@ public final class ForwardingScenario {
     /// Frames each run delivers (a flooded frame counts once per destination).
     public let deliveriesPerRun: Int
 
-    public init(_ kind: Kind, policies: Bool = false, limits: Bool = false, capture: Bool = false) {
+    public init(_ kind: Kind, policies: Bool = false, limits: Bool = false, capture: Bool = false, mirror: Bool = false) {
         self.kind = kind
         self.policies = policies || limits
         self.limits = limits
@@ -102,6 +105,15 @@ public final class ForwardingScenario {
             self.capture = session
         } else {
             self.capture = nil
+        }
+        if mirror {
+            let ext = PortMirrorExtension()
+            try! sw.enable(ext)
+            ext.set([MirrorDefinition(name: "bench", sources: ["bench0", "bench1"], inbound: true, outbound: true, vlan: nil,
+                                      destination: "bench3")], on: sw)
+            self.mirror = ext
+        } else {
+            self.mirror = nil
         }
         // Learn every port's MAC (a gratuitous broadcast from each).
         for (n, id) in ids.enumerated() {

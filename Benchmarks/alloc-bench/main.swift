@@ -10,7 +10,8 @@ import Glibc
 /// in steady state, for unicast, flood and VLAN-trunk traffic, first on the plain switch, then with
 /// every shipped policy extension enabled and every per-port guard on, then also with 100 ACL
 /// rules per port and direction, storm control and policing on every port, then with a live
-/// capture of every port (both directions, drops) drained after each batch. Exits 1 if any
+/// capture of every port (both directions, drops) drained after each batch, then with a port mirror
+/// (two sources, both directions, copies sent after each batch). Exits 1 if any
 /// allocation happens.
 ///   swift run --package-path Benchmarks -c release alloc-bench [seconds-per-case]
 let seconds = CommandLine.arguments.dropFirst().first.flatMap(Double.init) ?? 1.0
@@ -35,10 +36,11 @@ func fixed(_ value: Double, _ digits: Int) -> String {
 var failed = false
 var worst = 0.0
 var nsPerFrameBy: [String: Double] = [:]
-for mode in ["", "+policies", "+acl100+limits", "+capture"] {
+for mode in ["", "+policies", "+acl100+limits", "+capture", "+mirror"] {
 for kind in ForwardingScenario.Kind.allCases {
     let setupStart = malloc_counter_allocations()
-    let scenario = ForwardingScenario(kind, policies: mode == "+policies", limits: mode == "+acl100+limits", capture: mode == "+capture")
+    let scenario = ForwardingScenario(kind, policies: mode == "+policies", limits: mode == "+acl100+limits", capture: mode == "+capture",
+                                     mirror: mode == "+mirror")
     // Self-check: setting up a switch allocates, so a zero here means the counter is not hooked in.
     guard malloc_counter_allocations() > setupStart else {
         print("alloc-bench: the malloc counter saw no allocation during set-up; counting is not active")

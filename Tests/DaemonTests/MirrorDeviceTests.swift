@@ -255,4 +255,34 @@ struct MirrorDeviceTests {
         let later = try await exchange(t, rounds: 2, token: 0x5F0)
         #expect(try await collect(c, token: 0x5F0, limit: later.count) == later)
     }
+
+    @Test("[[mirror]] in the config: applied after the VMs it names; --check-config names FILE:LINE of a bad one")
+    func fromConfig() async throws {
+        try Privilege.requireNetAdmin()
+        let cleanup = Cleanup()
+        defer { cleanup.run() }
+        let names = UniqueNames()
+        let taps = ["fa", "fb", "fc"].map { names.name($0) }
+        for tap in taps { cleanup.deleteLink(tap) }
+        var text = "[switch]\nunknown_unicast = \"flood\"\n"
+        for (k, tap) in taps.enumerated() { text += "[[vm]]\nname = \"f\(k)\"\n[[vm.nic]]\ntap = \"\(tap)\"\nmac = \"\(Self.macs[k])\"\n" }
+        text += "[[mirror]]\nname = \"cfg\"\nsource = \"\(taps[0])\"\ndirection = \"out\"\nto = \"\(taps[2])\"\n"
+        let d = try DaemonUnderTest(config: .text(text), cleanup: cleanup)
+        try await d.start()
+        let nics = try (0..<3).map { try GuestNIC(tap: taps[$0], mac: Self.macs[$0]) }
+        cleanup.add("detach FakeVMs") { for n in nics { n.close() } }
+        try await d.waitForEvents("nic-connect on all three") { evs in
+            taps.allSatisfy { tap in evs.contains { $0.kind == .nicConnect && $0.portName == tap } }
+        }
+        let t = Trio(a: nics[0], b: nics[1], c: nics[2], taps: taps)
+        _ = try await exchange(t, rounds: 1, token: 1)
+        let m = try #require(try await mirrors(d).first)
+        #expect(m.mirror == MirrorSpec(name: "cfg", source: [taps[0]], direction: .out, to: taps[2]) && m.active)
+        let sent = try await exchange(t, rounds: 3, token: 0xCF)
+        #expect(try await collect(t.c, token: 0xCF, limit: sent.count) == stride(from: 1, to: sent.count, by: 2).map { sent[$0] })
+
+        let bad = try d.dir.write("bad.toml", text.replacingOccurrences(of: "direction = \"out\"", with: "vlan = 5000"))
+        let check = try await offPool { try Shell.run([try Products.path("tapswitchd"), "--check-config", "--config", bad]) }
+        #expect(check.status != 0 && check.stderr.contains("\(bad):21: mirror.vlan: VLAN 5000 is out of range 1..4094"), "\(check.stderr)")
+    }
 }
