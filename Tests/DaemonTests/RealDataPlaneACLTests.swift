@@ -208,7 +208,7 @@ struct RealDataPlaneACLTests {
         try #require(set.status == 0, "\(set.stderr)")
         // Rates a debug build keeps up with on a loaded 2-CPU CI machine running the suites in
         // parallel: the storm at 15 times the limit, each peer at 1000 frames/s. A machine that stalls the switch longer than a receive
-        // ring holds (512 frames, half a second here) loses peer frames as "receive ring full" on the
+        // ring holds (1024 frames, a second here) loses peer frames as "receive ring full" on the
         // peers' own ports, storm or not: such an attempt is repeated (at most 4 in all); any other
         // loss fails at once.
         let perPeer: UInt32 = 2000

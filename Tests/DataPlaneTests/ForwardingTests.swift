@@ -177,11 +177,11 @@ extension ForwardingTests {
             let frame = TestFrames.broadcast(src: mac(0x48).bytes, payload: Array(repeating: 7, count: 46))
             let written = await rt.withSwitch { _ in
                 var n = 0
-                for _ in 0..<2_000 where frame.withUnsafeBytes({ Glibc.write(fd, $0.baseAddress, $0.count) }) == frame.count { n += 1 }
+                for _ in 0..<4_000 where frame.withUnsafeBytes({ Glibc.write(fd, $0.baseAddress, $0.count) }) == frame.count { n += 1 }
                 return n
             }
-            #expect(written == 2_000)
-            // 512 slots: the rest was dropped by the kernel and must show up, not vanish.
+            #expect(written == 4_000)
+            // 1024 slots: the rest was dropped by the kernel and must show up, not vanish.
             let deadline = Date().addingTimeInterval(5)
             var seen: UInt64 = 0
             var ringFull: UInt64 = 0
@@ -189,9 +189,9 @@ extension ForwardingTests {
                 let c = try #require(await rt.counters(taps[0]))
                 ringFull = c.drops[.init(direction: .ingress, reason: "receive ring full", reporter: "device")] ?? 0
                 seen = c.framesIn + ringFull
-            } while seen < 2_000 && Date() < deadline
-            #expect(ringFull >= 1_000)
-            #expect(seen == 2_000)
+            } while seen < 4_000 && Date() < deadline
+            #expect(ringFull >= 2_000)
+            #expect(seen == 4_000)
         }
     }
 }
