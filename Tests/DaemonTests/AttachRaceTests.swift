@@ -10,7 +10,7 @@ import TestSupport
 /// receive ring; the loop reads at most its wake budget (256) of them before the carrier-down
 /// notification disconnects the NIC, and the rest were then dropped. Every frame the old guest sent
 /// and every frame the new guest sends at once must be forwarded, also with a busy switch.
-@Suite("Frames right after attach (issue 12 finding 7)", .serialized, .enabled(if: Privilege.shouldRun, Privilege.comment))
+@Suite("Frames right after attach (issue 12 finding 7)", .serialized, .heavy, .enabled(if: Privilege.shouldRun, Privilege.comment))
 struct AttachRaceTests {
     static let macA = "52:54:00:d7:00:0a"
     static let macB = "52:54:00:d7:00:0b"

@@ -5,7 +5,7 @@ import TestSupport
 
 /// `tapswitchctl libvirt-hook` against a real tapswitchd (in-memory backend), "did you mean" for
 /// mistyped commands, and the generated completion script.
-@Suite("tapswitchctl: libvirt hook, suggestions, completions", .serialized)
+@Suite("tapswitchctl: libvirt hook, suggestions, completions", .serialized, .heavy)
 struct CLIPolishTests {
     /// A domain as libvirt hands it to a hook: one tapswitch interface on access VLAN 10 (by
     /// metadata), an isolated trunk (by the tsw- prefix, settings in the metadata), one that is not

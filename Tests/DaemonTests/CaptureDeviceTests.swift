@@ -7,7 +7,7 @@ import TestSupport
 
 /// `tapswitchctl capture` against the real `tapswitchd` on real TAPs with ``FakeVM``s attached, read
 /// back with tcpdump and tshark (installed by scripts/install-deps).
-@Suite(.serialized, .enabled(if: Privilege.shouldRun, Privilege.comment))
+@Suite(.serialized, .heavy, .enabled(if: Privilege.shouldRun, Privilege.comment))
 struct CaptureDeviceTests {
     static let macA = "52:54:00:d1:00:0a"
     static let macB = "52:54:00:d1:00:0b"

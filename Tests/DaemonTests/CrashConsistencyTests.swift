@@ -13,7 +13,7 @@ import Glibc
 /// debris. The daemon's crash points (`TAPSWITCH_CRASH_POINT_FILE`, see `CrashPoint`) make it
 /// SIGKILL itself exactly there; the restarted daemon must complete or undo the step from its
 /// intent record and the TAPs' markers.
-@Suite("Crash consistency on real TAPs (issue 12 finding 4)", .serialized)
+@Suite("Crash consistency on real TAPs (issue 12 finding 4)", .serialized, .heavy)
 struct CrashConsistencyTests {
     static let macA = "52:54:00:c4:00:01"
     static let macB = "52:54:00:c4:00:02"

@@ -11,7 +11,7 @@ import Glibc
 /// host 1 and host 3 run tapswitch with an EVPN segment (VXLAN learning off), host 2 is the reference
 /// set-up operators run: a Linux bridge with a VXLAN device and FRR. The BGP daemons peer over the
 /// underlay (iBGP full mesh); remote MACs reach each VXLAN FDB only from routes.
-@Suite(.serialized, .enabled(if: Privilege.shouldRun && FRR.available, "needs root and FRR (/usr/lib/frr/zebra, bgpd)"))
+@Suite(.serialized, .heavy, .enabled(if: Privilege.shouldRun && FRR.available, "needs root and FRR (/usr/lib/frr/zebra, bgpd)"))
 struct EVPNTests {
     @Test("tapswitch and a Linux bridge + FRR host share VNI 100 through EVPN; a stopped VM is withdrawn; a MAC moving host 1 -> host 3 is reached from host 2 within 1 s")
     func interopAndMigration() async throws {

@@ -8,7 +8,7 @@ import Glibc
 
 /// The device-free daemon `tapswitchd-fake` (tapswitchd's code and backend, the real switch and
 /// packet loop, on in-memory devices: no privileges) driven only through the real `tapswitchctl`.
-@Suite("tapswitchd and tapswitchctl end to end", .serialized)
+@Suite("tapswitchd and tapswitchctl end to end", .serialized, .heavy)
 struct EndToEndTests {
     static let config = """
         [switch]

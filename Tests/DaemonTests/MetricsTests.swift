@@ -11,7 +11,7 @@ import Glibc
 /// `/metrics` on the real daemon with traffic between two FakeVMs: the counters rise between two
 /// scrapes, drops carry their reporter, the text passes `promtool check metrics`, and slow or bad
 /// HTTP clients neither stall a scrape nor get anything but an error.
-@Suite(.serialized, .enabled(if: Privilege.shouldRun, Privilege.comment))
+@Suite(.serialized, .heavy, .enabled(if: Privilege.shouldRun, Privilege.comment))
 struct MetricsTests {
     static let macA = "52:54:00:d1:00:0a"
     static let macB = "52:54:00:d1:00:0b"

@@ -6,7 +6,7 @@ import TestSupport
 /// NIC save/restore across a daemon restart (issue 14, the extension contract): an extension's
 /// per-NIC state is saved when the daemon stops, kept in the state file and handed back when the
 /// next run re-adopts the port. `tapswitchd-fake` offers the test extension `nic-memo`.
-@Suite("NIC save/restore across a daemon restart", .serialized)
+@Suite("NIC save/restore across a daemon restart", .serialized, .heavy)
 struct NICSaveRestoreTests {
     static let config = """
         [switch]

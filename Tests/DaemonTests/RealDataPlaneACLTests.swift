@@ -6,7 +6,7 @@ import TestSupport
 
 /// Port ACLs, storm control and policing (issue 14 items 1-3) on the real daemon with ``FakeVM``s
 /// attached to TAPs as QEMU attaches, driven through `tapswitchctl`.
-@Suite(.serialized, .enabled(if: Privilege.shouldRun, Privilege.comment))
+@Suite(.serialized, .heavy, .enabled(if: Privilege.shouldRun, Privilege.comment))
 struct RealDataPlaneACLTests {
     struct VM {
         let name: String

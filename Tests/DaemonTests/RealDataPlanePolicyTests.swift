@@ -7,7 +7,7 @@ import TestSupport
 /// Port policies on the real daemon (DataPlane backend, TAPs, AF_PACKET) with ``FakeVM``s attached as
 /// QEMU attaches, driven through `tapswitchctl` only: the attacks of issue 11 on the shipped default
 /// config, trunks, and settings changed on running VMs.
-@Suite(.serialized, .enabled(if: Privilege.shouldRun, Privilege.comment))
+@Suite(.serialized, .heavy, .enabled(if: Privilege.shouldRun, Privilege.comment))
 struct RealDataPlanePolicyTests {
     /// One VM NIC of a test: its TAP, MAC and the FakeVM once attached.
     struct VM {

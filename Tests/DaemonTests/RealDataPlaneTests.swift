@@ -14,7 +14,7 @@ import Locking
 ///
 /// Each test has its own daemon (temp socket and state dir), its own TAP names and a ``Cleanup`` that
 /// kills the daemon and deletes the TAPs also when the test fails half-way.
-@Suite(.serialized, .enabled(if: Privilege.shouldRun, Privilege.comment))
+@Suite(.serialized, .heavy, .enabled(if: Privilege.shouldRun, Privilege.comment))
 struct RealDataPlaneTests {
     static let macA = "52:54:00:d0:00:0a"
     static let macB = "52:54:00:d0:00:0b"

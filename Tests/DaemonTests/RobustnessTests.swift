@@ -50,7 +50,7 @@ struct StateFileRobustnessTests {
     }
 }
 
-@Suite("Daemon robustness on real TAPs (issue 12 findings 5 and 10)", .serialized)
+@Suite("Daemon robustness on real TAPs (issue 12 findings 5 and 10)", .serialized, .heavy)
 struct DaemonRobustnessTests {
     static let mac = "52:54:00:d5:00:01"
 

@@ -7,7 +7,7 @@ import TestSupport
 /// namespace of the test's own), a real `tapswitchd` in each host (own socket, state and config) with
 /// VXLAN segments VLAN 10 <-> VNI 100 and VLAN 20 <-> VNI 200 (flood and learn: static flood lists,
 /// kernel learning), and "VMs" that are kernel stacks: internal ports moved into namespaces of their own.
-@Suite(.serialized, .enabled(if: Privilege.shouldRun, Privilege.comment))
+@Suite(.serialized, .heavy, .enabled(if: Privilege.shouldRun, Privilege.comment))
 struct SegmentTests {
     /// One host: its namespace, its underlay address and its daemon.
     struct Host {

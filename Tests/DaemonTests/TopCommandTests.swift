@@ -8,7 +8,7 @@ import Glibc
 
 /// `tapswitchctl top` in a pseudo-terminal against the device-free daemon: it draws a row per port
 /// on the alternate screen, re-sorts on a key, and `q` ends it with status 0 and the terminal restored.
-@Suite(.serialized)
+@Suite(.serialized, .heavy)
 struct TopCommandTests {
     static let config = """
         [switch]

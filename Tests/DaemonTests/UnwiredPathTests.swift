@@ -10,7 +10,7 @@ import Glibc
 /// The paths issue 10 found wired nowhere or dangerous, on real TAPs through the real daemon:
 /// a TAP deleted by hand, re-adoption with a vetoed NIC, SIGHUP's extension list, and `vm stop`
 /// under an attached guest.
-@Suite("Unwired and dangerous paths (issue 10)", .serialized)
+@Suite("Unwired and dangerous paths (issue 10)", .serialized, .heavy)
 struct UnwiredPathTests {
     static let macA = "52:54:00:d1:00:0a"
     static let macB = "52:54:00:d1:00:0b"

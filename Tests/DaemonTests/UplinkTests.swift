@@ -6,7 +6,7 @@ import TestSupport
 /// Several external ports on one real `tapswitchd`, each with its own VLAN policy: one declared in the
 /// config (access VLAN 10), one added at run time (a trunk of VLAN 20). The "VMs" and the networks
 /// behind the uplinks are kernel stacks in network namespaces, so ping tells what crosses.
-@Suite(.serialized, .enabled(if: Privilege.shouldRun, Privilege.comment))
+@Suite(.serialized, .heavy, .enabled(if: Privilege.shouldRun, Privilege.comment))
 struct UplinkTests {
     @Test("two uplinks with their own VLAN policies: each VLAN leaves only through its uplink, tagged or not as the policy says")
     func twoUplinks() async throws {

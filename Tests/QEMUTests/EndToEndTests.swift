@@ -9,7 +9,7 @@ import TestSupport
 ///
 /// Run alone: `swift test --filter QEMUTests.EndToEndTests` (needs root, /dev/net/tun, qemu-system-x86_64,
 /// and the `tapswitchd`/`tapswitchctl` products built in the same scratch path, or `TAPSWITCH_BIN_DIR`).
-@Suite("tapswitchd end to end with QEMU guests", .serialized, .enabled(if: Privilege.shouldRun, Privilege.comment))
+@Suite("tapswitchd end to end with QEMU guests", .serialized, .heavy, .enabled(if: Privilege.shouldRun, Privilege.comment))
 struct EndToEndTests {
     /// Both guests ping each other at once (so both directions are proven), then an iperf3 transfer
     /// with default virtio offloads: the client sends TSO superframes with partial checksums, which

@@ -37,7 +37,10 @@ public enum Shell {
         let finished = DispatchSemaphore(value: 0)
         process.terminationHandler = { _ in finished.signal() }
 
-        // Read both pipes concurrently so a chatty child cannot block on a full pipe.
+        // Read both pipes concurrently so a chatty child cannot block on a full pipe. On threads of
+        // their own: blocked readers on Dispatch's global queues are replaced only by its once-a-second
+        // monitor on Linux, so under parallel tests the readers (and everyone's Dispatch work) queued
+        // for seconds, and a command could finish before its output was read.
         let readers = DispatchGroup()
         let stdoutData = Locked(Data())
         let stderrData = Locked(Data())
@@ -45,13 +48,13 @@ public enum Shell {
         let errHandle = errPipe.fileHandleForReading
 
         try process.run()
-        DispatchQueue.global().async(group: readers) {
-            let data = outHandle.readDataToEndOfFile()
-            stdoutData.withLock { $0 = data }
-        }
-        DispatchQueue.global().async(group: readers) {
-            let data = errHandle.readDataToEndOfFile()
-            stderrData.withLock { $0 = data }
+        for (handle, sink) in [(outHandle, stdoutData), (errHandle, stderrData)] {
+            readers.enter()
+            Thread {
+                let data = handle.readDataToEndOfFile()
+                sink.withLock { $0 = data }
+                readers.leave()
+            }.start()
         }
 
         if finished.wait(timeout: .now() + timeout.dispatchInterval) == .timedOut {

@@ -1,6 +1,7 @@
 import Foundation
 import TestSupport
 import Testing
+import TestSupport
 
 /// Tests of the guest harness itself (QEMUGuest, GuestSpec, GuestResult, scripts/build-guest),
 /// on a throwaway Linux bridge, without tapswitch.
@@ -85,7 +86,7 @@ struct GuestHarnessUnitTests {
 
 /// Boots real guests: needs root, /dev/net/tun and qemu-system-x86_64. Skipped without them,
 /// except under CI=true where missing privileges fail the run.
-@Suite("Guest harness on a Linux bridge", .serialized,
+@Suite("Guest harness on a Linux bridge", .serialized, .heavy,
        .enabled(if: HostBridge.privileged || HostBridge.isCI, "needs root, /dev/net/tun and qemu-system-x86_64"))
 struct GuestHarnessBridgeTests {
     @Test func pingIdleKillAndTCP() throws {
