@@ -121,7 +121,13 @@ struct EVPNTests {
         // Remote MACs come from routes only: learning is off on host 1's VXLAN device.
         let link1 = try h1.check(["ip", "-d", "link", "show", "vx100"])
         #expect(link1.contains("nolearning") && link1.contains("master vx100-br"), "\(link1)")
-        let fdb1 = try h1.check(["bridge", "fdb", "show", "dev", "vx100"])
+        // Host 2's routes made the ping work; host 3's may still be on their way (each BGP session comes
+        // up on its own): wait for them before reading the table.
+        var fdb1 = ""
+        _ = try? waitUntil("host 3's type-3 route on host 1", timeout: .seconds(20), poll: .milliseconds(100)) {
+            fdb1 = try h1.check(["bridge", "fdb", "show", "dev", "vx100"])
+            return fdb1.contains("00:00:00:00:00:00 dst 192.0.2.3")
+        }
         #expect(fdb1.contains("\(v2mac) dst 192.0.2.2 self extern_learn"), "type-2 route from host 2 not installed:\n\(fdb1)")
         #expect(fdb1.contains("00:00:00:00:00:00 dst 192.0.2.2"), "type-3 route from host 2 not installed:\n\(fdb1)")
         #expect(fdb1.contains("00:00:00:00:00:00 dst 192.0.2.3"), "type-3 route from host 3 not installed:\n\(fdb1)")
