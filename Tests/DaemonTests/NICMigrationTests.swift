@@ -8,7 +8,7 @@ import TestSupport
 /// host's daemon, `nic restore` on the destination's, with real daemons, TAPs and FakeVMs. The state is
 /// ip-guard's DHCP-snooped lease: without it the destination's guard drops the VM's traffic from its
 /// address; with it the traffic passes.
-@Suite(.serialized, .enabled(if: Privilege.shouldRun, Privilege.comment))
+@Suite(.serialized, .heavy, .enabled(if: Privilege.shouldRun, Privilege.comment))
 struct NICMigrationTests {
     static let config = """
         [metrics]

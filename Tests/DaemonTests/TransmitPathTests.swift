@@ -10,7 +10,7 @@ import Glibc
 /// `[switch] transmit` on real TAPs with ``FakeVM``s: what `tcpdump -i TAP` sees of the frames the
 /// switch delivers to a VM, with `bypass` (nothing: the qdisc and its packet taps are skipped) and
 /// with `qdisc` (each one), switched by SIGHUP; `show` names the mode.
-@Suite(.serialized, .enabled(if: Privilege.shouldRun, Privilege.comment))
+@Suite(.serialized, .heavy, .enabled(if: Privilege.shouldRun, Privilege.comment))
 struct TransmitPathTests {
     static let macs = ["52:54:00:d2:00:0a", "52:54:00:d2:00:0b", "52:54:00:d2:00:0c"]
     static let frames = 5

@@ -8,7 +8,7 @@ import TestSupport
 /// at its defaults) on real TAPs with ``FakeVM``s attached as QEMU attaches, driven through
 /// `tapswitchctl`: learned unicast is offloaded, and the guards and settings behave exactly as on
 /// the slow path.
-@Suite(.serialized, .enabled(if: Privilege.shouldRun, Privilege.comment))
+@Suite(.serialized, .heavy, .enabled(if: Privilege.shouldRun, Privilege.comment))
 struct XDPDefaultConfigTests {
     struct VM {
         let name: String

@@ -7,7 +7,7 @@ import TestSupport
 /// `tapswitchd` with the fast path on (the shipped config): their TCP crosses on the fast path
 /// (native XDP and the tcx skb path), and a guest that validates every checksum itself (offloads
 /// off) still receives a working TCP stream from a guest that sends superframes.
-@Suite("QEMU guests on the fast path", .serialized, .enabled(if: Privilege.shouldRun, Privilege.comment))
+@Suite("QEMU guests on the fast path", .serialized, .heavy, .enabled(if: Privilege.shouldRun, Privilege.comment))
 struct FastPathGuestTests {
     /// "fast-path frames: N in, M out" from a port's `offload` description.
     static func fastFrames(_ port: PortInfo) -> (in: UInt64, out: UInt64)? {

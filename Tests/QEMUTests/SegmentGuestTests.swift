@@ -10,7 +10,7 @@ import TestSupport
 ///
 /// Everything (guests, daemons, namespaces and the devices in them) goes with the test's `Cleanup`,
 /// also on failure.
-@Suite("QEMU guests on two hosts over VXLAN", .serialized, .enabled(if: Privilege.shouldRun, Privilege.comment))
+@Suite("QEMU guests on two hosts over VXLAN", .serialized, .heavy, .enabled(if: Privilege.shouldRun, Privilege.comment))
 struct SegmentGuestTests {
     static let underlayMTU = 1550
 
