@@ -11,7 +11,7 @@ import Glibc
 /// EVPN MAC+IP without FRR: what tapswitch writes on an EVPN segment's bridge, where zebra reads it
 /// (`EVPNTests` shows the routes zebra makes of it). One host namespace with its daemon and an EVPN
 /// segment; VMs are TAPs with FakeVMs attached from a thread that entered the namespace.
-@Suite(.serialized, .enabled(if: Privilege.shouldRun, Privilege.comment))
+@Suite(.serialized, .heavy, .enabled(if: Privilege.shouldRun, Privilege.comment))
 struct EVPNNeighbourTests {
     /// Attaches a FakeVM to `tap` in namespace `netns`: a thread enters the namespace (only that
     /// thread) and opens the TAP there; the fd then works from any thread.

@@ -12,7 +12,7 @@ import Locking
 /// Issue 12 item 7: what a planned restart (SIGUSR2) hands over besides the VM TAPs' sockets, on
 /// real devices: the internal ports' queues (the interface, its index and frames queued for the
 /// switch survive) and the XDP fast path (attached again; learned flows are offloaded again).
-@Suite(.serialized, .enabled(if: Privilege.shouldRun, Privilege.comment))
+@Suite(.serialized, .heavy, .enabled(if: Privilege.shouldRun, Privilege.comment))
 struct RestartHandOverTests {
     static let macH = "52:54:00:d1:00:0c"
 

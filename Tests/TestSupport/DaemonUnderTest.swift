@@ -62,6 +62,10 @@ public final class DaemonUnderTest: Sendable {
     ///   its control socket is a file, so `tapswitchctl` reaches it from anywhere.
     public init(config: Config, environment: [String: String] = [:], binary: String = "tapswitchd", netns: String? = nil,
                 cleanup: Cleanup) throws {
+        // Daemons are what made parallel runs starve (see HeavyTestTrait): a suite that starts one takes turns.
+        if TestThreadExecutor.current == nil {
+            Issue.record("a test that starts a daemon must be .heavy (add .heavy to its @Suite or @Test): see HeavyTestTrait")
+        }
         self.binary = binary
         self.netns = netns
         let dir = try TempDir("tswd")
