@@ -12,7 +12,7 @@ import Glibc
 /// on real TAPs with ``FakeVM``s: only the captured port leaves the fast path, from before the
 /// capture returns its first frame until it ends; its frames keep being delivered (on the slow
 /// path, where the capture sees them); the other ports' flows stay offloaded throughout.
-@Suite(.serialized, .enabled(if: Privilege.shouldRun, Privilege.comment))
+@Suite(.serialized, .heavy, .enabled(if: Privilege.shouldRun, Privilege.comment))
 struct CaptureOffloadTests {
     typealias X = XDPDefaultConfigTests
 

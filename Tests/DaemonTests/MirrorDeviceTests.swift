@@ -6,7 +6,7 @@ import TestSupport
 
 /// `tapswitchctl mirror` against the real `tapswitchd` on real TAPs with ``FakeVM``s: A↔B traffic
 /// mirrored to C.
-@Suite(.serialized, .enabled(if: Privilege.shouldRun, Privilege.comment))
+@Suite(.serialized, .heavy, .enabled(if: Privilege.shouldRun, Privilege.comment))
 struct MirrorDeviceTests {
     static let macs = ["52:54:00:d2:00:0a", "52:54:00:d2:00:0b", "52:54:00:d2:00:0c"]
 
