@@ -5,7 +5,7 @@ import TestSupport
 
 /// Port mirroring with real QEMU guests: guest A's port is mirrored (both directions) to an internal
 /// port on which the host runs tcpdump, as an operator would point an analyser at a mirror.
-@Suite("Port mirroring with QEMU guests", .serialized, .enabled(if: Privilege.shouldRun, Privilege.comment))
+@Suite("Port mirroring with QEMU guests", .serialized, .heavy, .enabled(if: Privilege.shouldRun, Privilege.comment))
 struct MirrorGuestTests {
     @Test func pingBetweenGuestsIsMirroredInBothDirections() throws {
         try Privilege.requireNetAdmin()
