@@ -76,7 +76,7 @@ struct CaptureCommand: ParsableCommand {
         if file == "-" {
             out = .standardOutput
         } else {
-            guard FileManager.default.createFile(atPath: file, contents: nil), let h = FileHandle(forWritingAtPath: file) else {
+            guard let h = OutputFile.open(file) else {
                 throw CtlFailure(code: CtlExit.daemonError, message: "-w: cannot create \(file): \(errnoText())", errorCode: "system")
             }
             out = h

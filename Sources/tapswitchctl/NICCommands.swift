@@ -30,7 +30,7 @@ struct NICSave: ParsableCommand {
     @Argument(help: "Port name.", completion: .custom(Completions.portNames))
     var name: String
 
-    @Option(name: [.short, .long], help: ArgumentHelp("Write to this file (replaced atomically) instead of stdout.", valueName: "file"),
+    @Option(name: [.short, .long], help: ArgumentHelp("Write to this file (a regular file is replaced atomically; a device or FIFO is written as it is) instead of stdout.", valueName: "file"),
             completion: .file())
     var output: String?
 
@@ -47,7 +47,7 @@ struct NICSave: ParsableCommand {
             return
         }
         do {
-            try document.write(to: URL(fileURLWithPath: output), options: .atomic)
+            try OutputFile.write(document, to: output)
         } catch {
             throw CtlFailure(code: CtlExit.daemonError, message: "cannot write \(output): \(error.localizedDescription)", errorCode: "system")
         }

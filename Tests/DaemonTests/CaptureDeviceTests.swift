@@ -116,6 +116,37 @@ struct CaptureDeviceTests {
         #expect(blocks.compactMap(\.statistics).map(\.dropped) == [0, 0])
     }
 
+    @Test("capture -w and nic save --output write into a device node as it is, never replace it (capture -w /dev/null replaced /dev/null with a regular file)")
+    func outputToADeviceNode() async throws {
+        try Privilege.requireNetAdmin()
+        let cleanup = Cleanup()
+        defer { cleanup.run() }
+        let d = try DaemonUnderTest(config: .shipped, cleanup: cleanup)
+        try await d.start()
+        let pair = try await startPair(d, cleanup: cleanup)
+        try await ping(pair, rounds: 1, token: 1)
+        // A null device of the test's own (same major/minor as /dev/null), so a regression cannot break the host's.
+        let node = d.dir.file("null")
+        #expect(mknod(node, S_IFCHR | 0o666, dev_t(1 << 8 | 3)) == 0, "mknod: \(errno)")
+        func isCharDevice() -> Bool {
+            var st = stat()
+            return lstat(node, &st) == 0 && (st.st_mode & S_IFMT) == S_IFCHR
+        }
+        let p = try await startCapture(d, [pair.tapA, "-c", "2", "-w", node], cleanup: cleanup)
+        try await ping(pair, rounds: 1, token: 0xD0)
+        try await waitExit(p, "capture -c 2 -w NODE")
+        #expect(isCharDevice(), "capture -w replaced the device node")
+        let saved = try await d.ctl("nic", "save", pair.tapA, "--output", node)
+        #expect(saved.status == 0, "\(saved.stderr)")
+        #expect(isCharDevice(), "nic save --output replaced the device node")
+        // Positive control: a regular file gets the capture.
+        let file = d.dir.file("regular.pcapng")
+        let q = try await startCapture(d, [pair.tapA, "-c", "2", "-w", file], cleanup: cleanup)
+        try await ping(pair, rounds: 1, token: 0xD1)
+        try await waitExit(q, "capture -c 2 -w FILE")
+        #expect(((try? FileManager.default.attributesOfItem(atPath: file))?[.size] as? Int ?? 0) > 0)
+    }
+
     @Test("capture --drops shows a VLAN-hop frame with its reason; the good frame after it is captured too")
     func dropsWithReason() async throws {
         try Privilege.requireNetAdmin()
